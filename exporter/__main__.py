@@ -1,0 +1,177 @@
+"""The command line: parses flags, wires the parts together, and runs until a signal.
+
+Owns the flags (named like the official Prometheus exporters), exit statuses (0 ok, 1 runtime
+failure, 2 bad configuration or usage) and the start-up and shutdown order. Nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+from typing import TYPE_CHECKING
+
+import structlog
+
+from exporter import __version__
+from exporter.app import build_app
+from exporter.config import Config, ConfigError, load_config
+from exporter.logs import FORMATS, LEVELS, configure_logging
+from exporter.web import WebServer
+
+if TYPE_CHECKING:
+    from exporter.simulator import SimulatorServer
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+SHUTDOWN_GRACE = 4.0
+"""Seconds the poll in flight gets to notice the stop before the process exits anyway."""
+
+log = structlog.get_logger("exporter")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(
+        prog="bsg-exporter",
+        description="Prometheus exporter for SMS delivery health on the BSG One API.",
+    )
+    parser.add_argument(
+        "--config.file",
+        dest="config_file",
+        metavar="PATH",
+        help="YAML configuration file (default: config.yaml; none with --demo)",
+    )
+    parser.add_argument(
+        "--web.listen-address",
+        dest="listen_address",
+        default=":9746",
+        metavar="ADDR",
+        help="address to listen on (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--web.telemetry-path",
+        dest="telemetry_path",
+        default="/metrics",
+        metavar="PATH",
+        help="path of the metrics (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--log.level",
+        dest="log_level",
+        choices=LEVELS,
+        default="info",
+        help="minimum level logged (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--log.format",
+        dest="log_format",
+        choices=FORMATS,
+        default=None,
+        help="log format (default: console on a terminal, json otherwise)",
+    )
+    parser.add_argument(
+        "--config.check",
+        dest="config_check",
+        action="store_true",
+        help="validate the configuration and exit (0 valid, 2 invalid)",
+    )
+    parser.add_argument(
+        "--demo", action="store_true", help="run against a built-in simulator of the BSG API"
+    )
+    parser.add_argument("--version", action="version", version=f"bsg-exporter {__version__}")
+    args = parser.parse_args(argv)
+    if not args.telemetry_path.startswith("/") or args.telemetry_path in ("/", "/-/healthy"):
+        parser.error(f"--web.telemetry-path must be a path of its own, got {args.telemetry_path!r}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the exporter; returns the process exit status."""
+    args = parse_args(argv)
+    configure_logging(args.log_level, args.log_format)
+    simulator = None
+    try:
+        if args.demo:
+            simulator, config = _start_demo(args.config_file)
+        else:
+            config = load_config(args.config_file or "config.yaml")
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    if args.config_check:
+        print(f"{args.config_file or 'demo config'}: OK ({len(config.targets)} targets)")
+        return EXIT_OK
+    try:
+        return _serve(config, args)
+    finally:
+        if simulator is not None:
+            simulator.stop()
+
+
+def _start_demo(config_file: str | None) -> tuple[SimulatorServer, Config]:
+    """Start the in-process simulator and point a config at it."""
+    from exporter.config import demo_config  # noqa: PLC0415 - only demo mode needs these
+    from exporter.simulator import DEMO_API_KEY, start_demo  # noqa: PLC0415
+
+    server = start_demo()
+    log.info("demo_simulator_started", url=server.url)
+    demo = demo_config(server.url, DEMO_API_KEY)
+    if config_file is None:
+        return server, demo
+    # A config given with --demo keeps its targets but talks to the simulator.
+    config = load_config(config_file)
+    return server, dataclasses.replace(config, api=demo.api)
+
+
+def _serve(config: Config, args: argparse.Namespace) -> int:
+    """Wire the parts, serve until SIGTERM or SIGINT, and shut down in order."""
+    stop = threading.Event()
+    app = build_app(config, stop=stop)
+    try:
+        web = WebServer(
+            args.listen_address, app.registry, app.state, telemetry_path=args.telemetry_path
+        )
+    except (OSError, ValueError) as exc:
+        log.error("listen_failed", address=args.listen_address, error=str(exc))
+        return EXIT_FAILURE
+    if app.state.test_key:
+        log.warning("test_key", message="a test_ API key returns random data: numbers mean nothing")
+    _install_signal_handlers(stop)
+    web.start()
+    poll_thread = threading.Thread(target=app.poller.run, name="poller", daemon=True)
+    poll_thread.start()
+    log.info(
+        "exporter_started",
+        version=__version__,
+        listen_address=args.listen_address,
+        port=web.port,
+        targets=[t.name for t in config.targets],
+        interval_s=config.poll.interval,
+    )
+    while not stop.wait(0.5):  # short waits keep the main thread responsive to signals
+        pass
+    log.info("exporter_stopping")
+    web.stop()
+    poll_thread.join(timeout=SHUTDOWN_GRACE)
+    app.client.close()
+    log.info("exporter_stopped", clean=not poll_thread.is_alive())
+    return EXIT_OK
+
+
+def _install_signal_handlers(stop: threading.Event) -> None:
+    """SIGTERM and SIGINT set the stop event; the main thread does the rest."""
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        log.info("signal_received", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+"""Turns the exporter's state into Prometheus metric families, at scrape time.
+
+Owns metric names, types, labels and HELP texts. It reads :class:`ExporterState` (a brief copy
+under its lock) and never does I/O, so a scrape costs the same whatever the API is doing.
+
+Must not import: httpx, the client, the poller or the web module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from exporter.bsg.records import ALL_STATUSES, FINAL_STATUSES, NANOS, Balance
+from exporter.stats import ExporterState, Histogram, TargetStatus
+from exporter.tracker import TargetSnapshot
+
+_REFRESH = " Refreshed once per poll interval."
+
+
+class BsgCollector(Collector):
+    """A custom collector over :class:`ExporterState`."""
+
+    def __init__(self, state: ExporterState) -> None:
+        self._state = state
+
+    def describe(self) -> list[Metric]:
+        """Nothing up front: the families are built at scrape time."""
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        """Build every family from a consistent copy of the state."""
+        with self._state.lock:
+            targets = {name: _copy_status(status) for name, status in self._state.targets.items()}
+            balances = dict(self._state.balances)
+        snapshots = [status.snapshot for status in targets.values()]
+        yield from _message_families(snapshots)
+        yield from _poll_families(targets)
+        yield from _api_families(self._state)
+        yield from _account_families(balances)
+        yield _build_info(self._state)
+
+
+def _copy_status(status: TargetStatus) -> TargetStatus:
+    """A copy of the mutable parts of a target's status (snapshots are immutable)."""
+    return TargetStatus(
+        snapshot=status.snapshot,
+        up=status.up,
+        polled_once=status.polled_once,
+        last_success=status.last_success,
+        durations=status.durations.copy(),
+        errors=dict(status.errors),
+        rejected=dict(status.rejected),
+    )
+
+
+def _message_families(snapshots: list[TargetSnapshot]) -> Iterator[Metric]:
+    """The families that come from the trackers' counting."""
+    families = _MessageFamilies()
+    for snap in snapshots:
+        families.add(snap)
+    yield from families.all()
+    yield _histograms(
+        "bsg_delivery_latency_seconds",
+        "delivered_at - sent_at of messages counted as delivered or read." + _REFRESH,
+        ((snap.name, snap.delivery_latency) for snap in snapshots),
+    )
+    yield _histograms(
+        "bsg_send_delay_seconds",
+        "sent_at - created_at of messages counted in bsg_messages_total." + _REFRESH,
+        ((snap.name, snap.send_delay) for snap in snapshots),
+    )
+
+
+class _MessageFamilies:
+    """The counter and gauge families filled from target snapshots."""
+
+    def __init__(self) -> None:
+        self.messages = CounterMetricFamily(
+            "bsg_messages",
+            "Messages that reached a final status, each counted once." + _REFRESH,
+            labels=["target", "channel", "status"],
+        )
+        self.submitted = CounterMetricFamily(
+            "bsg_messages_submitted",
+            "Messages first seen after the exporter's baseline." + _REFRESH,
+            labels=["target", "channel"],
+        )
+        self.cost = CounterMetricFamily(
+            "bsg_message_cost",
+            "Sum of amount.value of the messages counted in bsg_messages_total, per currency."
+            + _REFRESH,
+            labels=["target", "channel", "status", "currency"],
+        )
+        self.changes = CounterMetricFamily(
+            "bsg_final_status_changes",
+            "Final statuses that changed after the message was counted." + _REFRESH,
+            labels=["target", "from_status", "to_status"],
+        )
+        self.window = GaugeMetricFamily(
+            "bsg_window_messages",
+            "Messages created inside the target's window, by last known status." + _REFRESH,
+            labels=["target", "channel", "status"],
+        )
+        self.oldest = GaugeMetricFamily(
+            "bsg_oldest_pending_message_age_seconds",
+            "Age of the oldest message not yet in a final status (0 when none)." + _REFRESH,
+            labels=["target"],
+        )
+
+    def add(self, snap: TargetSnapshot) -> None:
+        """Add one target; every final status has a series for every channel seen."""
+        target = snap.name
+        for channel in snap.channels:
+            for status in FINAL_STATUSES:
+                count = snap.messages.get((channel, status), 0)
+                self.messages.add_metric([target, channel, status], count)
+            self.submitted.add_metric([target, channel], snap.submitted.get(channel, 0))
+            for status in ALL_STATUSES:
+                count = snap.window.get((channel, status), 0)
+                self.window.add_metric([target, channel, status], count)
+        for (channel, status, currency), nanos in sorted(snap.cost_nanos.items()):
+            self.cost.add_metric([target, channel, status, currency], nanos / NANOS)
+        for (from_status, to_status), count in sorted(snap.changes.items()):
+            self.changes.add_metric([target, from_status, to_status], count)
+        self.oldest.add_metric([target], snap.oldest_pending_age)
+
+    def all(self) -> tuple[Metric, ...]:
+        """Every family, in exposition order."""
+        return (self.messages, self.submitted, self.cost, self.changes, self.window, self.oldest)
+
+
+def _histograms(
+    name: str,
+    documentation: str,
+    series: Iterable[tuple[str, Mapping[str, Histogram]]],
+) -> HistogramMetricFamily:
+    """One histogram family over targets and channels."""
+    family = HistogramMetricFamily(name, documentation, labels=["target", "channel"])
+    for target, histograms in series:
+        for channel, histogram in sorted(histograms.items()):
+            family.add_metric(
+                [target, channel], buckets=histogram.cumulative(), sum_value=histogram.total
+            )
+    return family
+
+
+def _poll_families(targets: dict[str, TargetStatus]) -> Iterator[Metric]:
+    """The families that describe the polls themselves."""
+    up = GaugeMetricFamily(
+        "bsg_up", "1 when the target's last poll completed, else 0.", labels=["target"]
+    )
+    last = GaugeMetricFamily(
+        "bsg_last_poll_success_timestamp_seconds",
+        "Unix time at the end of the target's last completed poll.",
+        labels=["target"],
+    )
+    durations = HistogramMetricFamily(
+        "bsg_poll_duration_seconds", "Duration of target polls.", labels=["target"]
+    )
+    errors = CounterMetricFamily(
+        "bsg_poll_errors", "Failed target polls by reason.", labels=["target", "reason"]
+    )
+    rejected = CounterMetricFamily(
+        "bsg_records_rejected",
+        "API records skipped because they could not be used (no id, no status).",
+        labels=["target", "reason"],
+    )
+    for name, status in targets.items():
+        up.add_metric([name], 1.0 if status.up else 0.0)
+        if status.last_success is not None:
+            last.add_metric([name], status.last_success)
+        durations.add_metric(
+            [name], buckets=status.durations.cumulative(), sum_value=status.durations.total
+        )
+        for reason, count in status.errors.items():
+            errors.add_metric([name, reason], count)
+        for reason, count in status.rejected.items():
+            rejected.add_metric([name, reason], count)
+    yield from (up, last, durations, errors, rejected)
+
+
+def _api_families(state: ExporterState) -> Iterator[Metric]:
+    """The families of API requests."""
+    requests, durations = state.api.copy()
+    counts = CounterMetricFamily(
+        "bsg_api_requests",
+        "BSG API requests by endpoint and outcome (HTTP status, timeout or connection_error).",
+        labels=["endpoint", "code"],
+    )
+    for (endpoint, code), count in sorted(requests.items()):
+        counts.add_metric([endpoint, code], count)
+    latency = HistogramMetricFamily(
+        "bsg_api_request_duration_seconds", "BSG API request latency.", labels=["endpoint"]
+    )
+    for endpoint, histogram in sorted(durations.items()):
+        latency.add_metric([endpoint], buckets=histogram.cumulative(), sum_value=histogram.total)
+    yield from (counts, latency)
+
+
+def _account_families(balances: Mapping[str, Balance]) -> Iterator[Metric]:
+    """Balance and credit from the last balance read."""
+    balance = GaugeMetricFamily(
+        "bsg_account_balance",
+        "Account balance from /api/accounts/balance (can be negative)." + _REFRESH,
+        labels=["currency"],
+    )
+    credit = GaugeMetricFamily(
+        "bsg_account_credit", "Account credit limit." + _REFRESH, labels=["currency"]
+    )
+    for currency, value in sorted(balances.items()):
+        balance.add_metric([currency], value.balance)
+        if value.credit is not None:
+            credit.add_metric([currency], value.credit)
+    yield from (balance, credit)
+
+
+def _build_info(state: ExporterState) -> Metric:
+    """The constant build-info gauge."""
+    info = GaugeMetricFamily(
+        "bsg_exporter_build_info",
+        'Always 1; test_key="true" when the API key is a test key (random data).',
+        labels=["version", "test_key"],
+    )
+    info.add_metric([state.version, "true" if state.test_key else "false"], 1.0)
+    return info

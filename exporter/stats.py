@@ -1,0 +1,146 @@
+"""Plain in-memory statistics shared by the poller (writer) and the collector (reader).
+
+Owns the histogram and counter containers, the per-target poll status, the API request
+statistics, and :class:`ExporterState`, the one object the collector and the web pages read.
+Writers change it under its lock and only briefly, so a scrape never waits for a poll.
+
+Must not import: prometheus_client, httpx, or the poller, collector and web modules.
+"""
+
+from __future__ import annotations
+
+import threading
+from bisect import bisect_left
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar
+
+from exporter.bsg.records import Balance
+
+if TYPE_CHECKING:
+    from exporter.tracker import TargetSnapshot
+
+K = TypeVar("K")
+
+POLL_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+API_DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+POLL_ERROR_REASONS = (
+    "auth",
+    "rate_limited",
+    "server_error",
+    "client_error",
+    "timeout",
+    "connection_error",
+    "decode",
+    "internal",
+)
+"""Every reason a poll can fail with; each has a series from the first scrape."""
+REJECT_REASONS = ("missing_id", "bad_id", "missing_status", "not_an_object")
+"""Every reason a record can be rejected for; each has a series from the first scrape."""
+
+
+class Histogram:
+    """A fixed-bucket histogram: per-bucket counts (not cumulative) and a sum."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds: tuple[float, ...] = tuple(bounds)
+        self.counts: list[int] = [0] * (len(self.bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        """Add one observation; ``le`` buckets include their bound."""
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    @property
+    def count(self) -> int:
+        """The number of observations."""
+        return sum(self.counts)
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """``(le, cumulative count)`` pairs, ending with ``+Inf``, as the exposition wants."""
+        running = 0
+        buckets: list[tuple[str, int]] = []
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += count
+            buckets.append((_le(bound), running))
+        return buckets
+
+    def copy(self) -> Histogram:
+        """An independent copy."""
+        clone = Histogram(())
+        clone.bounds = self.bounds
+        clone.counts = list(self.counts)
+        clone.total = self.total
+        return clone
+
+
+def _le(bound: float) -> str:
+    """Format a bucket bound the way prometheus_client does (``1.0``, ``+Inf``)."""
+    return "+Inf" if bound == float("inf") else repr(float(bound))
+
+
+def add_to(counts: dict[K, int], key: K, amount: int = 1) -> None:
+    """Increment a counter held in a dict."""
+    counts[key] = counts.get(key, 0) + amount
+
+
+def zero_counts(keys: Iterable[str]) -> dict[str, int]:
+    """A counter dict with every known key at zero."""
+    return dict.fromkeys(keys, 0)
+
+
+@dataclass(slots=True)
+class TargetStatus:
+    """How a target's polls go: the last outcome and counts of failures and rejects."""
+
+    snapshot: TargetSnapshot
+    up: bool = False
+    polled_once: bool = False
+    last_success: float | None = None
+    durations: Histogram = field(default_factory=lambda: Histogram(POLL_DURATION_BUCKETS))
+    errors: dict[str, int] = field(default_factory=lambda: zero_counts(POLL_ERROR_REASONS))
+    rejected: dict[str, int] = field(default_factory=lambda: zero_counts(REJECT_REASONS))
+    last_error: str | None = None
+
+
+@dataclass(slots=True)
+class ApiStats:
+    """Counts and latencies of API requests; implements the client's ``RequestObserver``."""
+
+    requests: dict[tuple[str, str], int] = field(default_factory=dict)
+    durations: dict[str, Histogram] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def observe_request(self, endpoint: str, code: str, duration: float) -> None:
+        """Record one request's outcome and latency."""
+        with self.lock:
+            add_to(self.requests, (endpoint, code))
+            histogram = self.durations.get(endpoint)
+            if histogram is None:
+                histogram = self.durations[endpoint] = Histogram(API_DURATION_BUCKETS)
+            histogram.observe(duration)
+
+    def copy(self) -> tuple[dict[tuple[str, str], int], dict[str, Histogram]]:
+        """A consistent copy of the counts and histograms."""
+        with self.lock:
+            return dict(self.requests), {k: h.copy() for k, h in self.durations.items()}
+
+
+@dataclass(slots=True)
+class ExporterState:
+    """Everything the collector and the landing page show, behind one lock."""
+
+    targets: dict[str, TargetStatus]
+    version: str
+    test_key: bool
+    api: ApiStats = field(default_factory=ApiStats)
+    balances: dict[str, Balance] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def ready(self) -> bool:
+        """True once every target has completed a poll."""
+        with self.lock:
+            return all(status.polled_once for status in self.targets.values())

@@ -1,0 +1,253 @@
+"""The HTTP side: /metrics, the landing page, and the health endpoints.
+
+Owns the listening socket, routing, content negotiation (text or OpenMetrics, gzip) and the
+HTML status page. It reads :class:`ExporterState` and the registry; it never polls.
+
+Must not import: httpx, the client or the poller.
+"""
+
+from __future__ import annotations
+
+import gzip
+import html
+import socket
+import threading
+import time
+from collections.abc import Callable
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+import structlog
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import CollectorRegistry
+
+from exporter.stats import ExporterState, TargetStatus
+
+log = structlog.get_logger("exporter.web")
+
+
+def parse_listen_address(address: str) -> tuple[str, int]:
+    """Split ``host:port`` (``:9746``, ``127.0.0.1:9746``, ``[::1]:9746``) into its parts."""
+    host, sep, port_text = address.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"invalid listen address {address!r}: expected host:port, e.g. :9746")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"invalid listen address {address!r}: put IPv6 hosts in brackets")
+    return host, int(port_text)
+
+
+class _Server(ThreadingHTTPServer):
+    """A threading server that binds IPv6 and dual-stack addresses as well as IPv4."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, host: str, port: int, handler: type[BaseHTTPRequestHandler]) -> None:
+        # An empty host means every address: dual-stack where the system has it.
+        self.dual_stack = not host and socket.has_dualstack_ipv6()
+        if self.dual_stack:
+            host = "::"
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        super().__init__((host, port), handler)
+
+    def server_bind(self) -> None:
+        """Accept IPv4 on the IPv6 socket when listening on every address."""
+        if self.dual_stack:
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
+
+class WebServer:
+    """Serves the exporter's endpoints in background threads."""
+
+    def __init__(
+        self,
+        listen_address: str,
+        registry: CollectorRegistry,
+        state: ExporterState,
+        *,
+        telemetry_path: str = "/metrics",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        host, port = parse_listen_address(listen_address)
+        app = _App(registry, state, telemetry_path, clock)
+        self._server = _Server(host, port, _handler_for(app))
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="web", kwargs={"poll_interval": 0.2}
+        )
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with port 0)."""
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        """Start serving."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop accepting requests and close the socket."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+class _App:
+    """Routing and rendering, apart from the socket handling."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        state: ExporterState,
+        telemetry_path: str,
+        clock: Callable[[], float],
+    ) -> None:
+        self.registry = registry
+        self.state = state
+        self.telemetry_path = telemetry_path
+        self.clock = clock
+
+    def route(self, handler: BaseHTTPRequestHandler) -> tuple[int, dict[str, str], bytes]:
+        """Answer one GET request."""
+        path = urlsplit(handler.path).path
+        if path == self.telemetry_path:
+            return self.metrics(handler)
+        if path == "/-/healthy":
+            return _text(HTTPStatus.OK, "Healthy\n")
+        if path == "/-/ready":
+            if self.state.ready():
+                return _text(HTTPStatus.OK, "Ready\n")
+            return _text(HTTPStatus.SERVICE_UNAVAILABLE, "Not ready: a target has not polled\n")
+        if path == "/":
+            return _html(render_landing(self.state, self.telemetry_path, self.clock()))
+        return _text(HTTPStatus.NOT_FOUND, "Not Found\n")
+
+    def metrics(self, handler: BaseHTTPRequestHandler) -> tuple[int, dict[str, str], bytes]:
+        """Render the registry in the format and encoding the scraper asks for."""
+        encoder, content_type = choose_encoder(handler.headers.get("Accept", ""))
+        body = encoder(self.registry)
+        headers = {"Content-Type": content_type}
+        if "gzip" in handler.headers.get("Accept-Encoding", ""):
+            body = gzip.compress(body, compresslevel=1)
+            headers["Content-Encoding"] = "gzip"
+        return HTTPStatus.OK, headers, body
+
+
+def _text(status: int, text: str) -> tuple[int, dict[str, str], bytes]:
+    """A plain-text answer."""
+    return status, {"Content-Type": "text/plain; charset=utf-8"}, text.encode()
+
+
+def _html(text: str) -> tuple[int, dict[str, str], bytes]:
+    """An HTML answer."""
+    return HTTPStatus.OK, {"Content-Type": "text/html; charset=utf-8"}, text.encode()
+
+
+def _handler_for(app: _App) -> type[BaseHTTPRequestHandler]:
+    """A request handler class bound to ``app``."""
+
+    class Handler(BaseHTTPRequestHandler):
+        """Serves GET and HEAD; everything else is 405."""
+
+        protocol_version = "HTTP/1.1"
+        server_version = "bsg-exporter"
+
+        def do_GET(self) -> None:
+            """Answer a GET."""
+            self._answer(send_body=True)
+
+        def do_HEAD(self) -> None:
+            """Answer a HEAD like a GET, without the body."""
+            self._answer(send_body=False)
+
+        def do_POST(self) -> None:
+            """Nothing accepts POST yet."""
+            self._send(*_text(HTTPStatus.METHOD_NOT_ALLOWED, "Method Not Allowed\n"), True)
+
+        def _answer(self, send_body: bool) -> None:
+            try:
+                status, headers, body = app.route(self)
+            except Exception:  # a rendering bug must not take the server down
+                log.exception("http_error", path=self.path)
+                status, headers, body = _text(HTTPStatus.INTERNAL_SERVER_ERROR, "Error\n")
+            self._send(status, headers, body, send_body)
+
+        def _send(self, status: int, headers: dict[str, str], body: bytes, send_body: bool) -> None:
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if send_body:
+                self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Access logs at debug level only: scrapes every 15 s would drown the poll lines."""
+            log.debug("http_request", client=self.client_address[0], request=format % args)
+
+    return Handler
+
+
+def render_landing(state: ExporterState, telemetry_path: str, now: float) -> str:
+    """The landing page: what this is, where the metrics are, and how each target is doing."""
+    with state.lock:
+        rows = [_target_row(name, status, now) for name, status in state.targets.items()]
+        balances = [f"{b.balance:.2f} {html.escape(b.currency)}" for b in state.balances.values()]
+    warning = (
+        '<p class="warn">This exporter uses a <b>test_</b> API key: the API returns random '
+        "data and these numbers mean nothing.</p>"
+        if state.test_key
+        else ""
+    )
+    metrics_link = html.escape(telemetry_path)
+    return _PAGE.format(
+        version=html.escape(state.version),
+        warning=warning,
+        metrics=metrics_link,
+        rows="\n".join(rows),
+        balance=", ".join(balances) or "not read yet",
+    )
+
+
+def _target_row(name: str, status: TargetStatus, now: float) -> str:
+    """One row of the landing page's target table."""
+    snap = status.snapshot
+    counted = sum(snap.messages.values())
+    last = status.last_success
+    age = f"{now - last:.0f} s ago" if last is not None else "never"
+    state = "up" if status.up else "down"
+    error = html.escape(status.last_error or "")
+    return (
+        f"<tr><td>{html.escape(name)}</td><td class={state}>{state}</td><td>{age}</td>"
+        f"<td>{sum(snap.window.values())}</td><td>{snap.pending}</td><td>{counted}</td>"
+        f"<td>{error}</td></tr>"
+    )
+
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>BSG Exporter</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; max-width: 60em; }}
+table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding: .3em .6em; }}
+.up {{ color: #1a7f37; font-weight: bold; }} .down {{ color: #cf222e; font-weight: bold; }}
+.warn {{ background: #fff3cd; padding: .6em; border: 1px solid #e0c36c; }}
+</style></head>
+<body>
+<h1>BSG Exporter</h1>
+<p>Prometheus exporter for SMS delivery health on the BSG One API, version {version}.</p>
+{warning}
+<p><a href="{metrics}">Metrics</a> &middot; <a href="/-/healthy">Health</a>
+ &middot; <a href="/-/ready">Readiness</a></p>
+<h2>Targets</h2>
+<table>
+<tr><th>Target</th><th>State</th><th>Last good poll</th><th>In window</th><th>Pending</th>
+<th>Counted final</th><th>Last error</th></tr>
+{rows}
+</table>
+<p>Account balance: {balance}</p>
+</body></html>
+"""

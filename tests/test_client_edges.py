@@ -1,0 +1,199 @@
+"""Edge cases of the client that a simulator run makes awkward to pin down exactly.
+
+The client's normal life (login, paging, faults) is tested over HTTP against the simulator in
+test_client.py; these use httpx.MockTransport only to script one exact sequence of answers.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC
+
+import httpx
+import pytest
+
+from exporter.bsg.client import (
+    AuthError,
+    BsgClient,
+    ClientError,
+    MessageQuery,
+    RetryPolicy,
+    ServerError,
+    StoppedError,
+    jwt_expiry,
+)
+
+KEY = "live_secretkey_1234567890"
+FAST = RetryPolicy(max_retries=3, base_delay=0.001, max_delay=0.01, retry_after_cap=0.05)
+
+
+def token(exp: float, tag: str = "a") -> str:
+    """A JWT-shaped token with an ``exp`` claim."""
+    payload = base64.urlsafe_b64encode(json.dumps({"exp": exp, "id": 1}).encode()).rstrip(b"=")
+    return f"eyJhbGciOiJIUzI1NiJ9.{payload.decode()}.sig{tag}"
+
+
+class Recorder:
+    """Counts observed requests the way the metrics side would."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    def observe_request(self, endpoint: str, code: str, duration: float) -> None:
+        self.seen.append((endpoint, code))
+
+
+def client(handler: Callable[[httpx.Request], httpx.Response], **kwargs: object) -> BsgClient:
+    """A client over a scripted transport."""
+    return BsgClient(
+        "https://api.test",
+        KEY,
+        tz=UTC,
+        retry=kwargs.pop("retry", FAST),  # type: ignore[arg-type]
+        transport=httpx.MockTransport(handler),
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+EMPTY_PAGE = {"data": [], "meta": {"page": {"total": 0, "offset": 0, "limit": 500}}}
+
+
+def test_relogin_once_per_request_then_auth_error() -> None:
+    logins = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal logins
+        if request.url.path == "/api/auth/login":
+            logins += 1
+            return httpx.Response(200, json={"bearer": token(time.time() + 9e6, str(logins))})
+        return httpx.Response(401, json={"message": "Unauthenticated."})
+
+    recorder = Recorder()
+    with client(handler, observer=recorder) as c, pytest.raises(AuthError) as info:
+        c.read_balance()
+    assert logins == 2
+    assert recorder.seen == [
+        ("login", "200"),
+        ("balance", "401"),
+        ("login", "200"),
+        ("balance", "401"),
+    ]
+    assert KEY not in str(info.value)
+
+
+def test_retry_after_is_honoured_and_capped() -> None:
+    answers = iter(
+        [
+            httpx.Response(429, headers={"Retry-After": "3600"}, json={"message": "Too many"}),
+            httpx.Response(200, json={"data": {"balance": 1, "currency": "EUR", "credit": 0}}),
+        ]
+    )
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/auth/login":
+            return httpx.Response(200, json={"bearer": token(time.time() + 9e6)})
+        return next(answers)
+
+    started = time.monotonic()
+    with client(handler) as c:
+        assert c.read_balance().balance == 1.0
+    elapsed = time.monotonic() - started
+    assert 0.05 <= elapsed < 1.0  # waited the cap (0.05 s), not the hour the server asked
+
+
+def test_5xx_retries_are_bounded() -> None:
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        if request.url.path == "/api/auth/login":
+            return httpx.Response(200, json={"bearer": token(time.time() + 9e6)})
+        calls += 1
+        return httpx.Response(503, json={"message": "down"})
+
+    with client(handler) as c, pytest.raises(ServerError):
+        c.read_balance()
+    assert calls == 1 + FAST.max_retries
+
+
+def test_4xx_is_not_retried() -> None:
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        if request.url.path == "/api/auth/login":
+            return httpx.Response(200, json={"bearer": token(time.time() + 9e6)})
+        calls += 1
+        return httpx.Response(422, json={"message": "The page.limit must be between 15 and 500."})
+
+    with client(handler) as c, pytest.raises(ClientError, match="page.limit"):
+        c.read_messages(MessageQuery(0, 1))
+    assert calls == 1
+
+
+def test_stop_interrupts_a_backoff() -> None:
+    stop = threading.Event()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/auth/login":
+            return httpx.Response(200, json={"bearer": token(time.time() + 9e6)})
+        return httpx.Response(503, json={"message": "down"})
+
+    slow = RetryPolicy(max_retries=5, base_delay=30, max_delay=30)
+    threading.Timer(0.2, stop.set).start()
+    started = time.monotonic()
+    with client(handler, retry=slow, stop=stop) as c, pytest.raises(StoppedError):
+        c.read_balance()
+    assert time.monotonic() - started < 5
+
+
+def test_token_close_to_expiry_is_refreshed() -> None:
+    seen: list[tuple[str, str]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.url.path, request.headers.get("Authorization", "")[-4:]))
+        if request.url.path == "/api/auth/login":
+            return httpx.Response(200, json={"bearer": token(time.time() + 60)})
+        if request.url.path == "/api/auth/refresh":
+            return httpx.Response(200, json={"bearer": token(time.time() + 9e6, "r")})
+        return httpx.Response(200, json=EMPTY_PAGE)
+
+    with client(handler) as c:
+        c.read_messages(MessageQuery(0, 1))
+        c.read_messages(MessageQuery(0, 1))
+    assert seen == [
+        ("/api/auth/login", ""),
+        ("/api/messages", "siga"),
+        ("/api/auth/refresh", "siga"),
+        ("/api/messages", "sigr"),
+    ]
+
+
+def test_paging_follows_total_and_stops_when_it_lies() -> None:
+    offsets: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/auth/login":
+            return httpx.Response(200, json={"bearer": token(time.time() + 9e6)})
+        offset = int(request.url.params["page[offset]"])
+        offsets.append(offset)
+        assert request.url.params["filter[to]"] == "1970-01-01 00:16:40"  # fixed for the pass
+        rows = (
+            [{"id": offset + i + 1, "status": "sent"} for i in range(500)] if offset < 1000 else []
+        )
+        return httpx.Response(200, json={"data": rows, "meta": {"page": {"total": 99_999}}})
+
+    with client(handler) as c:
+        result = c.read_messages(MessageQuery(0, 1000))
+    assert offsets == [0, 500, 1000]  # an empty page ends the pass whatever total says
+    assert len(result.messages) == 1000 and result.pages == 3
+
+
+def test_jwt_expiry() -> None:
+    assert jwt_expiry(token(1234.0)) == 1234.0
+    assert jwt_expiry("not-a-jwt") is None
+    assert jwt_expiry("a.!!!.c") is None

@@ -1,0 +1,173 @@
+"""The collector on a fresh registry: names, types, labels and values, byte for byte."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.bsg.records import FINAL_STATUSES, Balance, Message
+from exporter.collector import BsgCollector
+from exporter.stats import ExporterState, TargetStatus
+from exporter.tracker import TargetTracker
+
+NOW = 1_780_000_000.0
+
+
+def build_state() -> ExporterState:
+    """A state with one target that counted a few messages."""
+    tracker = TargetTracker(
+        "otp", 3600, delivery_latency_buckets=(1.0, 10.0), send_delay_buckets=(1.0,)
+    )
+    tracker.apply([], NOW)
+    tracker.apply(
+        [
+            Message(1, "delivered", "viber", 7, NOW - 30, NOW - 29, NOW - 25, 75_000_000, "EUR"),
+            Message(2, "failed", "sms", 7, NOW - 20, NOW - 19, None, 10_000_000, "UAH"),
+            Message(3, "sent", "sms", 7, NOW - 10, NOW - 9, None, None, None),
+        ],
+        NOW,
+    )
+    tracker.apply([Message(1, "read", "viber", 7, NOW - 30, NOW - 29, NOW - 25)], NOW)
+    status = TargetStatus(snapshot=tracker.snapshot(NOW), up=True, polled_once=True)
+    status.last_success = NOW
+    status.durations.observe(0.3)
+    status.errors["timeout"] = 2
+    state = ExporterState(targets={"otp": status}, version="1.2.3", test_key=False)
+    state.api.observe_request("messages", "200", 0.02)
+    state.api.observe_request("messages", "timeout", 10.0)
+    state.balances = {"EUR": Balance(balance=-50.25, credit=125.0, currency="EUR")}
+    return state
+
+
+def exposition(state: ExporterState) -> str:
+    """The text exposition of a fresh registry holding only our collector."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(BsgCollector(state))
+    return generate_latest(registry).decode()
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample keyed by name and sorted labels."""
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_counters_gauges_and_histograms_have_the_contracted_shape() -> None:
+    text = exposition(build_state())
+    got = samples(text)
+    key = lambda name, **labels: (name, tuple(sorted(labels.items())))  # noqa: E731
+    assert got[key("bsg_messages_total", target="otp", channel="viber", status="delivered")] == 1
+    assert got[key("bsg_messages_total", target="otp", channel="sms", status="failed")] == 1
+    assert got[key("bsg_messages_total", target="otp", channel="sms", status="expired")] == 0
+    assert got[key("bsg_messages_submitted_total", target="otp", channel="sms")] == 2
+    assert got[
+        key(
+            "bsg_message_cost_total",
+            target="otp",
+            channel="viber",
+            status="delivered",
+            currency="EUR",
+        )
+    ] == pytest.approx(0.075)
+    assert (
+        got[
+            key(
+                "bsg_final_status_changes_total",
+                target="otp",
+                from_status="delivered",
+                to_status="read",
+            )
+        ]
+        == 1
+    )
+    assert got[key("bsg_window_messages", target="otp", channel="viber", status="read")] == 1
+    assert got[key("bsg_window_messages", target="otp", channel="sms", status="sent")] == 1
+    assert got[key("bsg_window_messages", target="otp", channel="sms", status="other")] == 0
+    assert got[key("bsg_oldest_pending_message_age_seconds", target="otp")] == 10
+    assert (
+        got[key("bsg_delivery_latency_seconds_bucket", target="otp", channel="viber", le="10.0")]
+        == 1
+    )
+    assert (
+        got[key("bsg_delivery_latency_seconds_bucket", target="otp", channel="viber", le="1.0")]
+        == 0
+    )
+    assert got[key("bsg_delivery_latency_seconds_count", target="otp", channel="sms")] == 0
+    assert got[key("bsg_send_delay_seconds_count", target="otp", channel="sms")] == 1
+    assert got[key("bsg_up", target="otp")] == 1
+    assert got[key("bsg_last_poll_success_timestamp_seconds", target="otp")] == NOW
+    assert got[key("bsg_poll_errors_total", target="otp", reason="timeout")] == 2
+    assert got[key("bsg_poll_errors_total", target="otp", reason="decode")] == 0
+    assert got[key("bsg_records_rejected_total", target="otp", reason="missing_id")] == 0
+    assert got[key("bsg_api_requests_total", endpoint="messages", code="timeout")] == 1
+    assert got[key("bsg_api_request_duration_seconds_count", endpoint="messages")] == 2
+    assert got[key("bsg_account_balance", currency="EUR")] == -50.25
+    assert got[key("bsg_account_credit", currency="EUR")] == 125
+    assert got[key("bsg_exporter_build_info", version="1.2.3", test_key="false")] == 1
+    assert "# TYPE bsg_messages_total counter" in text
+    assert "# TYPE bsg_window_messages gauge" in text
+    assert "# TYPE bsg_delivery_latency_seconds histogram" in text
+
+
+def test_every_final_status_has_a_series_for_every_channel_seen() -> None:
+    got = samples(exposition(build_state()))
+    for channel in ("sms", "viber"):
+        for status in FINAL_STATUSES:
+            assert (
+                "bsg_messages_total",
+                (("channel", channel), ("status", status), ("target", "otp")),
+            ) in got
+
+
+def test_a_fresh_target_exposes_zero_series_for_sms() -> None:
+    tracker = TargetTracker("all", 60, delivery_latency_buckets=(1.0,), send_delay_buckets=(1.0,))
+    state = ExporterState(
+        targets={"all": TargetStatus(snapshot=tracker.snapshot(NOW))}, version="x", test_key=True
+    )
+    text = exposition(state)
+    got = samples(text)
+    assert got[("bsg_up", (("target", "all"),))] == 0
+    assert sum(v for (n, _), v in got.items() if n == "bsg_messages_total") == 0
+    assert len([n for (n, _) in got if n == "bsg_messages_total"]) == len(FINAL_STATUSES)
+    assert "bsg_last_poll_success_timestamp_seconds{" not in text
+    assert got[("bsg_exporter_build_info", (("test_key", "true"), ("version", "x")))] == 1
+
+
+def test_no_label_carries_message_data() -> None:
+    text = exposition(build_state())
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            assert set(sample.labels) <= {
+                "target",
+                "channel",
+                "status",
+                "currency",
+                "from_status",
+                "to_status",
+                "reason",
+                "endpoint",
+                "code",
+                "version",
+                "test_key",
+                "le",
+            }
+
+
+def test_promtool_finds_nothing_to_complain_about() -> None:
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is installed by scripts/test.sh (Debian package prometheus)"
+    result = subprocess.run(
+        [promtool, "check", "metrics"],
+        input=exposition(build_state()).encode(),
+        capture_output=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+    assert result.stdout.decode().strip() == "" and result.stderr.decode().strip() == ""

@@ -1,0 +1,192 @@
+"""Decoding quirks of the BSG API: every documented variant in, the same typed record out."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from exporter.bsg.records import (
+    DecodeError,
+    TimestampParser,
+    decode_balance,
+    decode_page,
+    decode_token,
+    format_api_time,
+    normalize_channel,
+    normalize_status,
+    parse_price_nanos,
+)
+
+SAMPLE = {  # the provider's own sample from openapi.yaml
+    "id": 4419393338,
+    "campaign_id": 58982653,
+    "reference_id": None,
+    "type": "sms",
+    "source": "web",
+    "text": "Test",
+    "phone": 380981171206,
+    "validity": 72,
+    "status": "delivered",
+    "amount": {"value": "0.0100000", "currency": "UAH"},
+    "sender": "testsms",
+    "created_at": "2025-03-20 05:11:15",
+    "sent_at": "2025-03-20 05:11:16",
+    "delivered_at": "2025-03-20 05:11:21",
+    "country": "UA",
+    "parts": 1,
+}
+T0 = datetime(2025, 3, 20, 5, 11, 15, tzinfo=UTC).timestamp()
+
+
+def page(*records: Any, total: int | None = None) -> bytes:
+    """A page body around ``records``."""
+    meta = {"page": {"total": len(records) if total is None else total, "offset": 0, "limit": 500}}
+    return json.dumps({"data": list(records), "meta": meta}).encode()
+
+
+def test_provider_sample_decodes_to_epoch_seconds_and_nanos() -> None:
+    decoded = decode_page(page(SAMPLE), UTC)
+    assert decoded.rows == 1 and decoded.total == 1 and decoded.rejected == {}
+    [message] = decoded.messages
+    assert message.id == 4419393338  # above 2**32
+    assert message.status == "delivered" and message.channel == "sms"
+    assert message.campaign_id == 58982653
+    assert (message.created_at, message.sent_at, message.delivered_at) == (T0, T0 + 1, T0 + 6)
+    assert message.cost_nanos == 10_000_000 and message.currency == "UAH"
+    assert message.country == "UA" and message.validity_hours == 72
+
+
+def test_send_at_is_read_as_sent_at() -> None:
+    record = {**SAMPLE, "send_at": SAMPLE["sent_at"]}
+    del record["sent_at"]
+    [message] = decode_page(page(record), UTC).messages
+    assert message.sent_at == T0 + 1
+
+
+def test_phone_as_string_and_null_reference_are_accepted() -> None:
+    [message] = decode_page(page({**SAMPLE, "phone": "380981171206"}), UTC).messages
+    assert message.id == SAMPLE["id"]
+
+
+def test_iso_timestamps_with_offsets() -> None:
+    record = {
+        **SAMPLE,
+        "created_at": "2025-03-20T07:11:15+02:00",
+        "sent_at": "2025-03-20T05:11:16.000+00:00",
+        "delivered_at": "2025-03-20T05:11:21Z",
+    }
+    [message] = decode_page(page(record), UTC).messages
+    assert (message.created_at, message.sent_at, message.delivered_at) == (T0, T0 + 1, T0 + 6)
+
+
+def test_zone_less_timestamps_use_the_configured_zone() -> None:
+    [message] = decode_page(page(SAMPLE), ZoneInfo("Europe/Kyiv")).messages
+    assert message.created_at == T0 - 2 * 3600  # Kyiv is UTC+2 in March
+
+
+@pytest.mark.parametrize("amount", [None, {"value": None, "currency": "UAH"}, {}])
+def test_missing_or_null_amount(amount: Any) -> None:
+    record = {**SAMPLE, "amount": amount}
+    [message] = decode_page(page(record), UTC).messages
+    assert message.cost_nanos is None and message.currency is None
+    record.pop("amount")
+    [message] = decode_page(page(record), UTC).messages
+    assert message.cost_nanos is None
+
+
+def test_unknown_status_and_channel_become_other() -> None:
+    [message] = decode_page(page({**SAMPLE, "status": "queued_v2", "type": "pigeon"}), UTC).messages
+    assert message.status == "other" and message.channel == "other"
+    assert normalize_status(" Delivered ") == "delivered"
+    assert normalize_channel(None) == "sms"
+
+
+def test_unusable_records_are_skipped_and_counted() -> None:
+    no_id = {k: v for k, v in SAMPLE.items() if k != "id"}
+    no_status = {**SAMPLE, "id": 2, "status": None}
+    bad_id = {**SAMPLE, "id": "abc"}
+    decoded = decode_page(page(no_id, no_status, bad_id, "junk", {**SAMPLE, "id": 3}), UTC)
+    assert [m.id for m in decoded.messages] == [3]
+    assert decoded.rejected == {
+        "missing_id": 1,
+        "missing_status": 1,
+        "bad_id": 1,
+        "not_an_object": 1,
+    }
+    assert decoded.rows == 5
+
+
+def test_a_field_of_the_wrong_type_costs_only_that_field() -> None:
+    record = {**SAMPLE, "validity": "many", "country": 7, "id": "17", "campaign_id": "5"}
+    [message] = decode_page(page(record), UTC).messages
+    assert message.id == 17 and message.campaign_id == 5
+    assert message.validity_hours is None and message.country is None
+    assert message.status == "delivered"
+
+
+def test_unreadable_timestamp_becomes_none() -> None:
+    [message] = decode_page(page({**SAMPLE, "delivered_at": "soon"}), UTC).messages
+    assert message.delivered_at is None and message.created_at == T0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"{", b'{"data": [', b"[]", b'{"meta": {}}', b'{"data": 5}', b"<html>502</html>"],
+)
+def test_bad_envelopes_raise(body: bytes) -> None:
+    with pytest.raises(DecodeError):
+        decode_page(body, UTC)
+
+
+def test_missing_meta_gives_no_total() -> None:
+    decoded = decode_page(json.dumps({"data": [SAMPLE]}).encode(), UTC)
+    assert decoded.total is None and len(decoded.messages) == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "nanos"),
+    [
+        ("0.0100000", 10_000_000),
+        ("0.10", 100_000_000),
+        ("12", 12_000_000_000),
+        (0.0079, 7_900_000),
+        (3, 3_000_000_000),
+        ("-0.5", -500_000_000),
+        ("abc", None),
+        ("NaN", None),
+        (float("inf"), None),
+    ],
+)
+def test_price_parsing_is_exact(value: Any, nanos: int | None) -> None:
+    assert parse_price_nanos(value) == nanos
+
+
+def test_a_million_prices_sum_exactly() -> None:
+    total = sum(parse_price_nanos("0.0100000") or 0 for _ in range(1_000_000))
+    assert total == 10_000 * 10**9  # float addition would be off in the last digits
+
+
+def test_timestamp_parser_caches_and_handles_none() -> None:
+    parse = TimestampParser(UTC)
+    assert parse(None) is None
+    assert parse("2025-03-20 05:11:15") == parse("2025-03-20 05:11:15") == T0
+
+
+def test_format_api_time_round_trips_in_the_zone() -> None:
+    kyiv = ZoneInfo("Europe/Kyiv")
+    assert format_api_time(T0, UTC) == "2025-03-20 05:11:15"
+    assert format_api_time(T0, kyiv) == "2025-03-20 07:11:15"
+
+
+def test_balance_and_token() -> None:
+    balance = decode_balance(b'{"data": {"balance": -50.25, "currency": "usd", "credit": 125}}')
+    assert (balance.balance, balance.credit, balance.currency) == (-50.25, 125.0, "USD")
+    with pytest.raises(DecodeError):
+        decode_balance(b'{"data": {"currency": "USD"}}')
+    assert decode_token(b'{"bearer": "abc.def.ghi"}') == "abc.def.ghi"
+    with pytest.raises(DecodeError):
+        decode_token(b'{"token": "x"}')

@@ -1,0 +1,205 @@
+"""The counting contract, one rule at a time, on the tracker alone."""
+
+from __future__ import annotations
+
+import random
+
+from exporter.bsg.records import FINAL_STATUSES, PENDING_STATUSES, Message, is_final
+from exporter.tracker import PRUNE_MARGIN, TargetTracker
+
+NOW = 1_780_000_000.0
+WINDOW = 3600.0
+
+
+def tracker(count_existing: bool = False) -> TargetTracker:
+    """A tracker with a one-hour window and simple buckets."""
+    return TargetTracker(
+        "t",
+        WINDOW,
+        count_existing_on_start=count_existing,
+        delivery_latency_buckets=(1, 10, 100),
+        send_delay_buckets=(1, 10),
+    )
+
+
+def msg(
+    msg_id: int,
+    status: str,
+    *,
+    channel: str = "sms",
+    created: float = NOW - 60,
+    sent: float | None = None,
+    delivered: float | None = None,
+    cost: int | None = 10_000_000,
+    currency: str | None = "EUR",
+) -> Message:
+    """A message with sensible defaults."""
+    return Message(
+        id=msg_id,
+        status=status,
+        channel=channel,
+        created_at=created,
+        sent_at=sent,
+        delivered_at=delivered,
+        cost_nanos=cost,
+        currency=currency,
+    )
+
+
+def test_cold_start_final_messages_are_the_baseline() -> None:
+    t = tracker()
+    result = t.apply([msg(1, "delivered"), msg(2, "failed"), msg(3, "sent")], NOW)
+    snap = t.snapshot(NOW)
+    assert result.finalized == 0
+    assert sum(snap.messages.values()) == 0 and sum(snap.submitted.values()) == 0
+    assert snap.window == {("sms", "delivered"): 1, ("sms", "failed"): 1, ("sms", "sent"): 1}
+    # the baseline's pending message is counted when it turns final, but never as submitted
+    t.apply([msg(3, "delivered")], NOW + 60)
+    snap = t.snapshot(NOW + 60)
+    assert snap.messages == {("sms", "delivered"): 1}
+    assert snap.submitted == {}
+
+
+def test_count_existing_on_start_counts_the_baseline() -> None:
+    t = tracker(count_existing=True)
+    t.apply([msg(1, "delivered"), msg(2, "failed"), msg(3, "sent")], NOW)
+    snap = t.snapshot(NOW)
+    assert snap.messages == {("sms", "delivered"): 1, ("sms", "failed"): 1}
+    assert snap.submitted == {}
+
+
+def test_each_message_counts_once_at_its_first_final_status() -> None:
+    t = tracker()
+    t.apply([], NOW)  # empty baseline
+    t.apply([msg(1, "accepted"), msg(2, "sent")], NOW + 1)
+    t.apply([msg(1, "delivered"), msg(2, "sent")], NOW + 2)
+    t.apply([msg(1, "delivered"), msg(2, "undelivered")], NOW + 3)
+    t.apply([msg(1, "delivered"), msg(2, "undelivered")], NOW + 4)
+    snap = t.snapshot(NOW + 4)
+    assert snap.messages == {("sms", "delivered"): 1, ("sms", "undelivered"): 1}
+    assert snap.submitted == {"sms": 2}
+    assert snap.cost_nanos == {
+        ("sms", "delivered", "EUR"): 10_000_000,
+        ("sms", "undelivered", "EUR"): 10_000_000,
+    }
+
+
+def test_a_later_final_status_is_a_change_not_a_count() -> None:
+    t = tracker()
+    t.apply([], NOW)
+    t.apply([msg(1, "delivered", channel="viber")], NOW + 1)
+    t.apply([msg(1, "read", channel="viber")], NOW + 2)
+    t.apply([msg(1, "read", channel="viber")], NOW + 3)
+    snap = t.snapshot(NOW + 3)
+    assert snap.messages == {("viber", "delivered"): 1}
+    assert snap.changes == {("delivered", "read"): 1}
+    assert snap.window == {("viber", "read"): 1}
+    assert "viber" in snap.channels and "sms" in snap.channels
+
+
+def test_baseline_messages_changing_status_are_not_changes() -> None:
+    t = tracker()
+    t.apply([msg(1, "delivered")], NOW)
+    t.apply([msg(1, "read")], NOW + 1)
+    snap = t.snapshot(NOW + 1)
+    assert snap.changes == {} and snap.window == {("sms", "read"): 1}
+
+
+def test_a_final_status_never_goes_back_to_pending() -> None:
+    t = tracker()
+    t.apply([], NOW)
+    t.apply([msg(1, "failed")], NOW + 1)
+    t.apply([msg(1, "sent")], NOW + 2)
+    t.apply([msg(1, "failed")], NOW + 3)
+    snap = t.snapshot(NOW + 3)
+    assert snap.messages == {("sms", "failed"): 1}
+    assert snap.changes == {} and snap.window == {("sms", "failed"): 1}
+
+
+def test_unknown_status_is_pending_other() -> None:
+    t = tracker()
+    t.apply([], NOW)
+    t.apply([msg(1, "other")], NOW + 1)
+    snap = t.snapshot(NOW + 1)
+    assert snap.pending == 1 and snap.window == {("sms", "other"): 1}
+    t.apply([msg(1, "delivered")], NOW + 2)
+    assert t.snapshot(NOW + 2).messages == {("sms", "delivered"): 1}
+
+
+def test_latencies_are_observed_at_count_time() -> None:
+    t = tracker()
+    t.apply([], NOW)
+    created = NOW - 100
+    t.apply([msg(1, "sent", created=created, sent=created + 2)], NOW)
+    t.apply([msg(1, "delivered", created=created, sent=created + 2, delivered=created + 7)], NOW)
+    t.apply([msg(2, "failed", created=created, sent=created + 20)], NOW)
+    snap = t.snapshot(NOW)
+    latency = snap.delivery_latency["sms"]
+    assert latency.count == 1 and latency.total == 5.0
+    assert latency.cumulative() == [("1.0", 0), ("10.0", 1), ("100.0", 1), ("+Inf", 1)]
+    send = snap.send_delay["sms"]
+    assert send.count == 2 and send.total == 22.0
+    assert send.cumulative() == [("1.0", 0), ("10.0", 1), ("+Inf", 2)]
+
+
+def test_negative_latency_from_clock_skew_is_clamped() -> None:
+    t = tracker()
+    t.apply([], NOW)
+    t.apply([msg(1, "delivered", sent=NOW - 10, delivered=NOW - 12)], NOW)
+    assert t.snapshot(NOW).delivery_latency["sms"].total == 0.0
+
+
+def test_window_gauge_and_oldest_pending_follow_the_clock() -> None:
+    t = tracker()
+    t.apply([msg(1, "sent", created=NOW - 100), msg(2, "delivered", created=NOW - 50)], NOW)
+    snap = t.snapshot(NOW)
+    assert snap.oldest_pending_age == 100.0
+    later = NOW + WINDOW - 75  # message 1 has left the window, message 2 has not
+    snap = t.snapshot(later)
+    assert snap.window == {("sms", "delivered"): 1}
+    assert snap.oldest_pending_age == later - (NOW - 100)
+    assert t.pending_before(later - WINDOW) == [(1, NOW - 100)]
+
+
+def test_final_messages_are_pruned_after_the_window_but_never_recounted() -> None:
+    t = tracker()
+    t.apply([], NOW)
+    t.apply([msg(1, "delivered", created=NOW), msg(2, "sent", created=NOW)], NOW)
+    far = NOW + WINDOW + PRUNE_MARGIN + 10
+    t.apply([], far)
+    snap = t.snapshot(far)
+    assert snap.tracked == 1  # the pending one stays until final
+    # a read reaching back past the window shows message 1 again: it must not count twice
+    result = t.apply([msg(1, "delivered", created=NOW), msg(2, "failed", created=NOW)], far + 1)
+    assert result.ignored == 1 and result.finalized == 1
+    snap = t.snapshot(far + 1)
+    assert snap.messages == {("sms", "delivered"): 1, ("sms", "failed"): 1}
+    assert snap.submitted == {"sms": 2}
+
+
+def test_random_observation_sequences_keep_the_contract() -> None:
+    """Whatever order statuses are seen in, each message counts at most once and sums agree."""
+    rng = random.Random(7)
+    statuses = (*PENDING_STATUSES, *FINAL_STATUSES, "other")
+    for _ in range(50):
+        t = tracker()
+        t.apply([], NOW)
+        first_final: dict[int, str] = {}
+        previous_total = 0
+        for step in range(30):
+            seen = []
+            for msg_id in rng.sample(range(1, 40), 10):
+                status = rng.choice(statuses)
+                seen.append(msg(msg_id, status, created=NOW))
+                if is_final(status):
+                    first_final.setdefault(msg_id, status)
+            t.apply(seen, NOW + step)
+            snap = t.snapshot(NOW + step)
+            total = sum(snap.messages.values())
+            assert total >= previous_total
+            previous_total = total
+            assert sum(snap.window.values()) == snap.tracked
+        expected: dict[tuple[str, str], int] = {}
+        for status in first_final.values():
+            expected[("sms", status)] = expected.get(("sms", status), 0) + 1
+        assert dict(t.snapshot(NOW).messages) == expected
