@@ -993,7 +993,7 @@ def demo_config(api_url: str, api_key: str) -> Config:
     )
     targets = (
         TargetConfig("all", 3600.0, None),
-        TargetConfig("otp", 3600.0, 1001),
-        TargetConfig("marketing", 3600.0, 1002),
+        TargetConfig("otp", 3600.0, 58982653),
+        TargetConfig("marketing", 3600.0, 58982654),
     )
     return Config(api, PollConfig(5.0), targets, False, _default_metrics())

@@ -102,6 +102,10 @@ class TargetTracker:
     def apply(self, messages: Iterable[Message], now: float) -> ApplyResult:
         """Fold one poll's reads into the state; the first call sets the baseline."""
         new = finalized = changes = ignored = 0
+        if self.cold:
+            # Nothing older than the baseline's window was ever seen: such a message showing up
+            # later (a read widened for stragglers) is not new, and must not be counted.
+            self._horizon = now - self.window
         for message in messages:
             tracked = self._messages.get(message.id)
             if tracked is None:
@@ -160,9 +164,9 @@ class TargetTracker:
     def _first_sight(self, message: Message, now: float) -> int:
         """Start tracking a message never seen before; return what happened to it."""
         created_at = message.created_at if message.created_at is not None else now
-        if not self.cold and created_at < self._horizon:
-            # Final and already pruned: a read reaching back past the horizon must not count
-            # it a second time.
+        if created_at < self._horizon:
+            # Already pruned, or older than the baseline: a read reaching back that far must
+            # not count it.
             return _IGNORED
         final = is_final(message.status)
         if self.cold and final and not self._count_existing:

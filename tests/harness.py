@@ -109,7 +109,9 @@ class InProcessExporter:
         self.app.client.close()
 
 
-def in_process(url: str, targets: Iterable[Mapping[str, Any]], key: str, clock: Callable[[], float], **kw: Any) -> InProcessExporter:
+def in_process(
+    url: str, targets: Iterable[Mapping[str, Any]], key: str, clock: Callable[[], float], **kw: Any
+) -> InProcessExporter:
     """An in-process exporter for the simulator at ``url``."""
     text = config_yaml(url, targets, **kw)
     return InProcessExporter(parse_config(text, environ={"BSG_API_KEY": key}), clock)
@@ -185,7 +187,9 @@ class ExporterProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"exporter exited {self.proc.returncode}:\n{self.log()[-3000:]}")
+                raise AssertionError(
+                    f"exporter exited {self.proc.returncode}:\n{self.log()[-3000:]}"
+                )
             if condition():
                 return
             time.sleep(0.1)

@@ -130,7 +130,7 @@ def test_4xx_is_not_retried() -> None:
         calls += 1
         return httpx.Response(422, json={"message": "The page.limit must be between 15 and 500."})
 
-    with client(handler) as c, pytest.raises(ClientError, match="page.limit"):
+    with client(handler) as c, pytest.raises(ClientError, match=r"page\.limit"):
         c.read_messages(MessageQuery(0, 1))
     assert calls == 1
 

@@ -743,7 +743,7 @@ def test_demo_config() -> None:
     assert config.poll.interval == 5.0
     assert config.targets == (
         TargetConfig("all", 3600.0, None),
-        TargetConfig("otp", 3600.0, 1001),
-        TargetConfig("marketing", 3600.0, 1002),
+        TargetConfig("otp", 3600.0, 58982653),
+        TargetConfig("marketing", 3600.0, 58982654),
     )
     assert "test_demo" not in repr(config)

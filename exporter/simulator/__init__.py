@@ -1,0 +1,29 @@
+"""BSG One API simulator: a deterministic fake of the provider for demos, tests, benchmarks.
+
+Owns: simulated clocks, traffic profiles and scenarios, the message store and status
+timelines, JWT-like auth, GET /api/messages with every filter and paging parameter, the
+balance endpoint, injectable faults, ground truth and the /_sim/ admin API, the HTTP
+server and the `bsg-simulator` CLI.
+
+Must not import: anything from exporter outside exporter.simulator, prometheus_client.
+"""
+
+from .clock import Clock, ManualClock, RealClock, ScaledClock
+from .engine import DEMO_API_KEY, Simulator
+from .server import SimulatorServer, start_demo
+from .traffic import SCENARIOS, CampaignProfile, TrafficProfile, demo_profile
+
+__all__ = [
+    "DEMO_API_KEY",
+    "SCENARIOS",
+    "CampaignProfile",
+    "Clock",
+    "ManualClock",
+    "RealClock",
+    "ScaledClock",
+    "Simulator",
+    "SimulatorServer",
+    "TrafficProfile",
+    "demo_profile",
+    "start_demo",
+]

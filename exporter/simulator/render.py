@@ -1,0 +1,79 @@
+"""Turn stored messages into the JSON records of GET /api/messages (faults included)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from .engine import Simulator
+from .store import Message
+from .traffic import PENDING_STATUSES
+
+_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+class PageRenderer:
+    """Renders records as seen at `now`, bent by the content faults in `kinds`."""
+
+    def __init__(self, sim: Simulator, now: float, kinds: Mapping[str, Mapping[str, Any]]) -> None:
+        self._sim = sim
+        self._now = now
+        self._kinds = kinds
+        self._iso = "iso_timestamps" in kinds
+        self._sent_key = "send_at" if "send_at" in kinds else "sent_at"
+
+    def records(self, rows: list[Message]) -> list[dict[str, Any]]:
+        """The page's records, with broken extras when bad_records is on."""
+        data = [self.record(m) for m in rows]
+        if "bad_records" in self._kinds:
+            data.extend(_bad_records(data))
+        return data
+
+    def stamp(self, t: float | None) -> str | None:
+        """A timestamp as the API prints it (zone-less, or ISO 8601 under the fault)."""
+        if t is None:
+            return None
+        moment = datetime.fromtimestamp(t, self._sim.zone)
+        return moment.isoformat() if self._iso else moment.strftime(_FORMAT)
+
+    def record(self, m: Message) -> dict[str, Any]:
+        """One message record, with the keys in the provider's order."""
+        status, sent, done = self._sim.state(m, self._now)
+        amount = self._sim.shown_amount(m, status)
+        kinds = self._kinds
+        if "unknown_status" in kinds and status in PENDING_STATUSES:
+            status = str(kinds["unknown_status"]["status"])
+        rec: dict[str, Any] = {
+            "id": m.id,
+            "campaign_id": m.campaign_id,
+            "reference_id": m.reference_id,
+            "type": m.type,
+            "source": m.source,
+            "text": m.text,
+            "phone": str(m.phone) if "phone_string" in kinds else m.phone,
+            "validity": m.validity,
+            "status": status,
+            "amount": None if amount is None else {"value": amount[0], "currency": amount[1]},
+            "sender": m.sender,
+            "created_at": self.stamp(m.created),
+            self._sent_key: self.stamp(sent),
+            "delivered_at": self.stamp(done),
+            "country": m.country,
+            "parts": m.parts,
+        }
+        if "amount_missing" in kinds:
+            if kinds["amount_missing"]["mode"] == "null":
+                rec["amount"] = None
+            else:
+                del rec["amount"]
+        return rec
+
+
+def _bad_records(data: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A record without `id` and one without `status`, copied from real rows."""
+    first = dict(data[0]) if data else {"status": "sent", "phone": 380000000000}
+    last = dict(data[-1]) if data else {"id": 1, "phone": 380000000000}
+    first.pop("id", None)
+    last.pop("status", None)
+    return [first, last]
