@@ -3,11 +3,13 @@ against the simulator over loopback, compared with the simulator's ground truth.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from exporter.bsg.records import is_final
 from exporter.simulator import (
     DEMO_API_KEY,
     CampaignProfile,
@@ -69,14 +71,11 @@ def stack(clock: ManualClock) -> Iterator[tuple[Simulator, InProcessExporter]]:
     """A simulator with traffic and an exporter polling it every simulated minute."""
     sim = traffic(clock)
     with SimulatorServer(sim) as server:
-        exporter = in_process(server.url, TARGETS, DEMO_API_KEY, clock.now, extra=RETRY_FAST)
+        exporter = in_process(server.url, TARGETS, DEMO_API_KEY, clock.now)
         try:
             yield sim, exporter
         finally:
             exporter.close()
-
-
-RETRY_FAST = ""
 
 
 def run(exporter: InProcessExporter, clock: ManualClock, cycles: int, polls: list[float]) -> None:
@@ -123,8 +122,8 @@ def test_final_status_changes_are_seen_but_never_recounted(
     assert changes, "viber and whatsapp reads after delivery must show as changes"
     possible: dict[tuple[str, str], int] = {}
     for message in sim.truth()["messages"]:
-        finals = [s for _, s in message["history"] if s in ("delivered", "read", "not_viber_user")]
-        for before, after in zip(finals, finals[1:], strict=False):
+        finals = [s for _, s in message["history"] if is_final(s)]
+        for before, after in itertools.pairwise(finals):
             possible[(before, after)] = possible.get((before, after), 0) + 1
     for labels, count in changes.items():
         pair = (dict(labels)["from_status"], dict(labels)["to_status"])

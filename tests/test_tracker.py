@@ -203,3 +203,15 @@ def test_random_observation_sequences_keep_the_contract() -> None:
         for status in first_final.values():
             expected[("sms", status)] = expected.get(("sms", status), 0) + 1
         assert dict(t.snapshot(NOW).messages) == expected
+
+
+def test_messages_older_than_the_baseline_window_are_never_new() -> None:
+    """A read widened for stragglers can reach past the first window: those are not new."""
+    t = tracker()
+    t.apply([msg(1, "sent", created=NOW - 100)], NOW)
+    result = t.apply(
+        [msg(1, "delivered", created=NOW - 100), msg(2, "delivered", created=NOW - WINDOW - 50)],
+        NOW + 60,
+    )
+    assert result.ignored == 1 and result.finalized == 1
+    assert t.snapshot(NOW + 60).submitted == {}
