@@ -59,6 +59,20 @@ def client(handler: Callable[[httpx.Request], httpx.Response], **kwargs: object)
     )
 
 
+class ScriptedApi:
+    """Answers logins itself and every other request with ``answer``, counting them."""
+
+    def __init__(self, answer: Callable[[httpx.Request], httpx.Response]) -> None:
+        self.answer = answer
+        self.calls = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/auth/login":
+            return httpx.Response(200, json={"bearer": token(time.time() + 9e6)})
+        self.calls += 1
+        return self.answer(request)
+
+
 EMPTY_PAGE = {"data": [], "meta": {"page": {"total": 0, "offset": 0, "limit": 500}}}
 
 
@@ -93,55 +107,31 @@ def test_retry_after_is_honoured_and_capped() -> None:
         ]
     )
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/api/auth/login":
-            return httpx.Response(200, json={"bearer": token(time.time() + 9e6)})
-        return next(answers)
-
     started = time.monotonic()
-    with client(handler) as c:
+    with client(ScriptedApi(lambda _: next(answers))) as c:
         assert c.read_balance().balance == 1.0
     elapsed = time.monotonic() - started
     assert 0.05 <= elapsed < 1.0  # waited the cap (0.05 s), not the hour the server asked
 
 
 def test_5xx_retries_are_bounded() -> None:
-    calls = 0
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        nonlocal calls
-        if request.url.path == "/api/auth/login":
-            return httpx.Response(200, json={"bearer": token(time.time() + 9e6)})
-        calls += 1
-        return httpx.Response(503, json={"message": "down"})
-
-    with client(handler) as c, pytest.raises(ServerError):
+    api = ScriptedApi(lambda _: httpx.Response(503, json={"message": "down"}))
+    with client(api) as c, pytest.raises(ServerError):
         c.read_balance()
-    assert calls == 1 + FAST.max_retries
+    assert api.calls == 1 + FAST.max_retries
 
 
 def test_4xx_is_not_retried() -> None:
-    calls = 0
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        nonlocal calls
-        if request.url.path == "/api/auth/login":
-            return httpx.Response(200, json={"bearer": token(time.time() + 9e6)})
-        calls += 1
-        return httpx.Response(422, json={"message": "The page.limit must be between 15 and 500."})
-
-    with client(handler) as c, pytest.raises(ClientError, match=r"page\.limit"):
+    message = {"message": "The page.limit must be between 15 and 500."}
+    api = ScriptedApi(lambda _: httpx.Response(422, json=message))
+    with client(api) as c, pytest.raises(ClientError, match=r"page\.limit"):
         c.read_messages(MessageQuery(0, 1))
-    assert calls == 1
+    assert api.calls == 1
 
 
 def test_stop_interrupts_a_backoff() -> None:
     stop = threading.Event()
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/api/auth/login":
-            return httpx.Response(200, json={"bearer": token(time.time() + 9e6)})
-        return httpx.Response(503, json={"message": "down"})
+    handler = ScriptedApi(lambda _: httpx.Response(503, json={"message": "down"}))
 
     slow = RetryPolicy(max_retries=5, base_delay=30, max_delay=30)
     threading.Timer(0.2, stop.set).start()

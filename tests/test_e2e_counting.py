@@ -281,3 +281,42 @@ def test_explicit_status_changes_are_counted_exactly(clock: ManualClock) -> None
             assert status_at(truth[ids[0]]["history"], clock.now()) == "read"
         finally:
             exporter.close()
+
+
+@pytest.mark.parametrize("stragglers", [3, 25])
+def test_pending_messages_are_followed_after_they_leave_the_window(
+    clock: ManualClock, stragglers: int
+) -> None:
+    """A few are looked up by id, many widen the range read; both count them once."""
+    sim = traffic(clock, scenario="paused")
+    with SimulatorServer(sim) as server:
+        exporter = in_process(server.url, TARGETS, DEMO_API_KEY, clock.now)
+        try:
+            exporter.cycle()
+            specs = [{"campaign_id": 11, "status": "sent"} for _ in range(stragglers)]
+            ids = sim.create_messages(specs)
+            clock.advance(60)
+            exporter.cycle()
+            clock.advance(2 * 3600)  # far outside both windows
+            exporter.cycle()
+            before = sim.request_counts()["messages"]
+            for msg_id in ids:
+                sim.set_status(msg_id, "delivered")
+            clock.advance(60)
+            exporter.cycle()
+            requests = sim.request_counts()["messages"] - before
+            samples = exporter.samples()
+            for target in ("all", "otp"):
+                counted = value(
+                    samples, "bsg_messages_total", target=target, channel="sms", status="delivered"
+                )
+                assert counted == stragglers
+                assert value(samples, "bsg_oldest_pending_message_age_seconds", target=target) == 0
+            lookups = stragglers <= 10
+            assert requests == (2 + 2 * stragglers if lookups else 2)  # one page per target
+            exporter.cycle()  # they are final now: no more lookups, nothing counted twice
+            assert series(exporter.samples(), "bsg_messages_total") == series(
+                samples, "bsg_messages_total"
+            )
+        finally:
+            exporter.close()
