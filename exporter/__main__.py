@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING
 import structlog
 
 from exporter import __version__
-from exporter.app import build_app
+from exporter.app import App, build_app
 from exporter.config import Config, ConfigError, load_config
 from exporter.logs import FORMATS, LEVELS, configure_logging
+from exporter.store import MEMORY, StateError, set_aside
 from exporter.web import WebServer
 
 if TYPE_CHECKING:
@@ -72,6 +73,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         choices=FORMATS,
         default=None,
         help="log format (default: console on a terminal, json otherwise)",
+    )
+    parser.add_argument(
+        "--state.path",
+        dest="state_path",
+        metavar="PATH",
+        help="SQLite state file; :memory: keeps no state (default: state.path of the config)",
+    )
+    parser.add_argument(
+        "--state.reset",
+        dest="state_reset",
+        action="store_true",
+        help="rename an unreadable state file aside and start cold (never deletes it)",
     )
     parser.add_argument(
         "--config.check",
@@ -130,7 +143,11 @@ def _start_demo(config_file: str | None) -> tuple[SimulatorServer, Config]:
 def _serve(config: Config, args: argparse.Namespace) -> int:
     """Wire the parts, serve until SIGTERM or SIGINT, and shut down in order."""
     stop = threading.Event()
-    app = build_app(config, stop=stop)
+    try:
+        app = _build(config, stop, args)
+    except StateError as exc:
+        log.error("state_unusable", error=str(exc))
+        return EXIT_FAILURE
     try:
         web = WebServer(
             args.listen_address, app.registry, app.state, telemetry_path=args.telemetry_path
@@ -157,9 +174,24 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
     log.info("exporter_stopping")
     web.stop()
     poll_thread.join(timeout=SHUTDOWN_GRACE)
-    app.client.close()
-    log.info("exporter_stopped", clean=not poll_thread.is_alive())
+    clean = not poll_thread.is_alive()
+    if clean:  # a poll still running owns the store: leave it to die with the process
+        app.close()
+    log.info("exporter_stopped", clean=clean)
     return EXIT_OK
+
+
+def _build(config: Config, stop: threading.Event, args: argparse.Namespace) -> App:
+    """Build the app; with --state.reset, an unusable state file is set aside first."""
+    path = args.state_path or config.state.path
+    try:
+        return build_app(config, stop=stop, state_path=path)
+    except StateError:
+        if not args.state_reset or path == MEMORY:
+            raise
+    aside = set_aside(path)
+    log.warning("state_reset", path=path, moved_to=aside)
+    return build_app(config, stop=stop, state_path=path)
 
 
 def _install_signal_handlers(stop: threading.Event) -> None:

@@ -19,7 +19,13 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from exporter.bsg.records import ALL_STATUSES, FINAL_STATUSES, NANOS, Balance
-from exporter.stats import ExporterState, Histogram, TargetStatus
+from exporter.stats import (
+    POLL_ERROR_REASONS,
+    REJECT_REASONS,
+    ExporterState,
+    Histogram,
+    TargetStatus,
+)
 from exporter.tracker import TargetSnapshot
 
 _REFRESH = " Refreshed once per poll interval."
@@ -56,8 +62,6 @@ def _copy_status(status: TargetStatus) -> TargetStatus:
         polled_once=status.polled_once,
         last_success=status.last_success,
         durations=status.durations.copy(),
-        errors=dict(status.errors),
-        rejected=dict(status.rejected),
     )
 
 
@@ -109,6 +113,12 @@ class _MessageFamilies:
             "Messages created inside the target's window, by last known status." + _REFRESH,
             labels=["target", "channel", "status"],
         )
+        self.abandoned = CounterMetricFamily(
+            "bsg_messages_abandoned",
+            "Messages still pending after their validity plus a grace period: no longer polled,"
+            " never counted in bsg_messages_total." + _REFRESH,
+            labels=["target", "channel", "last_status"],
+        )
         self.oldest = GaugeMetricFamily(
             "bsg_oldest_pending_message_age_seconds",
             "Age of the oldest message not yet in a final status (0 when none)." + _REFRESH,
@@ -130,11 +140,21 @@ class _MessageFamilies:
             self.cost.add_metric([target, channel, status, currency], nanos / NANOS)
         for (from_status, to_status), count in sorted(snap.changes.items()):
             self.changes.add_metric([target, from_status, to_status], count)
+        for (channel, last_status), count in sorted(snap.abandoned.items()):
+            self.abandoned.add_metric([target, channel, last_status], count)
         self.oldest.add_metric([target], snap.oldest_pending_age)
 
     def all(self) -> tuple[Metric, ...]:
         """Every family, in exposition order."""
-        return (self.messages, self.submitted, self.cost, self.changes, self.window, self.oldest)
+        return (
+            self.messages,
+            self.submitted,
+            self.cost,
+            self.changes,
+            self.abandoned,
+            self.window,
+            self.oldest,
+        )
 
 
 def _histograms(
@@ -173,6 +193,11 @@ def _poll_families(targets: dict[str, TargetStatus]) -> Iterator[Metric]:
         "API records skipped because they could not be used (no id, no status).",
         labels=["target", "reason"],
     )
+    backlog = GaugeMetricFamily(
+        "bsg_poll_backlog_messages",
+        "Pending messages whose re-check was due but left for a later cycle (request budget).",
+        labels=["target"],
+    )
     for name, status in targets.items():
         up.add_metric([name], 1.0 if status.up else 0.0)
         if status.last_success is not None:
@@ -180,11 +205,18 @@ def _poll_families(targets: dict[str, TargetStatus]) -> Iterator[Metric]:
         durations.add_metric(
             [name], buckets=status.durations.cumulative(), sum_value=status.durations.total
         )
-        for reason, count in status.errors.items():
-            errors.add_metric([name, reason], count)
-        for reason, count in status.rejected.items():
-            rejected.add_metric([name, reason], count)
-    yield from (up, last, durations, errors, rejected)
+        snap = status.snapshot
+        for reason in _with_known(snap.errors, POLL_ERROR_REASONS):
+            errors.add_metric([name, reason], snap.errors.get(reason, 0))
+        for reason in _with_known(snap.rejected, REJECT_REASONS):
+            rejected.add_metric([name, reason], snap.rejected.get(reason, 0))
+        backlog.add_metric([name], snap.backlog)
+    yield from (up, last, durations, errors, rejected, backlog)
+
+
+def _with_known(counts: Mapping[str, int], known: tuple[str, ...]) -> list[str]:
+    """The known label values (each has a series from the first scrape) and any others seen."""
+    return [*known, *sorted(set(counts) - set(known))]
 
 
 def _api_families(state: ExporterState) -> Iterator[Metric]:
@@ -203,6 +235,12 @@ def _api_families(state: ExporterState) -> Iterator[Metric]:
     for endpoint, histogram in sorted(durations.items()):
         latency.add_metric([endpoint], buckets=histogram.cumulative(), sum_value=histogram.total)
     yield from (counts, latency)
+    if state.budget is not None:
+        yield GaugeMetricFamily(
+            "bsg_api_budget_remaining",
+            "API requests left in the current sliding minute (api.max_requests_per_minute).",
+            value=state.budget.remaining(),
+        )
 
 
 def _account_families(balances: Mapping[str, Balance]) -> Iterator[Metric]:

@@ -29,14 +29,19 @@ import yaml
 from yaml.reader import ReaderError
 
 __all__ = [
+    "DEFAULT_ABANDON_GRACE",
     "DEFAULT_API_URL",
     "DEFAULT_DELIVERY_LATENCY_BUCKETS",
+    "DEFAULT_MAX_REQUESTS_PER_MINUTE",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_POLL_INTERVAL",
+    "DEFAULT_RECHECK",
     "DEFAULT_SEND_DELAY_BUCKETS",
+    "DEFAULT_STATE_PATH",
     "DEFAULT_TIMEOUT",
     "DEFAULT_TIMEZONE",
     "KNOWN_KEYS",
+    "MAX_REQUESTS_PER_MINUTE_LIMIT",
     "MAX_RETRIES_LIMIT",
     "MAX_WINDOW",
     "MIN_POLL_INTERVAL",
@@ -46,7 +51,9 @@ __all__ = [
     "KeySource",
     "MetricsConfig",
     "PollConfig",
+    "RecheckTier",
     "Secret",
+    "StateConfig",
     "TargetConfig",
     "demo_config",
     "format_duration",
@@ -64,7 +71,11 @@ DEFAULT_TIMEOUT = 10.0
 DEFAULT_TIMEZONE = "UTC"
 DEFAULT_MAX_RETRIES = 3
 MAX_RETRIES_LIMIT = 10
+DEFAULT_MAX_REQUESTS_PER_MINUTE = 300
+MAX_REQUESTS_PER_MINUTE_LIMIT = 100_000
 DEFAULT_POLL_INTERVAL = 60.0
+DEFAULT_ABANDON_GRACE = 3600.0
+DEFAULT_STATE_PATH = "bsg-exporter.db"
 MIN_POLL_INTERVAL = 0.1
 MAX_WINDOW = 7 * 86400.0
 MAX_CAMPAIGN_ID = 2**63 - 1  # the API's ids are int64
@@ -75,18 +86,24 @@ DEFAULT_SEND_DELAY_BUCKETS: tuple[float, ...] = (
     0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
 )  # fmt: skip
 
-_TOP_KEYS = ("api", "poll", "targets", "count_existing_on_start", "metrics")
-_API_KEYS = ("url", "key", "key_file", "timeout", "timezone", "max_retries")
-_POLL_KEYS = ("interval",)
+_TOP_KEYS = ("api", "poll", "targets", "count_existing_on_start", "metrics", "state")
+_API_KEYS = (
+    "url", "key", "key_file", "timeout", "timezone", "max_retries", "max_requests_per_minute",
+)  # fmt: skip
+_POLL_KEYS = ("interval", "recheck", "abandon_grace")
+_RECHECK_KEYS = ("max_age", "every")
 _TARGET_KEYS = ("name", "campaign_id", "window")
 _METRICS_KEYS = ("delivery_latency_buckets", "send_delay_buckets")
+_STATE_KEYS = ("path",)
 
 KNOWN_KEYS: tuple[str, ...] = (
     *_TOP_KEYS,
     *(f"api.{k}" for k in _API_KEYS),
     *(f"poll.{k}" for k in _POLL_KEYS),
+    *(f"poll.recheck[].{k}" for k in _RECHECK_KEYS),
     *(f"targets[].{k}" for k in _TARGET_KEYS),
     *(f"metrics.{k}" for k in _METRICS_KEYS),
+    *(f"state.{k}" for k in _STATE_KEYS),
 )
 """Every key the loader accepts, as dotted paths (`targets[].name` for list items)."""
 
@@ -158,13 +175,32 @@ class ApiConfig:
     timezone: str
     tz: datetime.tzinfo
     max_retries: int
+    max_requests_per_minute: int = DEFAULT_MAX_REQUESTS_PER_MINUTE  # 0: no limit
+
+
+@dataclass(frozen=True, slots=True)
+class RecheckTier:
+    """Pending messages younger than max_age are re-read every `every` seconds."""
+
+    max_age: float
+    every: float
+
+
+DEFAULT_RECHECK: tuple[RecheckTier, ...] = (
+    RecheckTier(600.0, 60.0),
+    RecheckTier(3600.0, 120.0),
+    RecheckTier(21600.0, 600.0),
+    RecheckTier(259200.0, 1800.0),
+)
 
 
 @dataclass(frozen=True, slots=True)
 class PollConfig:
-    """How often the message list is fetched."""
+    """How often the message list is fetched and pending messages are re-read."""
 
     interval: float
+    recheck: tuple[RecheckTier, ...] = DEFAULT_RECHECK  # max_age strictly increasing
+    abandon_grace: float = DEFAULT_ABANDON_GRACE
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +221,13 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class StateConfig:
+    """Where the state is kept: an SQLite file, or ":memory:" for none that survives."""
+
+    path: str = DEFAULT_STATE_PATH
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole, validated configuration."""
 
@@ -193,6 +236,7 @@ class Config:
     targets: tuple[TargetConfig, ...]
     count_existing_on_start: bool
     metrics: MetricsConfig
+    state: StateConfig = StateConfig()
 
 
 # --- durations ----------------------------------------------------------------------------
@@ -621,9 +665,9 @@ def _boolean(scalar: _Scalar) -> bool:
 
 
 def _duration(
-    minimum: float | None = None, maximum: float | None = None
+    minimum: float | None = None, maximum: float | None = None, *, zero: bool = False
 ) -> Callable[[_Scalar], float]:
-    """A duration string, greater than 0 and within the bounds given."""
+    """A duration string, greater than 0 (or equal to it if zero) and within the bounds given."""
 
     def convert(scalar: _Scalar) -> float:
         if scalar.kind != "str":
@@ -632,7 +676,7 @@ def _duration(
             seconds = parse_duration(scalar.text)
         except ValueError as exc:
             raise _LeafError(str(exc)) from None
-        if seconds <= 0:
+        if seconds < 0 or (seconds == 0 and not zero):
             raise _LeafError(f"must be greater than 0, got {format_duration(seconds)}")
         if minimum is not None and seconds < minimum:
             raise _LeafError(
@@ -692,12 +736,16 @@ def _timezone(scalar: _Scalar) -> tuple[str, datetime.tzinfo]:
     return name, _zone(name)
 
 
-def _retries(scalar: _Scalar) -> int:
-    """A retry count within 0..MAX_RETRIES_LIMIT."""
-    value = _integer(scalar)
-    if not 0 <= value <= MAX_RETRIES_LIMIT:
-        raise _LeafError(f"must be between 0 and {MAX_RETRIES_LIMIT}, got {value}")
-    return value
+def _count(limit: int) -> Callable[[_Scalar], int]:
+    """An integer within 0..limit."""
+
+    def convert(scalar: _Scalar) -> int:
+        value = _integer(scalar)
+        if not 0 <= value <= limit:
+            raise _LeafError(f"must be between 0 and {limit}, got {value}")
+        return value
+
+    return convert
 
 
 def _campaign_id(scalar: _Scalar) -> int | None:
@@ -719,6 +767,14 @@ def _target_name(scalar: _Scalar) -> str:
     if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_-]*", name):
         raise _LeafError(f"invalid name {_quote(name)}: must match [a-zA-Z_][a-zA-Z0-9_-]*")
     return name
+
+
+def _non_empty(scalar: _Scalar) -> str:
+    """A string with at least one character."""
+    text = _string(scalar)
+    if not text:
+        raise _LeafError("must not be empty")
+    return text
 
 
 def _inline_key(scalar: _Scalar) -> tuple[Secret, KeySource]:
@@ -799,10 +855,26 @@ def _read_api(reader: _Reader, node: yaml.Node, path: str) -> ApiConfig | None:
     zone = reader.optional(
         fields, "timezone", path, _leaf(_timezone), (DEFAULT_TIMEZONE, _zone(DEFAULT_TIMEZONE))
     )
-    retries = reader.optional(fields, "max_retries", path, _leaf(_retries), DEFAULT_MAX_RETRIES)
-    if url is None or key is None or timeout is None or zone is None or retries is None:
+    retries = reader.optional(
+        fields, "max_retries", path, _leaf(_count(MAX_RETRIES_LIMIT)), DEFAULT_MAX_RETRIES
+    )
+    rate = reader.optional(
+        fields,
+        "max_requests_per_minute",
+        path,
+        _leaf(_count(MAX_REQUESTS_PER_MINUTE_LIMIT)),
+        DEFAULT_MAX_REQUESTS_PER_MINUTE,
+    )
+    if (
+        url is None
+        or key is None
+        or timeout is None
+        or zone is None
+        or retries is None
+        or rate is None
+    ):
         return None
-    return ApiConfig(url, key[0], key[1], timeout, zone[0], zone[1], retries)
+    return ApiConfig(url, key[0], key[1], timeout, zone[0], zone[1], retries, rate)
 
 
 def _read_poll(reader: _Reader, node: yaml.Node, path: str) -> PollConfig | None:
@@ -812,7 +884,49 @@ def _read_poll(reader: _Reader, node: yaml.Node, path: str) -> PollConfig | None
         return None
     check = _duration(minimum=MIN_POLL_INTERVAL)
     interval = reader.optional(fields, "interval", path, _leaf(check), DEFAULT_POLL_INTERVAL)
-    return None if interval is None else PollConfig(interval)
+    recheck = reader.optional(fields, "recheck", path, _read_recheck, DEFAULT_RECHECK)
+    grace = reader.optional(
+        fields, "abandon_grace", path, _leaf(_duration(zero=True)), DEFAULT_ABANDON_GRACE
+    )
+    if interval is None or recheck is None or grace is None:
+        return None
+    return PollConfig(interval, recheck, grace)
+
+
+def _read_recheck(reader: _Reader, node: yaml.Node, path: str) -> tuple[RecheckTier, ...] | None:
+    """A non-empty list of tiers, max_age strictly increasing."""
+    items = _sequence(reader, node, path, "a list of tiers")
+    if items is None:
+        return None
+    if not items:
+        reader.error(node.start_mark, path, "must not be empty")
+        return None
+    tiers: list[RecheckTier | None] = []
+    for index, item in enumerate(items):
+        previous = tiers[-1].max_age if tiers and tiers[-1] is not None else None
+        tiers.append(_read_tier(reader, item, f"{path}[{index}]", previous))
+    if any(t is None for t in tiers):
+        return None
+    return tuple(t for t in tiers if t is not None)
+
+
+def _read_tier(
+    reader: _Reader, node: yaml.Node, path: str, previous: float | None
+) -> RecheckTier | None:
+    """One item of poll.recheck; max_age is compared with the previous tier's when that is valid."""
+    fields = reader.mapping(node, path, _RECHECK_KEYS, section=False)
+    if fields is None:
+        return None
+    max_age = reader.required(fields, "max_age", path, _leaf(_duration()), node)
+    every = reader.required(fields, "every", path, _leaf(_duration()), node)
+    if max_age is not None and previous is not None and max_age <= previous:
+        limit, got = format_duration(previous), format_duration(max_age)
+        message = f"must be greater than the previous tier's ({limit}), got {got}"
+        reader.error(fields["max_age"].start_mark, _join(path, "max_age"), message)
+        return None
+    if max_age is None or every is None:
+        return None
+    return RecheckTier(max_age, every)
 
 
 def _read_target(
@@ -922,6 +1036,15 @@ def _read_metrics(reader: _Reader, node: yaml.Node, path: str) -> MetricsConfig 
     return MetricsConfig(latency, delay)
 
 
+def _read_state(reader: _Reader, node: yaml.Node, path: str) -> StateConfig | None:
+    """The state section."""
+    fields = reader.mapping(node, path, _STATE_KEYS)
+    if fields is None:
+        return None
+    file = reader.optional(fields, "path", path, _leaf(_non_empty), DEFAULT_STATE_PATH)
+    return None if file is None else StateConfig(file)
+
+
 def _read_config(reader: _Reader, root: yaml.Node) -> Config | None:
     """The whole document."""
     fields = reader.mapping(root, "", _TOP_KEYS, section=False)
@@ -937,9 +1060,10 @@ def _read_config(reader: _Reader, root: yaml.Node) -> Config | None:
     targets = reader.required(fields, "targets", "", read_targets, root)
     count = reader.optional(fields, "count_existing_on_start", "", _leaf(_boolean), False)
     metrics = reader.optional(fields, "metrics", "", _read_metrics, _default_metrics())
+    state = reader.optional(fields, "state", "", _read_state, StateConfig())
     if api is None or poll is None or targets is None or count is None or metrics is None:
         return None
-    return Config(api, poll, targets, count, metrics)
+    return None if state is None else Config(api, poll, targets, count, metrics, state)
 
 
 def _default_metrics() -> MetricsConfig:
@@ -981,7 +1105,7 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
 
 
 def demo_config(api_url: str, api_key: str) -> Config:
-    """The built-in configuration for --demo: three targets polled every 5s."""
+    """The built-in configuration for --demo: three targets polled every 5s, state in memory."""
     api = ApiConfig(
         url=api_url.rstrip("/"),
         key=Secret(api_key),
@@ -990,10 +1114,12 @@ def demo_config(api_url: str, api_key: str) -> Config:
         timezone=DEFAULT_TIMEZONE,
         tz=_zone(DEFAULT_TIMEZONE),
         max_retries=DEFAULT_MAX_RETRIES,
+        max_requests_per_minute=DEFAULT_MAX_REQUESTS_PER_MINUTE,
     )
     targets = (
         TargetConfig("all", 3600.0, None),
         TargetConfig("otp", 3600.0, 58982653),
         TargetConfig("marketing", 3600.0, 58982654),
     )
-    return Config(api, PollConfig(5.0), targets, False, _default_metrics())
+    state = StateConfig(path=":memory:")
+    return Config(api, PollConfig(5.0), targets, False, _default_metrics(), state)

@@ -1,9 +1,10 @@
 """The polling loop: schedules targets, calls the client, feeds the trackers.
 
-Owns the cycle (every target, then the balance, once per poll interval), the read plan of a
-target's poll (its window, plus the pending messages that left it), and the publication of each
-poll's outcome into :class:`ExporterState`. A poll that fails changes no tracker: its reads are
-dropped whole, so a failure can delay a count but never double it.
+Owns the cycle (every target, then the balance, once per poll interval) and the execution of a
+target's read plan: new messages from the cursor, then the due re-checks of pending messages,
+within the request budget. A poll that fails changes no tracker: its reads are dropped whole,
+so a failure can delay a count but never double it. A poll cut short by the budget keeps what it
+read: rows come in id order, so the cursor only moves over what was really read.
 
 Must not import: prometheus_client, or the collector and web modules.
 """
@@ -12,36 +13,58 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import structlog
 
-from exporter.bsg.client import BsgClient, BsgError, MessagePass, MessageQuery, StoppedError
+from exporter.bsg.budget import RequestBudget
+from exporter.bsg.client import (
+    BsgClient,
+    BsgError,
+    BudgetExhaustedError,
+    MessagePass,
+    MessageQuery,
+    StoppedError,
+)
 from exporter.bsg.records import Message
 from exporter.config import Config, TargetConfig
-from exporter.stats import ExporterState, TargetStatus, add_to
-from exporter.tracker import TargetTracker
-
-LOOKUP_LIMIT = 10
-"""Pending messages outside the window looked up one by one; more than this widens the range
-read instead, since a page of 500 costs the same request as a single lookup."""
+from exporter.planner import ReadPlan, plan_reads
+from exporter.stats import ExporterState
+from exporter.tracker import ApplyResult, TargetTracker
 
 log = structlog.get_logger("exporter.poller")
 
 
-@dataclass(frozen=True, slots=True)
-class PollOutcome:
-    """What one target poll did, for its log line."""
+@dataclass(slots=True)
+class PollReads:
+    """Everything one target poll read."""
 
-    pages: int
-    records: int
-    lookups: int
-    new: int
-    finalized: int
-    changes: int
-    duplicates: int
-    rejected: dict[str, int]
+    messages: dict[int, Message] = field(default_factory=dict)
+    checked: set[int] = field(default_factory=set)
+    cursor: tuple[int, float] | None = None
+    read_to: float | None = None
+    pages: int = 0
+    rows: int = 0
+    lookups: int = 0
+    duplicates: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    short: bool = False  # the budget ran out before the plan was done
+
+    def add(self, read: MessagePass, covers: list[int] | tuple[int, ...]) -> None:
+        """Merge one pass; due messages it covered count as checked."""
+        self.messages.update(read.messages)
+        self.pages += read.pages
+        self.rows += read.rows
+        self.duplicates += read.duplicates
+        for reason, count in read.rejected.items():
+            self.rejected[reason] = self.rejected.get(reason, 0) + count
+        if read.complete:
+            self.checked.update(covers)
+        else:
+            self.short = True
+            last = read.last_id if read.last_id is not None else -1
+            self.checked.update(i for i in covers if i <= last)
 
 
 class Poller:
@@ -56,6 +79,7 @@ class Poller:
         *,
         stop: threading.Event,
         clock: Callable[[], float] = time.time,
+        budget: RequestBudget | None = None,
     ) -> None:
         self._config = config
         self._client = client
@@ -63,6 +87,7 @@ class Poller:
         self._trackers = trackers
         self._stop = stop
         self._clock = clock
+        self._budget = budget
 
     def run(self) -> None:
         """Run cycles until the stop event is set; each starts one interval after the last."""
@@ -74,98 +99,153 @@ class Poller:
 
     def run_cycle(self) -> None:
         """Poll every target, then read the balance."""
-        for target in self._config.targets:
+        targets = self._config.targets
+        for index, target in enumerate(targets):
             if self._stop.is_set():
                 return
-            self.poll_target(target)
+            self.poll_target(target, share=len(targets) - index)
         if not self._stop.is_set():
             self.poll_balance()
 
-    def poll_target(self, target: TargetConfig) -> bool:
-        """Poll one target and publish the outcome; True when the poll completed."""
+    def poll_target(self, target: TargetConfig, share: int = 1) -> bool:
+        """Poll one target and publish the outcome; True when the poll completed.
+
+        ``share`` is how many targets (this one included) still wait for the cycle's budget.
+        """
         tracker = self._trackers[target.name]
         started = time.monotonic()
         try:
-            outcome = self._read_and_apply(target, tracker)
+            reads, result = self._read_and_apply(target, tracker, share)
         except StoppedError:
             log.info("poll_abandoned", target=target.name, reason="shutdown")
             return False
         except BsgError as exc:
-            self._publish_failure(target.name, exc.reason, str(exc), started)
+            self._publish_failure(tracker, exc.reason, str(exc), started)
             return False
         except Exception as exc:  # a bug must not end the loop: report it and poll again later
             log.exception("poll_crashed", target=target.name)
-            self._publish_failure(target.name, "internal", repr(exc), started)
+            self._publish_failure(tracker, "internal", repr(exc), started)
             return False
-        self._publish_success(target.name, tracker, outcome, started)
+        self._publish_success(tracker, reads, result, started)
         return True
 
-    def _read_and_apply(self, target: TargetConfig, tracker: TargetTracker) -> PollOutcome:
-        """Read the target's window and stragglers, then fold them into its tracker."""
+    def _read_and_apply(
+        self, target: TargetConfig, tracker: TargetTracker, share: int
+    ) -> tuple[PollReads, ApplyResult]:
+        """Plan, read, and fold the reads into the tracker in one transaction."""
         now = self._clock()
-        window_start = now - target.window
-        stragglers = tracker.pending_before(window_start)
-        start = window_start
-        if len(stragglers) > LOOKUP_LIMIT:
-            start = stragglers[0][1]  # one range read from the oldest is cheaper than lookups
-            stragglers = []
-        read = self._client.read_messages(MessageQuery(start, now, target.campaign_id))
-        looked_up = self._look_up(msg_id for msg_id, _ in stragglers if msg_id not in read.messages)
-        result = tracker.apply([*read.messages.values(), *looked_up], now)
-        return _outcome(read, len(stragglers), result.new, result.finalized, result.changes)
+        due = tracker.due(now)
+        allowance = None
+        if self._budget is not None:
+            # Keep one request for the balance; share the rest fairly with the targets left.
+            allowance = max(1, (self._budget.remaining() - 1) // share)
+        plan = plan_reads(due, tracker.next_read_start(now), now, tracker.density, allowance)
+        reads = self._execute(plan, target, now, cold=tracker.cold)
+        backlog = len(due) - len(reads.checked & {msg_id for msg_id, _ in due})
+        result = tracker.apply(
+            reads.messages.values(),
+            now,
+            checked=reads.checked,
+            cursor=reads.cursor,
+            read_to=reads.read_to,
+            rejected=reads.rejected,
+            backlog=backlog,
+        )
+        return reads, result
 
-    def _look_up(self, ids: Iterable[int]) -> list[Message]:
-        """Fetch pending messages one by one by id."""
-        found = []
-        for msg_id in ids:
+    def _execute(self, plan: ReadPlan, target: TargetConfig, now: float, cold: bool) -> PollReads:
+        """Run a plan: the new messages first, then range re-checks, then lookups."""
+        reads = PollReads()
+        fresh = self._client.read_messages(MessageQuery(plan.new_from, now, target.campaign_id))
+        if cold and not fresh.complete:
+            # A baseline read only in part would later count its unread part as new.
+            raise BudgetExhaustedError("the request budget is too small for the first poll")
+        reads.add(fresh, plan.new_covers)
+        if fresh.last_id is not None:
+            created = fresh.messages[fresh.last_id].created_at
+            reads.cursor = (fresh.last_id, created if created is not None else now)
+        if fresh.complete:
+            reads.read_to = now
+        for read in plan.ranges:
+            if reads.short:
+                break
+            query = MessageQuery(read.start, read.end, target.campaign_id)
+            reads.add(self._client.read_messages(query), read.ids)
+        for msg_id in plan.lookups:
+            if reads.short:
+                break
+            self._look_up(msg_id, reads)
+        return reads
+
+    def _look_up(self, msg_id: int, reads: PollReads) -> None:
+        """Fetch one pending message by id."""
+        try:
             message = self._client.read_message(msg_id)
-            if message is not None:
-                found.append(message)
-        return found
+        except BudgetExhaustedError:
+            reads.short = True
+            return
+        reads.lookups += 1
+        reads.checked.add(msg_id)
+        if message is not None:
+            reads.messages[msg_id] = message
 
     def _publish_success(
-        self, name: str, tracker: TargetTracker, outcome: PollOutcome, started: float
+        self, tracker: TargetTracker, reads: PollReads, result: ApplyResult, started: float
     ) -> None:
         """Expose the tracker's new values and mark the target up."""
         snapshot = tracker.snapshot(self._clock())
         duration = time.monotonic() - started
         with self._state.lock:
-            status = self._state.targets[name]
+            status = self._state.targets[tracker.name]
             status.snapshot = snapshot
             status.up = True
             status.polled_once = True
             status.last_success = self._clock()
             status.durations.observe(duration)
             status.last_error = None
-            for reason, count in outcome.rejected.items():
-                add_to(status.rejected, reason, count)
         log.info(
             "poll_finished",
-            target=name,
-            pages=outcome.pages,
-            records=outcome.records,
-            lookups=outcome.lookups,
-            new=outcome.new,
-            finalized=outcome.finalized,
-            changes=outcome.changes,
-            duplicates=outcome.duplicates,
-            rejected=sum(outcome.rejected.values()),
+            target=tracker.name,
+            pages=reads.pages,
+            records=reads.rows,
+            lookups=reads.lookups,
+            new=result.new,
+            finalized=result.finalized,
+            changes=result.changes,
+            abandoned=result.abandoned,
+            duplicates=reads.duplicates,
+            rejected=sum(reads.rejected.values()),
             tracked=snapshot.tracked,
             pending=snapshot.pending,
+            backlog=snapshot.backlog,
+            budget_short=reads.short,
             duration_s=round(duration, 3),
         )
 
-    def _publish_failure(self, name: str, reason: str, error: str, started: float) -> None:
+    def _publish_failure(
+        self, tracker: TargetTracker, reason: str, error: str, started: float
+    ) -> None:
         """Mark the target down and count the failure by reason."""
         duration = time.monotonic() - started
+        try:
+            tracker.record_failure(reason)
+            snapshot = tracker.snapshot(self._clock())
+        except Exception:  # the state store itself may be what failed (disk full, read-only)
+            log.exception("state_write_failed", target=tracker.name)
+            snapshot = None
         with self._state.lock:
-            status: TargetStatus = self._state.targets[name]
+            status = self._state.targets[tracker.name]
+            if snapshot is not None:
+                status.snapshot = snapshot
             status.up = False
             status.durations.observe(duration)
-            add_to(status.errors, reason)
             status.last_error = error
         log.warning(
-            "poll_failed", target=name, reason=reason, error=error, duration_s=round(duration, 3)
+            "poll_failed",
+            target=tracker.name,
+            reason=reason,
+            error=error,
+            duration_s=round(duration, 3),
         )
 
     def poll_balance(self) -> None:
@@ -179,19 +259,3 @@ class Poller:
             return
         with self._state.lock:
             self._state.balances = {balance.currency: balance}
-
-
-def _outcome(
-    read: MessagePass, lookups: int, new: int, finalized: int, changes: int
-) -> PollOutcome:
-    """Summarise a poll for its log line."""
-    return PollOutcome(
-        pages=read.pages,
-        records=read.rows,
-        lookups=lookups,
-        new=new,
-        finalized=finalized,
-        changes=changes,
-        duplicates=read.duplicates,
-        rejected=read.rejected,
-    )

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_left
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
+from exporter.bsg.budget import RequestBudget
 from exporter.bsg.records import Balance
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ POLL_ERROR_REASONS = (
     "timeout",
     "connection_error",
     "decode",
+    "budget",
     "internal",
 )
 """Every reason a poll can fail with; each has a series from the first scrape."""
@@ -87,11 +89,6 @@ def add_to(counts: dict[K, int], key: K, amount: int = 1) -> None:
     counts[key] = counts.get(key, 0) + amount
 
 
-def zero_counts(keys: Iterable[str]) -> dict[str, int]:
-    """A counter dict with every known key at zero."""
-    return dict.fromkeys(keys, 0)
-
-
 @dataclass(slots=True)
 class TargetStatus:
     """How a target's polls go: the last outcome and counts of failures and rejects."""
@@ -101,8 +98,6 @@ class TargetStatus:
     polled_once: bool = False
     last_success: float | None = None
     durations: Histogram = field(default_factory=lambda: Histogram(POLL_DURATION_BUCKETS))
-    errors: dict[str, int] = field(default_factory=lambda: zero_counts(POLL_ERROR_REASONS))
-    rejected: dict[str, int] = field(default_factory=lambda: zero_counts(REJECT_REASONS))
     last_error: str | None = None
 
 
@@ -138,6 +133,7 @@ class ExporterState:
     test_key: bool
     api: ApiStats = field(default_factory=ApiStats)
     balances: dict[str, Balance] = field(default_factory=dict)
+    budget: RequestBudget | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def ready(self) -> bool:

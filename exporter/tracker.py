@@ -2,24 +2,45 @@
 
 Owns the counting contract: a message is counted once, at the first poll that sees it in a final
 status; on a cold start, messages already final are the baseline; later final-status changes are
-counted as changes, never as new messages. It also keeps the counters and histograms that follow
-from counting, and builds immutable snapshots for the collector.
+counted as changes, never as new messages; pending messages are re-checked on an age-based
+schedule until final, or abandoned after their validity. The messages live in the
+:class:`~exporter.store.StateStore`; the counters live here and are saved with them, in the
+same transaction, so a crash never loses or repeats a count. Snapshots are immutable copies for
+the collector.
 
 Must not import: prometheus_client, httpx, or the client, poller, collector and web modules.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Any
+
+import structlog
 
 from exporter.bsg.records import DELIVERED_STATUSES, Message, is_final
 from exporter.stats import Histogram, add_to
+from exporter.store import Row, StateStore
 
 PRUNE_MARGIN = 300.0
 """Seconds a final message is kept after leaving the window, so a read whose window start is
 rounded to whole seconds can never show it to the tracker as a new message."""
+READ_OVERLAP = 10.0
+"""Seconds each read of new messages reaches back before the cursor: a row that shows up in the
+API a little late, with an older created_at, is still found (known rows cost nothing more)."""
+DEFAULT_VALIDITY_HOURS = 72
+DEFAULT_RECHECK: tuple[tuple[float, float], ...] = (
+    (600.0, 60.0),
+    (3600.0, 120.0),
+    (21600.0, 600.0),
+    (259200.0, 1800.0),
+)
+"""(max_age, every) tiers: young pending messages are re-read often, old ones rarely."""
+
+log = structlog.get_logger("exporter.tracker")
 
 
 class State(IntEnum):
@@ -30,18 +51,6 @@ class State(IntEnum):
     BASELINE = 2  # final at the cold start: never counted, never counted as a change
 
 
-class Tracked:
-    """What the tracker keeps of one message."""
-
-    __slots__ = ("channel", "created_at", "state", "status")
-
-    def __init__(self, status: str, channel: str, created_at: float, state: State) -> None:
-        self.status = status
-        self.channel = channel
-        self.created_at = created_at
-        self.state = state
-
-
 @dataclass(frozen=True, slots=True)
 class ApplyResult:
     """What one poll changed."""
@@ -50,6 +59,7 @@ class ApplyResult:
     finalized: int
     changes: int
     ignored: int
+    abandoned: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,178 +72,416 @@ class TargetSnapshot:
     submitted: Mapping[str, int]
     cost_nanos: Mapping[tuple[str, str, str], int]
     changes: Mapping[tuple[str, str], int]
+    abandoned: Mapping[tuple[str, str], int]
     delivery_latency: Mapping[str, Histogram]
     send_delay: Mapping[str, Histogram]
     window: Mapping[tuple[str, str], int]
+    errors: Mapping[str, int]
+    rejected: Mapping[str, int]
     oldest_pending_age: float
     tracked: int
     pending: int
+    backlog: int
+
+
+@dataclass(slots=True)
+class _Counters:
+    """Everything a target counts; saved with every poll."""
+
+    channels: set[str] = field(default_factory=set)
+    counted: dict[tuple[str, str], int] = field(default_factory=dict)
+    submitted: dict[str, int] = field(default_factory=dict)
+    cost: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    changes: dict[tuple[str, str], int] = field(default_factory=dict)
+    abandoned: dict[tuple[str, str], int] = field(default_factory=dict)
+    latency: dict[str, Histogram] = field(default_factory=dict)
+    send_delay: dict[str, Histogram] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+    rejected: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Progress:
+    """Where reading stands: the cold flag, the cursor, the horizon and the id density."""
+
+    cold: bool = True
+    cursor_id: int | None = None
+    cursor_created: float | None = None
+    read_to: float | None = None
+    horizon: float = float("-inf")
+    density: dict[int, int] = field(default_factory=dict)  # messages seen per minute of creation
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Tallies of one apply."""
+
+    new: int = 0
+    finalized: int = 0
+    changes: int = 0
+    ignored: int = 0
+    puts: list[Row] = field(default_factory=list)
 
 
 class TargetTracker:
-    """The message state and counters of one target."""
+    """The message state and counters of one target, persisted in a :class:`StateStore`."""
 
     def __init__(
         self,
+        store: StateStore,
         name: str,
         window: float,
         *,
+        campaign_id: int | None = None,
         count_existing_on_start: bool = False,
         delivery_latency_buckets: Sequence[float],
         send_delay_buckets: Sequence[float],
+        recheck: Sequence[tuple[float, float]] = DEFAULT_RECHECK,
+        abandon_grace: float = 3600.0,
+        interval: float = 60.0,
     ) -> None:
         self.name = name
         self.window = window
-        self.cold = True
+        self.campaign_id = campaign_id
+        self._store = store
+        self._identity = json.dumps({"campaign_id": campaign_id})
         self._count_existing = count_existing_on_start
         self._latency_buckets = tuple(delivery_latency_buckets)
         self._send_buckets = tuple(send_delay_buckets)
-        self._messages: dict[int, Tracked] = {}
-        self._horizon = float("-inf")
-        self._channels: set[str] = set()
-        self._counted: dict[tuple[str, str], int] = {}
-        self._submitted: dict[str, int] = {}
-        self._cost: dict[tuple[str, str, str], int] = {}
-        self._changes: dict[tuple[str, str], int] = {}
-        self._latency: dict[str, Histogram] = {}
-        self._send_delay: dict[str, Histogram] = {}
-        self._add_channel("sms")
+        self._recheck = tuple(recheck)
+        self._grace = abandon_grace
+        # A re-check due within half an interval is done now, not a whole cycle late.
+        self._slack = interval / 2
+        self._c = _Counters()
+        self._p = _Progress()
+        self._window: dict[tuple[str, str], int] = {}
+        self._window_start: float | None = None
+        self._tracked = self._pending = 0
+        self._backlog = 0
+        self._load()
 
-    def apply(self, messages: Iterable[Message], now: float) -> ApplyResult:
-        """Fold one poll's reads into the state; the first call sets the baseline."""
-        new = finalized = changes = ignored = 0
-        if self.cold:
-            # Nothing older than the baseline's window was ever seen: such a message showing up
-            # later (a read widened for stragglers) is not new, and must not be counted.
-            self._horizon = now - self.window
-        for message in messages:
-            tracked = self._messages.get(message.id)
-            if tracked is None:
-                outcome = self._first_sight(message, now)
-                new += outcome != _IGNORED
-                finalized += outcome == _COUNTED_NOW
-                ignored += outcome == _IGNORED
-            elif tracked.state is State.PENDING:
-                finalized += self._update_pending(tracked, message)
-            else:
-                changes += self._update_final(tracked, message)
-        self.cold = False
-        self._prune(now)
-        return ApplyResult(new=new, finalized=finalized, changes=changes, ignored=ignored)
+    @property
+    def cold(self) -> bool:
+        """True until the first poll completed: its final messages are the baseline."""
+        return self._p.cold
 
-    def pending_before(self, moment: float) -> list[tuple[int, float]]:
-        """``(id, created_at)`` of pending messages created before ``moment``, oldest first."""
-        found = [
-            (msg_id, t.created_at)
-            for msg_id, t in self._messages.items()
-            if t.state is State.PENDING and t.created_at < moment
-        ]
-        return sorted(found, key=lambda item: item[1])
+    def next_read_start(self, now: float) -> float:
+        """Where the read of new messages starts: just before the cursor, else the window."""
+        window_start = now - self.window
+        last = self._p.cursor_created
+        if self._p.read_to is not None:
+            last = self._p.read_to if last is None else max(last, self._p.read_to)
+        if last is None:
+            return window_start
+        return max(window_start, last - READ_OVERLAP)
+
+    def due(self, now: float) -> list[tuple[int, float]]:
+        """``(id, created_at)`` of pending messages whose re-check is due, most overdue first."""
+        return self._store.due(self.name, now + self._slack)
+
+    def density(self, start: float, end: float) -> int:
+        """Messages seen created in ``[start, end]`` (whole minutes): what a range read costs."""
+        first, last = int(start // 60), int(end // 60)
+        return sum(n for minute, n in self._p.density.items() if first <= minute <= last)
+
+    def apply(
+        self,
+        messages: Iterable[Message],
+        now: float,
+        *,
+        checked: Iterable[int] = (),
+        cursor: tuple[int, float] | None = None,
+        read_to: float | None = None,
+        rejected: Mapping[str, int] | None = None,
+        backlog: int = 0,
+    ) -> ApplyResult:
+        """Fold one poll's reads into the state and save it, all in one transaction."""
+        batch = _Batch()
+        try:
+            with self._store.transaction():
+                abandoned = self._apply(messages, now, checked, batch)
+                self._advance(now, cursor, read_to, rejected or {})
+                self._save()
+        except BaseException:
+            self._load()  # the store is the truth: drop what this apply did in memory
+            raise
+        self._backlog = backlog
+        return ApplyResult(batch.new, batch.finalized, batch.changes, batch.ignored, abandoned)
+
+    def record_failure(self, reason: str) -> None:
+        """Count a failed poll, persisted like every other counter."""
+        add_to(self._c.errors, reason)
+        with self._store.transaction():
+            self._save()
 
     def snapshot(self, now: float) -> TargetSnapshot:
-        """Copy the counters and compute the window gauges as of ``now``."""
-        window_start = now - self.window
-        window: dict[tuple[str, str], int] = {}
-        oldest_pending: float | None = None
-        pending = 0
-        for tracked in self._messages.values():
-            if tracked.state is State.PENDING:
-                pending += 1
-                if oldest_pending is None or tracked.created_at < oldest_pending:
-                    oldest_pending = tracked.created_at
-            if tracked.created_at >= window_start:
-                key = (tracked.channel, tracked.status)
-                window[key] = window.get(key, 0) + 1
+        """Copy the counters and gauges as of ``now``."""
+        self._slide_window(now)
+        oldest = self._store.oldest_pending(self.name)
+        c = self._c
         return TargetSnapshot(
             name=self.name,
-            channels=tuple(sorted(self._channels)),
-            messages=dict(self._counted),
-            submitted=dict(self._submitted),
-            cost_nanos=dict(self._cost),
-            changes=dict(self._changes),
-            delivery_latency={k: h.copy() for k, h in self._latency.items()},
-            send_delay={k: h.copy() for k, h in self._send_delay.items()},
-            window=window,
-            oldest_pending_age=max(0.0, now - oldest_pending)
-            if oldest_pending is not None
-            else 0.0,
-            tracked=len(self._messages),
-            pending=pending,
+            channels=tuple(sorted(c.channels)),
+            messages=dict(c.counted),
+            submitted=dict(c.submitted),
+            cost_nanos=dict(c.cost),
+            changes=dict(c.changes),
+            abandoned=dict(c.abandoned),
+            delivery_latency={k: h.copy() for k, h in c.latency.items()},
+            send_delay={k: h.copy() for k, h in c.send_delay.items()},
+            window={k: v for k, v in self._window.items() if v},
+            errors=dict(c.errors),
+            rejected=dict(c.rejected),
+            oldest_pending_age=max(0.0, now - oldest) if oldest is not None else 0.0,
+            tracked=self._tracked,
+            pending=self._pending,
+            backlog=self._backlog,
         )
 
-    def _first_sight(self, message: Message, now: float) -> int:
-        """Start tracking a message never seen before; return what happened to it."""
+    def _apply(
+        self, messages: Iterable[Message], now: float, checked: Iterable[int], batch: _Batch
+    ) -> int:
+        """Update rows and counters for what was read; returns the number abandoned."""
+        if self._p.cold:
+            # Nothing older than the baseline's window was ever seen: such a message showing up
+            # later (a read widened for stragglers) is not new, and must not be counted.
+            self._p.horizon = now - self.window
+        self._slide_window(now)
+        read = {m.id: m for m in messages}
+        checked_ids = [i for i in checked if i not in read]
+        rows = self._store.rows(self.name, [*read, *checked_ids])
+        for message in read.values():
+            row = rows.get(message.id)
+            if row is None:
+                self._first_sight(message, now, batch)
+            elif row.state == State.PENDING:
+                self._update_pending(row, message, now, batch)
+            else:
+                self._update_final(row, message, batch)
+        for msg_id in checked_ids:  # asked for, not returned: look again on schedule
+            row = rows.get(msg_id)
+            if row is not None and row.state == State.PENDING:
+                row.next_check = self._next_check(row.created_at, now)
+                batch.puts.append(row)
+        self._store.put(self.name, batch.puts)
+        return self._abandon(now)
+
+    def _first_sight(self, message: Message, now: float, batch: _Batch) -> None:
+        """Start tracking a message never seen before."""
         created_at = message.created_at if message.created_at is not None else now
-        if created_at < self._horizon:
-            # Already pruned, or older than the baseline: a read reaching back that far must
-            # not count it.
-            return _IGNORED
+        if created_at < self._p.horizon:
+            batch.ignored += 1  # already pruned, or older than the baseline
+            return
+        batch.new += 1
         final = is_final(message.status)
-        if self.cold and final and not self._count_existing:
-            state = State.BASELINE
-        else:
-            state = State.PENDING
-        if not self.cold:
-            add_to(self._submitted, message.channel)
-        if message.channel not in self._channels:
+        baseline = self._p.cold and final and not self._count_existing
+        if not self._p.cold:
+            add_to(self._c.submitted, message.channel)
+        if message.channel not in self._c.channels:
             self._add_channel(message.channel)
-        tracked = Tracked(message.status, message.channel, created_at, state)
-        self._messages[message.id] = tracked
-        if final and state is State.PENDING:
-            self._count(tracked, message)
-            return _COUNTED_NOW
-        return _TRACKED
+        add_to(self._p.density, int(created_at // 60))
+        row = Row(
+            message.id, created_at, message.channel, message.status, State.PENDING, None, None
+        )
+        if baseline:
+            row.state = State.BASELINE
+        elif final:
+            self._count(row, message)
+            batch.finalized += 1
+        else:
+            row.next_check = self._next_check(created_at, now)
+            row.deadline = created_at + self._lifetime(message)
+            self._pending += 1
+        self._tracked += 1
+        self._window_add(row, 1)
+        batch.puts.append(row)
 
-    def _update_pending(self, tracked: Tracked, message: Message) -> int:
-        """Follow a pending message; count it when it turns final. Returns 1 if counted."""
-        tracked.status = message.status
-        if not is_final(message.status):
-            return 0
-        self._count(tracked, message)
-        return 1
+    def _update_pending(self, row: Row, message: Message, now: float, batch: _Batch) -> None:
+        """Follow a pending message; count it when it turns final."""
+        self._window_add(row, -1)
+        row.status = message.status
+        if is_final(message.status):
+            self._count(row, message)
+            self._pending -= 1
+            batch.finalized += 1
+        else:
+            row.next_check = self._next_check(row.created_at, now)
+        self._window_add(row, 1)
+        batch.puts.append(row)
 
-    def _update_final(self, tracked: Tracked, message: Message) -> int:
-        """Note a final status that changed after counting. Returns 1 if a change was counted."""
-        if message.status == tracked.status or not is_final(message.status):
-            return 0  # a final status never goes back to pending: keep the final one
-        if tracked.state is State.COUNTED:
-            add_to(self._changes, (tracked.status, message.status))
-        tracked.status = message.status
-        return int(tracked.state is State.COUNTED)
+    def _update_final(self, row: Row, message: Message, batch: _Batch) -> None:
+        """Note a final status that changed after counting."""
+        if message.status == row.status or not is_final(message.status):
+            return  # a final status never goes back to pending: keep the final one
+        if row.state == State.COUNTED:
+            add_to(self._c.changes, (row.status, message.status))
+            batch.changes += 1
+        self._window_add(row, -1)
+        row.status = message.status
+        self._window_add(row, 1)
+        batch.puts.append(row)
 
-    def _count(self, tracked: Tracked, message: Message) -> None:
+    def _count(self, row: Row, message: Message) -> None:
         """Count a message that just reached a final status, with its cost and latencies."""
-        tracked.state = State.COUNTED
+        row.state = State.COUNTED
+        row.next_check = row.deadline = None
         channel, status = message.channel, message.status
-        add_to(self._counted, (channel, status))
+        add_to(self._c.counted, (channel, status))
         if message.cost_nanos is not None and message.currency:
-            add_to(self._cost, (channel, status, message.currency), message.cost_nanos)
+            add_to(self._c.cost, (channel, status, message.currency), message.cost_nanos)
         sent = message.sent_at
         if status in DELIVERED_STATUSES and sent is not None and message.delivered_at is not None:
             # Clock skew between the provider's systems can order the two stamps wrongly.
-            self._latency[channel].observe(max(0.0, message.delivered_at - sent))
+            self._c.latency[channel].observe(max(0.0, message.delivered_at - sent))
         if sent is not None and message.created_at is not None:
-            self._send_delay[channel].observe(max(0.0, sent - message.created_at))
+            self._c.send_delay[channel].observe(max(0.0, sent - message.created_at))
+
+    def _abandon(self, now: float) -> int:
+        """Stop following pending messages past validity plus grace; count them by last status."""
+        expired = self._store.expired(self.name, now)
+        for row in expired:
+            add_to(self._c.abandoned, (row.channel, row.status))
+            self._window_add(row, -1)
+        self._store.delete(self.name, (row.id for row in expired))
+        self._pending -= len(expired)
+        self._tracked -= len(expired)
+        return len(expired)
+
+    def _advance(
+        self,
+        now: float,
+        cursor: tuple[int, float] | None,
+        read_to: float | None,
+        rejected: Mapping[str, int],
+    ) -> None:
+        """Move the cursor and the horizon, prune what left the window, count rejects."""
+        p = self._p
+        p.cold = False
+        if cursor is not None and (p.cursor_id is None or cursor[0] > p.cursor_id):
+            p.cursor_id, p.cursor_created = cursor
+        if read_to is not None:
+            p.read_to = read_to
+        horizon = now - self.window - PRUNE_MARGIN
+        if horizon > p.horizon:
+            p.horizon = horizon
+            self._tracked -= self._store.prune(self.name, horizon)
+        oldest = self._store.oldest_pending(self.name)
+        keep_from = int(min(p.horizon, oldest if oldest is not None else p.horizon) // 60)
+        p.density = {m: n for m, n in p.density.items() if m >= keep_from}
+        for reason, count in rejected.items():
+            add_to(self._c.rejected, reason, count)
+
+    def _next_check(self, created_at: float, now: float) -> float:
+        """When a still-pending message is next read, from its age and the tiers."""
+        age = now - created_at
+        every = next((e for max_age, e in self._recheck if age < max_age), self._recheck[-1][1])
+        return now + every
+
+    def _lifetime(self, message: Message) -> float:
+        """Seconds after creation at which a still-pending message is abandoned."""
+        hours = message.validity_hours or DEFAULT_VALIDITY_HOURS
+        return hours * 3600.0 + self._grace
+
+    def _slide_window(self, now: float) -> None:
+        """Keep the window counts for ``[now - window, ...)`` as the window moves."""
+        start = now - self.window
+        if self._window_start is None:
+            self._window = self._store.status_counts(self.name, start)
+        elif start > self._window_start:
+            for key, count in self._store.status_counts(
+                self.name, self._window_start, start
+            ).items():
+                self._window[key] = self._window.get(key, 0) - count
+        else:
+            return
+        self._window_start = start
+
+    def _window_add(self, row: Row, amount: int) -> None:
+        """Add or remove a row from the window counts when it lies in the window."""
+        if self._window_start is not None and row.created_at >= self._window_start:
+            add_to(self._window, (row.channel, row.status), amount)
 
     def _add_channel(self, channel: str) -> None:
         """Start the zero-valued series of a channel seen for the first time."""
-        self._channels.add(channel)
-        self._latency[channel] = Histogram(self._latency_buckets)
-        self._send_delay[channel] = Histogram(self._send_buckets)
+        self._c.channels.add(channel)
+        self._c.latency.setdefault(channel, Histogram(self._latency_buckets))
+        self._c.send_delay.setdefault(channel, Histogram(self._send_buckets))
 
-    def _prune(self, now: float) -> None:
-        """Forget final messages that left the window: no range read returns them again."""
-        horizon = now - self.window - PRUNE_MARGIN
-        if horizon <= self._horizon:
-            return
-        self._horizon = horizon
-        stale = [
-            msg_id
-            for msg_id, t in self._messages.items()
-            if t.state is not State.PENDING and t.created_at < horizon
-        ]
-        for msg_id in stale:
-            del self._messages[msg_id]
+    def _load(self) -> None:
+        """Read the saved state, or start cold; a target whose identity changed starts over."""
+        self._c, self._p = _Counters(), _Progress()
+        self._window_start = None
+        stored = self._store.load_target(self.name)
+        if stored is not None and stored[0] != self._identity:
+            log.warning("state_target_reset", target=self.name, reason="campaign_id changed")
+            self._store.drop_target(self.name)
+            stored = None
+        if stored is not None:
+            _restore(self._c, self._p, stored[1], self._latency_buckets, self._send_buckets)
+        self._add_channel("sms")
+        for channel in list(self._c.channels):
+            self._add_channel(channel)
+        self._tracked, self._pending = self._store.counts(self.name)
+
+    def _save(self) -> None:
+        """Write the counters and progress (inside the poll's transaction)."""
+        self._store.save_target(self.name, self._identity, _dump(self._c, self._p))
 
 
-_IGNORED, _TRACKED, _COUNTED_NOW = 0, 1, 2
+def _dump(c: _Counters, p: _Progress) -> dict[str, Any]:
+    """The JSON form of a target's counters and progress."""
+    return {
+        "cold": p.cold,
+        "cursor": [p.cursor_id, p.cursor_created],
+        "read_to": p.read_to,
+        "horizon": p.horizon if p.horizon != float("-inf") else None,
+        "density": list(p.density.items()),
+        "channels": sorted(c.channels),
+        "counted": [[*k, v] for k, v in c.counted.items()],
+        "submitted": c.submitted,
+        "cost": [[*k, v] for k, v in c.cost.items()],
+        "changes": [[*k, v] for k, v in c.changes.items()],
+        "abandoned": [[*k, v] for k, v in c.abandoned.items()],
+        "latency": {k: [list(h.bounds), h.counts, h.total] for k, h in c.latency.items()},
+        "send_delay": {k: [list(h.bounds), h.counts, h.total] for k, h in c.send_delay.items()},
+        "errors": c.errors,
+        "rejected": c.rejected,
+    }
+
+
+def _restore(
+    c: _Counters,
+    p: _Progress,
+    data: dict[str, Any],
+    latency_buckets: tuple[float, ...],
+    send_buckets: tuple[float, ...],
+) -> None:
+    """Fill counters and progress from their JSON form."""
+    p.cold = bool(data["cold"])
+    p.cursor_id, p.cursor_created = data["cursor"]
+    p.read_to = data["read_to"]
+    p.horizon = data["horizon"] if data["horizon"] is not None else float("-inf")
+    p.density = {int(m): int(n) for m, n in data["density"]}
+    c.channels = set(data["channels"])
+    c.counted = {(a, b): n for a, b, n in data["counted"]}
+    c.submitted = dict(data["submitted"])
+    c.cost = {(a, b, d): n for a, b, d, n in data["cost"]}
+    c.changes = {(a, b): n for a, b, n in data["changes"]}
+    c.abandoned = {(a, b): n for a, b, n in data["abandoned"]}
+    c.latency = _histograms(data["latency"], latency_buckets)
+    c.send_delay = _histograms(data["send_delay"], send_buckets)
+    c.errors = dict(data["errors"])
+    c.rejected = dict(data["rejected"])
+
+
+def _histograms(data: dict[str, Any], bounds: tuple[float, ...]) -> dict[str, Histogram]:
+    """Histograms from JSON; ones saved with other buckets start over (they cannot be merged)."""
+    result: dict[str, Histogram] = {}
+    for channel, (saved_bounds, counts, total) in data.items():
+        histogram = Histogram(bounds)
+        if tuple(saved_bounds) == bounds:
+            histogram.counts, histogram.total = list(counts), float(total)
+        else:
+            log.warning("state_histogram_reset", channel=channel, reason="buckets changed")
+        result[channel] = histogram
+    return result

@@ -58,17 +58,27 @@ def config_yaml(
     interval: str = "60s",
     count_existing: bool = False,
     extra: str = "",
+    state_path: str = ":memory:",
+    recheck_every: str | None = "1ms",
+    max_requests_per_minute: int = 0,
 ) -> str:
-    """A config file's text for the simulator at ``url``; the key comes from BSG_API_KEY."""
+    """A config file's text for the simulator at ``url``; the key comes from BSG_API_KEY.
+
+    By default every pending message is re-checked every cycle (``recheck_every`` below the
+    interval), which is what lets the tests predict each count exactly from the ground truth.
+    """
     lines = [
         "api:",
         f"  url: {url}",
         "  key: ${BSG_API_KEY}",
         "  timeout: 5s",
+        f"  max_requests_per_minute: {max_requests_per_minute}",
         "poll:",
         f"  interval: {interval}",
-        "targets:",
     ]
+    if recheck_every is not None:
+        lines += ["  recheck:", f"    - {{max_age: 30d, every: {recheck_every}}}"]
+    lines += ["state:", f"  path: {state_path!r}", "targets:"]
     for target in targets:
         lines.append(f"  - name: {target['name']}")
         lines.append(f"    window: {target.get('window', '1h')}")
@@ -103,10 +113,10 @@ class InProcessExporter:
         return parse_samples(self.scrape())
 
     def close(self) -> None:
-        """Stop serving and close the client."""
+        """Stop serving and close the client and the store."""
         self.stop.set()
         self.web.stop()
-        self.app.client.close()
+        self.app.close()
 
 
 def in_process(

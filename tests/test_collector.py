@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.bsg.records import FINAL_STATUSES, Balance, Message
 from exporter.collector import BsgCollector
 from exporter.stats import ExporterState, TargetStatus
+from exporter.store import MEMORY, StateStore
 from exporter.tracker import TargetTracker
 
 NOW = 1_780_000_000.0
@@ -20,7 +21,11 @@ NOW = 1_780_000_000.0
 def build_state() -> ExporterState:
     """A state with one target that counted a few messages."""
     tracker = TargetTracker(
-        "otp", 3600, delivery_latency_buckets=(1.0, 10.0), send_delay_buckets=(1.0,)
+        StateStore(MEMORY),
+        "otp",
+        3600,
+        delivery_latency_buckets=(1.0, 10.0),
+        send_delay_buckets=(1.0,),
     )
     tracker.apply([], NOW)
     tracker.apply(
@@ -35,7 +40,9 @@ def build_state() -> ExporterState:
     status = TargetStatus(snapshot=tracker.snapshot(NOW), up=True, polled_once=True)
     status.last_success = NOW
     status.durations.observe(0.3)
-    status.errors["timeout"] = 2
+    tracker.record_failure("timeout")
+    tracker.record_failure("timeout")
+    status.snapshot = tracker.snapshot(NOW)
     state = ExporterState(targets={"otp": status}, version="1.2.3", test_key=False)
     state.api.observe_request("messages", "200", 0.02)
     state.api.observe_request("messages", "timeout", 10.0)
@@ -127,7 +134,9 @@ def test_every_final_status_has_a_series_for_every_channel_seen() -> None:
 
 
 def test_a_fresh_target_exposes_zero_series_for_sms() -> None:
-    tracker = TargetTracker("all", 60, delivery_latency_buckets=(1.0,), send_delay_buckets=(1.0,))
+    tracker = TargetTracker(
+        StateStore(MEMORY), "all", 60, delivery_latency_buckets=(1.0,), send_delay_buckets=(1.0,)
+    )
     state = ExporterState(
         targets={"all": TargetStatus(snapshot=tracker.snapshot(NOW))}, version="x", test_key=True
     )

@@ -16,6 +16,7 @@ import yaml
 
 from exporter.config import (
     DEFAULT_DELIVERY_LATENCY_BUCKETS,
+    DEFAULT_RECHECK,
     DEFAULT_SEND_DELAY_BUCKETS,
     KNOWN_KEYS,
     ApiConfig,
@@ -23,7 +24,9 @@ from exporter.config import (
     ConfigError,
     MetricsConfig,
     PollConfig,
+    RecheckTier,
     Secret,
+    StateConfig,
     TargetConfig,
     demo_config,
     format_duration,
@@ -77,7 +80,8 @@ def test_example_loads_with_every_value() -> None:
     assert config.api.timezone == "UTC"
     assert config.api.tz.utcoffset(datetime.datetime(2025, 1, 1)) == datetime.timedelta(0)
     assert config.api.max_retries == 3
-    assert config.poll == PollConfig(interval=60.0)
+    assert config.api.max_requests_per_minute == 300
+    assert config.poll == PollConfig(interval=60.0, recheck=DEFAULT_RECHECK, abandon_grace=3600.0)
     assert config.targets == (
         TargetConfig(name="all", window=86400.0, campaign_id=None),
         TargetConfig(name="otp", window=259200.0, campaign_id=58982653),
@@ -86,6 +90,7 @@ def test_example_loads_with_every_value() -> None:
     assert config.metrics == MetricsConfig(
         DEFAULT_DELIVERY_LATENCY_BUCKETS, DEFAULT_SEND_DELAY_BUCKETS
     )
+    assert config.state == StateConfig(path="bsg-exporter.db")
 
 
 def _flatten(value: object, prefix: str = "") -> set[str]:
@@ -119,6 +124,7 @@ def test_example_defaults_match_the_loader() -> None:
     assert example.poll == minimal.poll
     assert example.metrics == minimal.metrics
     assert example.count_existing_on_start == minimal.count_existing_on_start
+    assert example.state == minimal.state
 
 
 # --- defaults and accepted forms ----------------------------------------------------------
@@ -129,8 +135,22 @@ def test_minimal_file_takes_defaults() -> None:
     assert config.api.url == "https://one-api.bsg.world"
     assert config.api.key_source == "inline"
     assert (config.api.timeout, config.api.timezone, config.api.max_retries) == (10.0, "UTC", 3)
+    assert config.api.max_requests_per_minute == 300
     assert config.poll.interval == 60.0
+    assert config.poll.recheck == DEFAULT_RECHECK
+    assert config.poll.abandon_grace == 3600.0
     assert config.count_existing_on_start is False
+    assert config.state == StateConfig("bsg-exporter.db")
+
+
+def test_default_recheck_tiers() -> None:
+    assert [(t.max_age, t.every) for t in DEFAULT_RECHECK] == [
+        (600.0, 60.0),
+        (3600.0, 120.0),
+        (21600.0, 600.0),
+        (259200.0, 1800.0),
+    ]
+    assert PollConfig(60.0) == PollConfig(60.0, DEFAULT_RECHECK, 3600.0)
 
 
 def test_every_key_set() -> None:
@@ -141,8 +161,15 @@ def test_every_key_set() -> None:
           timeout: 1500ms
           timezone: Europe/Kyiv
           max_retries: 0
+          max_requests_per_minute: 100000
         poll:
           interval: 500ms
+          recheck:
+            - max_age: 1m
+              every: 100ms
+            - max_age: 1h30m
+              every: 5m
+          abandon_grace: 30m
         targets:
           - name: otp-1
             campaign_id: 9000000000
@@ -151,22 +178,53 @@ def test_every_key_set() -> None:
         metrics:
           delivery_latency_buckets: [1s, 1m]
           send_delay_buckets: [100ms]
+        state:
+          path: /var/lib/bsg/state.db
         """)
     assert config.api.url == "http://127.0.0.1:8080/bsg"  # trailing "/" dropped
     assert config.api.key.is_test_key
     assert config.api.timeout == 1.5
     assert str(config.api.tz) == "Europe/Kyiv"
     assert config.api.max_retries == 0
-    assert config.poll.interval == 0.5
+    assert config.api.max_requests_per_minute == 100000
+    assert config.poll == PollConfig(
+        0.5, (RecheckTier(60.0, 0.1), RecheckTier(5400.0, 300.0)), abandon_grace=1800.0
+    )
     assert config.targets == (TargetConfig("otp-1", 5400.0, 9000000000),)
     assert config.count_existing_on_start is True
     assert config.metrics == MetricsConfig((1.0, 60.0), (0.1,))
+    assert config.state == StateConfig("/var/lib/bsg/state.db")
 
 
 def test_empty_sections_take_defaults() -> None:
-    config = parse(MINIMAL + "poll:\nmetrics:\n")
-    assert config.poll.interval == 60.0
+    config = parse(MINIMAL + "poll:\nmetrics:\nstate:\n")
+    assert config.poll == PollConfig(60.0)
     assert config.metrics.send_delay_buckets == DEFAULT_SEND_DELAY_BUCKETS
+    assert config.state == StateConfig()
+
+
+def test_zero_request_budget_means_no_limit() -> None:
+    config = parse(MINIMAL.replace("  key:", "  max_requests_per_minute: 0\n  key:"))
+    assert config.api.max_requests_per_minute == 0
+
+
+def test_abandon_grace_may_be_zero() -> None:
+    assert parse(MINIMAL + 'poll:\n  abandon_grace: "0s"\n').poll.abandon_grace == 0.0
+
+
+def test_one_recheck_tier_with_every_below_interval() -> None:
+    config = parse(MINIMAL + "poll:\n  recheck:\n    - max_age: 1h\n      every: 1s\n")
+    assert config.poll.recheck == (RecheckTier(3600.0, 1.0),)
+
+
+@pytest.mark.parametrize("path", [":memory:", "state/bsg.db"])
+def test_state_path_kept_as_written(path: str) -> None:
+    assert parse(MINIMAL + f'state:\n  path: "{path}"\n').state == StateConfig(path)
+
+
+def test_state_path_expands_variables() -> None:
+    config = parse(MINIMAL + "state:\n  path: ${DATA}/bsg.db\n", environ={"DATA": "/data"})
+    assert config.state.path == "/data/bsg.db"
 
 
 def test_yaml_1_1_booleans_stay_strings() -> None:
@@ -371,6 +429,110 @@ def test_max_retries_range() -> None:
     assert errors_of(MINIMAL.replace("  key:", "  max_retries: 11\n  key:")) == [
         "api.max_retries: must be between 0 and 10, got 11"
     ]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("-1", "must be between 0 and 100000, got -1"),
+        ("100001", "must be between 0 and 100000, got 100001"),
+        ('"300"', 'expected an integer, got "300"'),
+        ("1.5", "expected an integer, got 1.5"),
+    ],
+)
+def test_bad_max_requests_per_minute(value: str, expected: str) -> None:
+    text = MINIMAL.replace("  key:", f"  max_requests_per_minute: {value}\n  key:")
+    assert errors_of(text) == [f"api.max_requests_per_minute: {expected}"]
+
+
+RECHECK = "poll.recheck"
+TIER = "    - max_age: {}\n      every: {}\n"
+
+
+@pytest.mark.parametrize(
+    ("tiers", "expected"),
+    [
+        (" []\n", f"{RECHECK}: must not be empty"),
+        (" 5m\n", f'{RECHECK}: expected a list of tiers, got "5m"'),
+        ("\n", f"{RECHECK}: expected a list of tiers, got null"),
+        ("\n    - 5m\n", f'{RECHECK}[0]: expected a mapping, got "5m"'),
+        (
+            "\n" + TIER.format("10m", "1m") + TIER.format("5m", "2m"),
+            f"{RECHECK}[1].max_age: must be greater than the previous tier's (10m0s), got 5m0s",
+        ),
+        (
+            "\n" + TIER.format("1h", "1m") + TIER.format("1h", "2m"),
+            f"{RECHECK}[1].max_age: must be greater than the previous tier's (1h0m0s), got 1h0m0s",
+        ),
+        ("\n" + TIER.format("10m", "0s"), f"{RECHECK}[0].every: must be greater than 0, got 0s"),
+        (
+            "\n" + TIER.format("10m", "60"),
+            f'{RECHECK}[0].every: expected a duration like "60s", got 60',
+        ),
+    ],
+)
+def test_bad_recheck(tiers: str, expected: str) -> None:
+    assert errors_of(MINIMAL + f"poll:\n  recheck:{tiers}") == [expected]
+
+
+def test_recheck_tier_unknown_key() -> None:
+    assert errors_of(MINIMAL + "poll:\n  recheck:\n    - max_age: 10m\n      evry: 1m\n") == [
+        f'{RECHECK}[0].evry: unknown key (did you mean "every"?)',
+        f"{RECHECK}[0].every: required",
+    ]
+
+
+def test_recheck_tier_missing_fields() -> None:
+    text = MINIMAL + "poll:\n  recheck:\n    - max_age: 10m\n    - every: 1m\n    - {}\n"
+    assert errors_of(text) == [
+        f"{RECHECK}[0].every: required",
+        f"{RECHECK}[1].max_age: required",
+        f"{RECHECK}[2].max_age: required",
+        f"{RECHECK}[2].every: required",
+    ]
+
+
+def test_recheck_errors_in_document_order() -> None:
+    text = MINIMAL + "poll:\n  recheck:\n" + (
+        TIER.format("1h", "1m") + TIER.format("30m", "1x") + TIER.format("2h", "5m")
+        + TIER.format("90m", "10m")
+    )  # fmt: skip
+    assert errors_of(text) == [
+        f"{RECHECK}[1].max_age: must be greater than the previous tier's (1h0m0s), got 30m0s",
+        f'{RECHECK}[1].every: invalid duration "1x": unknown unit "x" (use ms, s, m, h, d or w)',
+        f"{RECHECK}[3].max_age: must be greater than the previous tier's (2h0m0s), got 1h30m0s",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ('"-1s"', 'invalid duration "-1s": ' + SHAPE),
+        ("0", 'expected a duration like "60s", got 0'),
+    ],
+)
+def test_bad_abandon_grace(value: str, expected: str) -> None:
+    assert errors_of(MINIMAL + f"poll:\n  abandon_grace: {value}\n") == [
+        f"poll.abandon_grace: {expected}"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        ('  path: ""\n', "state.path: must not be empty"),
+        ("  path:\n", "state.path: expected a string, got null"),
+        ("  path: 1\n", "state.path: expected a string, got 1"),
+        ("  file: x.db\n", "state.file: unknown key"),
+        ("  paht: x.db\n", 'state.paht: unknown key (did you mean "path"?)'),
+    ],
+)
+def test_bad_state(section: str, expected: str) -> None:
+    assert errors_of(MINIMAL + "state:\n" + section) == [expected]
+
+
+def test_state_must_be_a_mapping() -> None:
+    assert errors_of(MINIMAL + "state: x.db\n") == ['state: expected a mapping, got "x.db"']
 
 
 BUCKETS = "metrics.send_delay_buckets"
@@ -740,7 +902,9 @@ def test_demo_config() -> None:
     assert config.api.url == "http://127.0.0.1:9999"
     assert config.api.key.reveal() == "test_demo"
     assert config.api.key_source == "env"
-    assert config.poll.interval == 5.0
+    assert config.api.max_requests_per_minute == 300
+    assert config.poll == PollConfig(5.0)
+    assert config.state == StateConfig(path=":memory:")
     assert config.targets == (
         TargetConfig("all", 3600.0, None),
         TargetConfig("otp", 3600.0, 58982653),

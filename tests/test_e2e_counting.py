@@ -234,13 +234,21 @@ def test_explicit_status_changes_are_counted_exactly(clock: ManualClock) -> None
         try:
             exporter.cycle()  # baseline: the backfilled hour
             base = exporter.samples()
-            ids = sim.create_messages(
+            # The pending sms comes first: its re-checks re-read the viber message too, which is
+            # how a change after counting is seen (final messages are not re-read on purpose).
+            pending, viber, failed = sim.create_messages(
                 [
-                    {"campaign_id": 11, "type": "viber", "status": "sent", "created_at": START - 5},
-                    {"campaign_id": 11, "type": "sms", "status": "accepted"},
+                    {
+                        "campaign_id": 11,
+                        "type": "sms",
+                        "status": "accepted",
+                        "created_at": START - 5,
+                    },
+                    {"campaign_id": 11, "type": "viber", "status": "sent"},
                     {"campaign_id": 12, "type": "sms", "status": "failed"},
                 ]
             )
+            ids = [viber, pending, failed]
             clock.advance(60)
             exporter.cycle()
             sim.set_status(ids[0], "delivered")
@@ -283,40 +291,68 @@ def test_explicit_status_changes_are_counted_exactly(clock: ManualClock) -> None
             exporter.close()
 
 
-@pytest.mark.parametrize("stragglers", [3, 25])
+@pytest.mark.parametrize(("stragglers", "per_target"), [(2, 1 + 2), (25, 5)])
 def test_pending_messages_are_followed_after_they_leave_the_window(
-    clock: ManualClock, stragglers: int
+    clock: ManualClock, stragglers: int, per_target: int
 ) -> None:
-    """A few are looked up by id, many widen the range read; both count them once."""
+    """A few stragglers among many messages are looked up by id (1 page of new messages plus one
+    request each); many are re-read with one range (2,500 messages: 5 pages)."""
     sim = traffic(clock, scenario="paused")
     with SimulatorServer(sim) as server:
         exporter = in_process(server.url, TARGETS, DEMO_API_KEY, clock.now)
         try:
             exporter.cycle()
-            specs = [{"campaign_id": 11, "status": "sent"} for _ in range(stragglers)]
-            ids = sim.create_messages(specs)
+            ids = sim.create_messages([{"campaign_id": 11, "status": "sent"}] * stragglers)
+            sim.create_messages([{"campaign_id": 11, "status": "delivered"}] * (2500 - stragglers))
             clock.advance(60)
             exporter.cycle()
-            clock.advance(2 * 3600)  # far outside both windows
+            clock.advance(5400)  # outside both windows, within validity (1h) plus grace (1h)
             exporter.cycle()
-            before = sim.request_counts()["messages"]
             for msg_id in ids:
                 sim.set_status(msg_id, "delivered")
             clock.advance(60)
+            before = sim.request_counts()["messages"]
             exporter.cycle()
-            requests = sim.request_counts()["messages"] - before
+            assert sim.request_counts()["messages"] - before == 2 * per_target
             samples = exporter.samples()
             for target in ("all", "otp"):
                 counted = value(
                     samples, "bsg_messages_total", target=target, channel="sms", status="delivered"
                 )
-                assert counted == stragglers
+                assert counted == 2500  # the stragglers, and the others when first seen
                 assert value(samples, "bsg_oldest_pending_message_age_seconds", target=target) == 0
-            lookups = stragglers <= 10
-            assert requests == (2 + 2 * stragglers if lookups else 2)  # one page per target
-            exporter.cycle()  # they are final now: no more lookups, nothing counted twice
+            exporter.cycle()  # they are final now: no more re-checks, nothing counted twice
             assert series(exporter.samples(), "bsg_messages_total") == series(
                 samples, "bsg_messages_total"
             )
+        finally:
+            exporter.close()
+
+
+def test_messages_pending_past_validity_are_abandoned_not_guessed(clock: ManualClock) -> None:
+    sim = traffic(clock, scenario="paused")
+    with SimulatorServer(sim) as server:
+        exporter = in_process(server.url, TARGETS, DEMO_API_KEY, clock.now)
+        try:
+            exporter.cycle()
+            ids = sim.create_messages([{"campaign_id": 11, "status": "sent", "validity": 1}] * 4)
+            clock.advance(60)
+            exporter.cycle()
+            clock.advance(3600 + 3600 + 60)  # validity 1h, abandon_grace 1h (the default)
+            exporter.cycle()
+            before = sim.request_counts()["messages"]
+            sim.set_status(ids[0], "delivered")  # too late: it is no longer followed
+            clock.advance(60)
+            exporter.cycle()
+            samples = exporter.samples()
+            for target in ("all", "otp"):
+                labels = {"target": target, "channel": "sms"}
+                assert (
+                    value(samples, "bsg_messages_abandoned_total", last_status="sent", **labels)
+                    == 4
+                )
+                assert value(samples, "bsg_messages_total", status="delivered", **labels) == 0
+                assert value(samples, "bsg_oldest_pending_message_age_seconds", target=target) == 0
+            assert sim.request_counts()["messages"] - before == 2  # only the new-message reads
         finally:
             exporter.close()

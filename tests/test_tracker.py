@@ -5,15 +5,17 @@ from __future__ import annotations
 import random
 
 from exporter.bsg.records import FINAL_STATUSES, PENDING_STATUSES, Message, is_final
+from exporter.store import MEMORY, StateStore
 from exporter.tracker import PRUNE_MARGIN, TargetTracker
 
 NOW = 1_780_000_000.0
 WINDOW = 3600.0
 
 
-def tracker(count_existing: bool = False) -> TargetTracker:
-    """A tracker with a one-hour window and simple buckets."""
+def tracker(count_existing: bool = False, store: StateStore | None = None) -> TargetTracker:
+    """A tracker with a one-hour window and simple buckets, over an in-memory store."""
     return TargetTracker(
+        store or StateStore(MEMORY),
         "t",
         WINDOW,
         count_existing_on_start=count_existing,
@@ -158,7 +160,7 @@ def test_window_gauge_and_oldest_pending_follow_the_clock() -> None:
     snap = t.snapshot(later)
     assert snap.window == {("sms", "delivered"): 1}
     assert snap.oldest_pending_age == later - (NOW - 100)
-    assert t.pending_before(later - WINDOW) == [(1, NOW - 100)]
+    assert t.due(later) == [(1, NOW - 100)]
 
 
 def test_final_messages_are_pruned_after_the_window_but_never_recounted() -> None:

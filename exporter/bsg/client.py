@@ -23,6 +23,7 @@ from typing import Protocol, TypeVar
 import httpx
 import structlog
 
+from exporter.bsg.budget import RequestBudget
 from exporter.bsg.records import (
     Balance,
     DecodeError,
@@ -100,6 +101,12 @@ class BadAnswerError(BsgError):
     reason = "decode"
 
 
+class BudgetExhaustedError(BsgError):
+    """The request budget (api.max_requests_per_minute) is spent for now."""
+
+    reason = "budget"
+
+
 class StoppedError(BsgError):
     """The exporter is shutting down; the pass was abandoned."""
 
@@ -130,6 +137,8 @@ class MessagePass:
     """What one pass read: the messages (deduplicated by id) and how it went."""
 
     messages: dict[int, Message] = field(default_factory=dict)
+    complete: bool = True
+    last_id: int | None = None
     pages: int = 0
     rows: int = 0
     duplicates: int = 0
@@ -143,6 +152,8 @@ class MessagePass:
             if message.id in self.messages:
                 self.duplicates += 1
             self.messages[message.id] = message
+            if self.last_id is None or message.id > self.last_id:
+                self.last_id = message.id
         for reason, count in page.rejected.items():
             self.rejected[reason] = self.rejected.get(reason, 0) + count
 
@@ -179,6 +190,7 @@ class BsgClient:
         transport: httpx.BaseTransport | None = None,
         user_agent: str = "bsg-exporter",
         clock: Callable[[], float] = time.time,
+        budget: RequestBudget | None = None,
     ) -> None:
         self._key = api_key
         self._tz = tz
@@ -186,6 +198,7 @@ class BsgClient:
         self._observer: RequestObserver = observer or _NullObserver()
         self._stop = stop or threading.Event()
         self._clock = clock
+        self._budget = budget
         self._token: str | None = None
         self._token_expiry: float | None = None
         self._lock = threading.RLock()
@@ -208,7 +221,11 @@ class BsgClient:
         self.close()
 
     def read_messages(self, query: MessageQuery) -> MessagePass:
-        """Read every message of ``query``, page by page, with ``filter[to]`` fixed for the pass."""
+        """Read every message of ``query``, page by page, with ``filter[to]`` fixed for the pass.
+
+        When the request budget runs out mid-pass, the pages read so far come back with
+        ``complete`` False: rows arrive in id order, so everything up to ``last_id`` was read.
+        """
         params: dict[str, str | int] = {
             "page[limit]": PAGE_LIMIT,
             "sort": "id",
@@ -222,7 +239,11 @@ class BsgClient:
         offset = 0
         max_pages: int | None = None
         while True:
-            page = self._get_page({**params, "page[offset]": offset})
+            try:
+                page = self._get_page({**params, "page[offset]": offset})
+            except BudgetExhaustedError:
+                result.complete = False
+                return result
             result.add_page(page)
             offset += page.rows
             if max_pages is None:
@@ -293,6 +314,8 @@ class BsgClient:
         """Send one request and classify its outcome."""
         if self._stop.is_set():
             raise StoppedError("shutting down")
+        if self._budget is not None and not self._budget.try_acquire():
+            raise BudgetExhaustedError(f"{request.endpoint}: request budget spent for this minute")
         endpoint = request.endpoint
         headers = {"Authorization": f"Bearer {self._token}"} if request.authorized else None
         started = time.monotonic()

@@ -1,0 +1,225 @@
+"""SQLite persistence of the trackers: tracked messages, counters and cursors.
+
+Owns the schema, opening (WAL, integrity check, refusing a corrupt file), and the one
+transaction per poll in which a tracker's changes land before they are exposed. A ``kill -9``
+at any moment leaves either the whole poll or none of it.
+
+Must not import: prometheus_client, httpx, or the client, poller, collector and web modules.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+SCHEMA_VERSION = 1
+MEMORY = ":memory:"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS targets (
+    name TEXT PRIMARY KEY,
+    identity TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    target TEXT NOT NULL,
+    id INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    channel TEXT NOT NULL,
+    status TEXT NOT NULL,
+    state INTEGER NOT NULL,
+    next_check REAL,
+    deadline REAL,
+    PRIMARY KEY (target, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS messages_created ON messages (target, created_at);
+CREATE INDEX IF NOT EXISTS messages_due ON messages (target, next_check) WHERE state = 0;
+"""
+
+
+class StateError(Exception):
+    """The state file cannot be used; the message says why and what to do."""
+
+
+@dataclass(slots=True)
+class Row:
+    """One tracked message as stored."""
+
+    id: int
+    created_at: float
+    channel: str
+    status: str
+    state: int
+    next_check: float | None
+    deadline: float | None
+
+
+class StateStore:
+    """The SQLite file behind every tracker (or ``:memory:``)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        try:
+            self._db = self._open(path)
+        except sqlite3.DatabaseError as exc:
+            raise StateError(
+                f"state file {path!r} is unreadable ({exc}); move it aside or start with "
+                "--state.reset (which renames it, never deletes it)"
+            ) from None
+
+    @staticmethod
+    def _open(path: str) -> sqlite3.Connection:
+        """Open, check and migrate the database."""
+        # The poller thread owns the connection; check_same_thread only guards misuse.
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        if path != MEMORY:
+            db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode survives a process crash; only a power cut may lose the last
+            # poll, which the next poll then reads again.
+            db.execute("PRAGMA synchronous=NORMAL")
+        check = db.execute("PRAGMA quick_check").fetchone()
+        if check is None or check[0] != "ok":
+            raise sqlite3.DatabaseError(f"integrity check failed: {check}")
+        db.executescript(_SCHEMA)
+        version = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        if version is None:
+            db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        elif int(version[0]) != SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(f"schema version {version[0]}, expected {SCHEMA_VERSION}")
+        return db
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One atomic unit: everything inside lands together or not at all."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def target_names(self) -> list[str]:
+        """Names of the targets that have stored state."""
+        return [row[0] for row in self._db.execute("SELECT name FROM targets")]
+
+    def load_target(self, name: str) -> tuple[str, dict[str, Any]] | None:
+        """A target's identity and data, or None when it has no state."""
+        row = self._db.execute("SELECT identity, data FROM targets WHERE name = ?", (name,))
+        found = row.fetchone()
+        return None if found is None else (found[0], json.loads(found[1]))
+
+    def save_target(self, name: str, identity: str, data: dict[str, Any]) -> None:
+        """Write a target's counters and cursor (inside a transaction)."""
+        self._db.execute(
+            "INSERT OR REPLACE INTO targets VALUES (?, ?, ?)",
+            (name, identity, json.dumps(data, separators=(",", ":"))),
+        )
+
+    def drop_target(self, name: str) -> None:
+        """Forget a target and its messages."""
+        with self.transaction():
+            self._db.execute("DELETE FROM messages WHERE target = ?", (name,))
+            self._db.execute("DELETE FROM targets WHERE name = ?", (name,))
+
+    def rows(self, target: str, ids: Sequence[int]) -> dict[int, Row]:
+        """The stored rows of ``ids`` (those that exist)."""
+        found: dict[int, Row] = {}
+        for start in range(0, len(ids), 500):  # SQLite caps the number of bound parameters
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT {_COLUMNS} FROM messages WHERE target = ? AND id IN ({marks})"
+            for row in self._db.execute(query, (target, *chunk)):
+                found[row[0]] = Row(*row)
+        return found
+
+    def put(self, target: str, rows: Iterable[Row]) -> None:
+        """Insert or replace rows (inside a transaction)."""
+        self._db.executemany(
+            "INSERT OR REPLACE INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                (target, r.id, r.created_at, r.channel, r.status, r.state, r.next_check, r.deadline)
+                for r in rows
+            ),
+        )
+
+    def delete(self, target: str, ids: Iterable[int]) -> None:
+        """Delete rows by id (inside a transaction)."""
+        self._db.executemany(
+            "DELETE FROM messages WHERE target = ? AND id = ?", ((target, i) for i in ids)
+        )
+
+    def due(self, target: str, now: float) -> list[tuple[int, float]]:
+        """``(id, created_at)`` of pending messages whose re-check is due, oldest due first."""
+        return list(
+            self._db.execute(
+                "SELECT id, created_at FROM messages WHERE target = ? AND state = 0 "
+                "AND next_check <= ? ORDER BY next_check, id",
+                (target, now),
+            )
+        )
+
+    def expired(self, target: str, now: float) -> list[Row]:
+        """Pending messages past their deadline."""
+        query = f"SELECT {_COLUMNS} FROM messages WHERE target = ? AND state = 0 AND deadline <= ?"
+        return [Row(*row) for row in self._db.execute(query, (target, now))]
+
+    def oldest_pending(self, target: str) -> float | None:
+        """``created_at`` of the oldest pending message."""
+        row = self._db.execute(
+            "SELECT MIN(created_at) FROM messages WHERE target = ? AND state = 0", (target,)
+        ).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def counts(self, target: str) -> tuple[int, int]:
+        """Tracked and pending messages."""
+        row = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(state = 0), 0) FROM messages WHERE target = ?",
+            (target,),
+        ).fetchone()
+        return int(row[0]), int(row[1])
+
+    def status_counts(
+        self, target: str, start: float, end: float | None = None
+    ) -> dict[tuple[str, str], int]:
+        """Messages created in ``[start, end)`` by channel and status."""
+        query = (
+            "SELECT channel, status, COUNT(*) FROM messages WHERE target = ? AND created_at >= ?"
+        )
+        args: tuple[Any, ...] = (target, start)
+        if end is not None:
+            query += " AND created_at < ?"
+            args = (*args, end)
+        query += " GROUP BY channel, status"
+        return {(c, s): n for c, s, n in self._db.execute(query, args)}
+
+    def prune(self, target: str, before: float) -> int:
+        """Delete final messages created before ``before``; returns how many."""
+        cursor = self._db.execute(
+            "DELETE FROM messages WHERE target = ? AND state != 0 AND created_at < ?",
+            (target, before),
+        )
+        return cursor.rowcount
+
+
+_COLUMNS = "id, created_at, channel, status, state, next_check, deadline"
+
+
+def set_aside(path: str) -> str:
+    """Rename a state file (and its WAL files) out of the way; returns the new name."""
+    aside = f"{path}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}"
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(path + suffix):
+            os.replace(path + suffix, aside + suffix)
+    return aside
