@@ -21,28 +21,31 @@ Density = Callable[[float, float], int]
 
 
 @dataclass(slots=True)
-class RangeRead:
-    """One range read over ``[start, end]`` (created_at) and the due messages it covers."""
+class Check:
+    """Re-checks of due messages created in ``[start, end]``: one range read, or lookups."""
 
     start: float
     end: float
     ids: list[int] = field(default_factory=list)
     priority: int = 0  # position of its most overdue message in the due list
+    by_range: bool = True
+
+    def range_cost(self, density: Density) -> int:
+        """Requests a range read over it is expected to take."""
+        return pages(density(self.start, self.end))
 
     def cost(self, density: Density) -> int:
-        """Requests the read is expected to take."""
-        return pages(density(self.start, self.end))
+        """Requests it is expected to take, the way it is planned."""
+        return self.range_cost(density) if self.by_range else len(self.ids)
 
 
 @dataclass(frozen=True, slots=True)
 class ReadPlan:
-    """What one target poll reads."""
+    """What one target poll reads: new messages from ``new_from``, then ``checks`` in order."""
 
     new_from: float
     new_covers: tuple[int, ...]
-    ranges: tuple[RangeRead, ...]
-    lookups: tuple[int, ...]
-    deferred: int
+    checks: tuple[Check, ...]
 
 
 def pages(messages: int) -> int:
@@ -55,60 +58,70 @@ def plan_reads(
     new_from: float,
     now: float,
     density: Density,
-    allowance: int | None = None,
+    *,
+    resuming: bool = False,
 ) -> ReadPlan:
-    """Plan the reads of a poll: the new messages since ``new_from``, then the due re-checks.
+    """Plan a poll: the new messages since ``new_from``, then the due re-checks.
 
-    ``due`` is ``(id, created_at)`` most overdue first; ``allowance`` caps the requests (None
-    means no cap). The new-message read is always planned; re-checks go by priority while the
-    allowance lasts.
+    ``due`` is ``(id, created_at)``, most overdue first; the checks come back in that priority
+    order, each as a range read or as lookups, whichever is cheaper. A ``resuming`` read of new
+    messages keeps its start (its offset depends on it).
     """
     clusters = _clusters(due, density)
     new_covers: list[int] = []
-    if clusters and _worth_merging(clusters[-1], new_from, now, density):
+    if clusters and not resuming and _worth_merging(clusters[-1], new_from, now, density):
         merged = clusters.pop()
         new_from, new_covers = merged.start, merged.ids
-    left = None if allowance is None else allowance - pages(density(new_from, now))
-    ranges: list[RangeRead] = []
-    lookups: list[int] = []
+    for cluster in clusters:
+        cluster.by_range = cluster.range_cost(density) < len(cluster.ids)
+    checks = sorted(clusters, key=lambda c: c.priority)
+    return ReadPlan(new_from, tuple(new_covers), tuple(checks))
+
+
+def within_allowance(
+    checks: Sequence[Check], allowance: int | None, density: Density
+) -> tuple[list[Check], int]:
+    """The checks that fit ``allowance`` requests, by priority, and how many messages wait."""
+    if allowance is None:
+        return list(checks), 0
+    chosen: list[Check] = []
     deferred = 0
-    for cluster in sorted(clusters, key=lambda c: c.priority):
-        as_range = cluster.cost(density)
-        cost = min(as_range, len(cluster.ids))
-        if left is not None and cost > left:
-            deferred += len(cluster.ids)
-            continue
-        if left is not None:
-            left -= cost
-        if as_range < len(cluster.ids):
-            ranges.append(cluster)
+    for check in checks:
+        cost = check.cost(density)
+        if cost <= allowance:
+            allowance -= cost
+            chosen.append(check)
+        elif not check.by_range and allowance > 0:
+            # Lookups can be split: as many as fit now, the rest in a later cycle.
+            chosen.append(Check(check.start, check.end, check.ids[:allowance], by_range=False))
+            deferred += len(check.ids) - allowance
+            allowance = 0
         else:
-            lookups.extend(cluster.ids)
-    return ReadPlan(new_from, tuple(new_covers), tuple(ranges), tuple(lookups), deferred)
+            deferred += len(check.ids)
+    return chosen, deferred
 
 
-def _clusters(due: Sequence[tuple[int, float]], density: Density) -> list[RangeRead]:
+def _clusters(due: Sequence[tuple[int, float]], density: Density) -> list[Check]:
     """Group due messages by creation time wherever one range read covers them cheaply."""
     order = sorted(range(len(due)), key=lambda i: due[i][1])
-    clusters: list[RangeRead] = []
+    clusters: list[Check] = []
     for index in order:
         msg_id, created = due[index]
         current = clusters[-1] if clusters else None
         # Extending a range is worth it while it costs no more than one lookup more.
-        if (
-            current is not None
-            and pages(density(current.start, created)) <= current.cost(density) + 1
+        if current is not None and pages(density(current.start, created)) <= (
+            current.range_cost(density) + 1
         ):
             current.end = created
             current.ids.append(msg_id)
             current.priority = min(current.priority, index)
         else:
-            clusters.append(RangeRead(created, created, [msg_id], index))
+            clusters.append(Check(created, created, [msg_id], index))
     return clusters
 
 
-def _worth_merging(cluster: RangeRead, new_from: float, now: float, density: Density) -> bool:
+def _worth_merging(cluster: Check, new_from: float, now: float, density: Density) -> bool:
     """True when reading new messages from the cluster's start costs no more than both reads."""
     merged = pages(density(cluster.start, now))
-    separate = pages(density(new_from, now)) + min(cluster.cost(density), len(cluster.ids))
+    separate = pages(density(new_from, now)) + min(cluster.range_cost(density), len(cluster.ids))
     return merged <= separate

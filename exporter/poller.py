@@ -29,7 +29,7 @@ from exporter.bsg.client import (
 )
 from exporter.bsg.records import Message
 from exporter.config import Config, TargetConfig
-from exporter.planner import ReadPlan, plan_reads
+from exporter.planner import Density, ReadPlan, plan_reads, within_allowance
 from exporter.stats import ExporterState
 from exporter.tracker import ApplyResult, TargetTracker
 
@@ -44,6 +44,7 @@ class PollReads:
     checked: set[int] = field(default_factory=set)
     cursor: tuple[int, float] | None = None
     read_to: float | None = None
+    resume: tuple[float, int] | None = None
     pages: int = 0
     rows: int = 0
     lookups: int = 0
@@ -135,12 +136,9 @@ class Poller:
         """Plan, read, and fold the reads into the tracker in one transaction."""
         now = self._clock()
         due = tracker.due(now)
-        allowance = None
-        if self._budget is not None:
-            # Keep one request for the balance; share the rest fairly with the targets left.
-            allowance = max(1, (self._budget.remaining() - 1) // share)
-        plan = plan_reads(due, tracker.next_read_start(now), now, tracker.density, allowance)
-        reads = self._execute(plan, target, now, cold=tracker.cold)
+        start, offset = tracker.next_read(now)
+        plan = plan_reads(due, start, now, tracker.density, resuming=offset > 0)
+        reads = self._execute(plan, target, now, offset, share=share, density=tracker.density)
         backlog = len(due) - len(reads.checked & {msg_id for msg_id, _ in due})
         result = tracker.apply(
             reads.messages.values(),
@@ -148,37 +146,54 @@ class Poller:
             checked=reads.checked,
             cursor=reads.cursor,
             read_to=reads.read_to,
+            resume=reads.resume,
             rejected=reads.rejected,
             backlog=backlog,
         )
         return reads, result
 
-    def _execute(self, plan: ReadPlan, target: TargetConfig, now: float, cold: bool) -> PollReads:
-        """Run a plan: the new messages first, then range re-checks, then lookups."""
+    def _execute(
+        self,
+        plan: ReadPlan,
+        target: TargetConfig,
+        now: float,
+        offset: int,
+        *,
+        share: int,
+        density: Density,
+    ) -> PollReads:
+        """Run a plan: the new messages first, then the re-checks the budget leaves room for."""
         reads = PollReads()
-        fresh = self._client.read_messages(MessageQuery(plan.new_from, now, target.campaign_id))
-        if cold and not fresh.complete:
-            # A baseline read only in part would later count its unread part as new.
-            raise BudgetExhaustedError("the request budget is too small for the first poll")
+        query = MessageQuery(plan.new_from, now, target.campaign_id, offset)
+        fresh = self._client.read_messages(query)
         reads.add(fresh, plan.new_covers)
         if fresh.last_id is not None:
             created = fresh.messages[fresh.last_id].created_at
             reads.cursor = (fresh.last_id, created if created is not None else now)
         if fresh.complete:
             reads.read_to = now
-        for read in plan.ranges:
+        else:
+            reads.resume = (plan.new_from, fresh.next_offset)
+        allowance = None
+        if self._budget is not None:
+            # Keep one request for the balance; share the rest with the targets still to poll.
+            allowance = max(0, self._budget.remaining() - 1) // share
+        checks, _ = within_allowance(plan.checks, allowance, density)
+        for check in checks:
             if reads.short:
                 break
-            query = MessageQuery(read.start, read.end, target.campaign_id)
-            reads.add(self._client.read_messages(query), read.ids)
-        for msg_id in plan.lookups:
-            if reads.short:
-                break
-            self._look_up(msg_id, reads)
+            if check.by_range:
+                query = MessageQuery(check.start, check.end, target.campaign_id)
+                reads.add(self._client.read_messages(query), check.ids)
+            else:
+                for msg_id in check.ids:
+                    self._look_up(msg_id, reads)
         return reads
 
     def _look_up(self, msg_id: int, reads: PollReads) -> None:
         """Fetch one pending message by id."""
+        if reads.short:
+            return
         try:
             message = self._client.read_message(msg_id)
         except BudgetExhaustedError:
@@ -253,6 +268,9 @@ class Poller:
         try:
             balance = self._client.read_balance()
         except StoppedError:
+            return
+        except BudgetExhaustedError:
+            log.info("balance_skipped", reason="budget")
             return
         except BsgError as exc:
             log.warning("balance_failed", reason=exc.reason, error=str(exc))

@@ -14,7 +14,7 @@ Must not import: prometheus_client, httpx, or the client, poller, collector and 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -31,6 +31,8 @@ rounded to whole seconds can never show it to the tracker as a new message."""
 READ_OVERLAP = 10.0
 """Seconds each read of new messages reaches back before the cursor: a row that shows up in the
 API a little late, with an older created_at, is still found (known rows cost nothing more)."""
+RESUME_OVERLAP = 50
+"""Rows re-read when an unfinished read resumes, in case a row moved (known rows are free)."""
 DEFAULT_VALIDITY_HOURS = 72
 DEFAULT_RECHECK: tuple[tuple[float, float], ...] = (
     (600.0, 60.0),
@@ -108,6 +110,7 @@ class _Progress:
     cursor_id: int | None = None
     cursor_created: float | None = None
     read_to: float | None = None
+    resume: tuple[float, int] | None = None  # (start, offset) of an unfinished new-message read
     horizon: float = float("-inf")
     density: dict[int, int] = field(default_factory=dict)  # messages seen per minute of creation
 
@@ -139,6 +142,7 @@ class TargetTracker:
         recheck: Sequence[tuple[float, float]] = DEFAULT_RECHECK,
         abandon_grace: float = 3600.0,
         interval: float = 60.0,
+        on_count: Callable[[Message, float], None] | None = None,
     ) -> None:
         self.name = name
         self.window = window
@@ -152,6 +156,7 @@ class TargetTracker:
         self._grace = abandon_grace
         # A re-check due within half an interval is done now, not a whole cycle late.
         self._slack = interval / 2
+        self._on_count = on_count  # told of every count with the poll's now (benchmarks)
         self._c = _Counters()
         self._p = _Progress()
         self._window: dict[tuple[str, str], int] = {}
@@ -165,15 +170,24 @@ class TargetTracker:
         """True until the first poll completed: its final messages are the baseline."""
         return self._p.cold
 
-    def next_read_start(self, now: float) -> float:
-        """Where the read of new messages starts: just before the cursor, else the window."""
+    def next_read(self, now: float) -> tuple[float, int]:
+        """Where the read of new messages starts: ``(created_at, offset)``.
+
+        An unfinished read resumes at the offset it reached (rows come in id order and new ones
+        are only appended, so offsets stay put; a campaign sent in one second cannot stall it).
+        Otherwise the read starts a little before the last one ended, else at the window.
+        """
         window_start = now - self.window
+        if self._p.resume is not None:
+            start, offset = self._p.resume
+            if start >= window_start:
+                return start, max(0, offset - RESUME_OVERLAP)
         last = self._p.cursor_created
         if self._p.read_to is not None:
             last = self._p.read_to if last is None else max(last, self._p.read_to)
         if last is None:
-            return window_start
-        return max(window_start, last - READ_OVERLAP)
+            return window_start, 0
+        return max(window_start, last - READ_OVERLAP), 0
 
     def due(self, now: float) -> list[tuple[int, float]]:
         """``(id, created_at)`` of pending messages whose re-check is due, most overdue first."""
@@ -192,6 +206,7 @@ class TargetTracker:
         checked: Iterable[int] = (),
         cursor: tuple[int, float] | None = None,
         read_to: float | None = None,
+        resume: tuple[float, int] | None = None,
         rejected: Mapping[str, int] | None = None,
         backlog: int = 0,
     ) -> ApplyResult:
@@ -200,7 +215,7 @@ class TargetTracker:
         try:
             with self._store.transaction():
                 abandoned = self._apply(messages, now, checked, batch)
-                self._advance(now, cursor, read_to, rejected or {})
+                self._advance(now, cursor, read_to, resume, rejected or {})
                 self._save()
         except BaseException:
             self._load()  # the store is the truth: drop what this apply did in memory
@@ -242,7 +257,7 @@ class TargetTracker:
         self, messages: Iterable[Message], now: float, checked: Iterable[int], batch: _Batch
     ) -> int:
         """Update rows and counters for what was read; returns the number abandoned."""
-        if self._p.cold:
+        if self._p.cold and self._p.horizon == float("-inf"):
             # Nothing older than the baseline's window was ever seen: such a message showing up
             # later (a read widened for stragglers) is not new, and must not be counted.
             self._p.horizon = now - self.window
@@ -286,7 +301,7 @@ class TargetTracker:
         if baseline:
             row.state = State.BASELINE
         elif final:
-            self._count(row, message)
+            self._count(row, message, now)
             batch.finalized += 1
         else:
             row.next_check = self._next_check(created_at, now)
@@ -301,7 +316,7 @@ class TargetTracker:
         self._window_add(row, -1)
         row.status = message.status
         if is_final(message.status):
-            self._count(row, message)
+            self._count(row, message, now)
             self._pending -= 1
             batch.finalized += 1
         else:
@@ -321,8 +336,10 @@ class TargetTracker:
         self._window_add(row, 1)
         batch.puts.append(row)
 
-    def _count(self, row: Row, message: Message) -> None:
+    def _count(self, row: Row, message: Message, now: float) -> None:
         """Count a message that just reached a final status, with its cost and latencies."""
+        if self._on_count is not None:
+            self._on_count(message, now)
         row.state = State.COUNTED
         row.next_check = row.deadline = None
         channel, status = message.channel, message.status
@@ -352,15 +369,20 @@ class TargetTracker:
         now: float,
         cursor: tuple[int, float] | None,
         read_to: float | None,
+        resume: tuple[float, int] | None,
         rejected: Mapping[str, int],
     ) -> None:
         """Move the cursor and the horizon, prune what left the window, count rejects."""
         p = self._p
-        p.cold = False
+        if resume is None:
+            # The baseline is complete once a read of new messages got to the end: a budget
+            # too small for a big window spreads the baseline over several polls.
+            p.cold = False
         if cursor is not None and (p.cursor_id is None or cursor[0] > p.cursor_id):
             p.cursor_id, p.cursor_created = cursor
         if read_to is not None:
             p.read_to = read_to
+        p.resume = resume
         horizon = now - self.window - PRUNE_MARGIN
         if horizon > p.horizon:
             p.horizon = horizon
@@ -434,6 +456,7 @@ def _dump(c: _Counters, p: _Progress) -> dict[str, Any]:
         "cold": p.cold,
         "cursor": [p.cursor_id, p.cursor_created],
         "read_to": p.read_to,
+        "resume": list(p.resume) if p.resume is not None else None,
         "horizon": p.horizon if p.horizon != float("-inf") else None,
         "density": list(p.density.items()),
         "channels": sorted(c.channels),
@@ -460,6 +483,7 @@ def _restore(
     p.cold = bool(data["cold"])
     p.cursor_id, p.cursor_created = data["cursor"]
     p.read_to = data["read_to"]
+    p.resume = (data["resume"][0], data["resume"][1]) if data.get("resume") else None
     p.horizon = data["horizon"] if data["horizon"] is not None else float("-inf")
     p.density = {int(m): int(n) for m, n in data["density"]}
     c.channels = set(data["channels"])

@@ -130,6 +130,7 @@ class MessageQuery:
     start: float
     end: float
     campaign_id: int | None = None
+    offset: int = 0  # rows of this query already read by an earlier, unfinished pass
 
 
 @dataclass(slots=True)
@@ -139,6 +140,7 @@ class MessagePass:
     messages: dict[int, Message] = field(default_factory=dict)
     complete: bool = True
     last_id: int | None = None
+    next_offset: int = 0
     pages: int = 0
     rows: int = 0
     duplicates: int = 0
@@ -236,16 +238,18 @@ class BsgClient:
         if query.campaign_id is not None:
             params["filter[campaign_id]"] = query.campaign_id
         result = MessagePass()
-        offset = 0
+        offset = query.offset
         max_pages: int | None = None
         while True:
             try:
                 page = self._get_page({**params, "page[offset]": offset})
             except BudgetExhaustedError:
                 result.complete = False
+                result.next_offset = offset
                 return result
             result.add_page(page)
             offset += page.rows
+            result.next_offset = offset
             if max_pages is None:
                 max_pages = (page.total or 0) // PAGE_LIMIT + _MAX_EXTRA_PAGES
             if not _more_pages(page, offset) or result.pages >= max_pages:
