@@ -41,6 +41,8 @@ CREATE TABLE IF NOT EXISTS messages (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS messages_created ON messages (target, created_at);
 CREATE INDEX IF NOT EXISTS messages_due ON messages (target, next_check) WHERE state = 0;
+CREATE INDEX IF NOT EXISTS messages_pending ON messages (target, created_at) WHERE state = 0;
+CREATE INDEX IF NOT EXISTS messages_deadline ON messages (target, deadline) WHERE state = 0;
 """
 
 

@@ -14,9 +14,11 @@ Must not import: prometheus_client, httpx, or the client, poller, collector and 
 from __future__ import annotations
 
 import json
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
+from itertools import accumulate
 from typing import Any
 
 import structlog
@@ -163,6 +165,8 @@ class TargetTracker:
         self._window_start: float | None = None
         self._tracked = self._pending = 0
         self._backlog = 0
+        # Sorted minutes and running totals of the density: the planner asks many times a poll.
+        self._density_index: tuple[list[int], list[int]] | None = None
         self._load()
 
     @property
@@ -195,8 +199,13 @@ class TargetTracker:
 
     def density(self, start: float, end: float) -> int:
         """Messages seen created in ``[start, end]`` (whole minutes): what a range read costs."""
-        first, last = int(start // 60), int(end // 60)
-        return sum(n for minute, n in self._p.density.items() if first <= minute <= last)
+        if self._density_index is None:
+            minutes = sorted(self._p.density)
+            self._density_index = (minutes, [0, *accumulate(self._p.density[m] for m in minutes)])
+        minutes, prefix = self._density_index
+        first = bisect_left(minutes, int(start // 60))
+        last = bisect_right(minutes, int(end // 60))
+        return prefix[last] - prefix[first] if last > first else 0
 
     def apply(
         self,
@@ -295,6 +304,7 @@ class TargetTracker:
         if message.channel not in self._c.channels:
             self._add_channel(message.channel)
         add_to(self._p.density, int(created_at // 60))
+        self._density_index = None
         row = Row(
             message.id, created_at, message.channel, message.status, State.PENDING, None, None
         )
@@ -390,6 +400,7 @@ class TargetTracker:
         oldest = self._store.oldest_pending(self.name)
         keep_from = int(min(p.horizon, oldest if oldest is not None else p.horizon) // 60)
         p.density = {m: n for m, n in p.density.items() if m >= keep_from}
+        self._density_index = None
         for reason, count in rejected.items():
             add_to(self._c.rejected, reason, count)
 
@@ -433,6 +444,7 @@ class TargetTracker:
         """Read the saved state, or start cold; a target whose identity changed starts over."""
         self._c, self._p = _Counters(), _Progress()
         self._window_start = None
+        self._density_index = None
         stored = self._store.load_target(self.name)
         if stored is not None and stored[0] != self._identity:
             log.warning("state_target_reset", target=self.name, reason="campaign_id changed")

@@ -1,7 +1,8 @@
 """The HTTP side: /metrics, the landing page, and the health endpoints.
 
-Owns the listening socket, routing, content negotiation (text or OpenMetrics, gzip) and the
-HTML status page. It reads :class:`ExporterState` and the registry; it never polls.
+Owns the listening socket, routing, content negotiation (text or OpenMetrics, gzip); the
+HTML status page is rendered by :mod:`exporter.landing`. It reads :class:`ExporterState` and
+the registry; it never polls.
 
 Must not import: httpx, the client or the poller.
 """
@@ -9,7 +10,6 @@ Must not import: httpx, the client or the poller.
 from __future__ import annotations
 
 import gzip
-import html
 import socket
 import threading
 import time
@@ -23,7 +23,8 @@ import structlog
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
 
-from exporter.stats import ExporterState, TargetStatus
+from exporter.landing import render_landing
+from exporter.stats import ExporterState
 
 log = structlog.get_logger("exporter.web")
 
@@ -190,64 +191,3 @@ def _handler_for(app: _App) -> type[BaseHTTPRequestHandler]:
             log.debug("http_request", client=self.client_address[0], request=format % args)
 
     return Handler
-
-
-def render_landing(state: ExporterState, telemetry_path: str, now: float) -> str:
-    """The landing page: what this is, where the metrics are, and how each target is doing."""
-    with state.lock:
-        rows = [_target_row(name, status, now) for name, status in state.targets.items()]
-        balances = [f"{b.balance:.2f} {html.escape(b.currency)}" for b in state.balances.values()]
-    warning = (
-        '<p class="warn">This exporter uses a <b>test_</b> API key: the API returns random '
-        "data and these numbers mean nothing.</p>"
-        if state.test_key
-        else ""
-    )
-    metrics_link = html.escape(telemetry_path)
-    return _PAGE.format(
-        version=html.escape(state.version),
-        warning=warning,
-        metrics=metrics_link,
-        rows="\n".join(rows),
-        balance=", ".join(balances) or "not read yet",
-    )
-
-
-def _target_row(name: str, status: TargetStatus, now: float) -> str:
-    """One row of the landing page's target table."""
-    snap = status.snapshot
-    counted = sum(snap.messages.values())
-    last = status.last_success
-    age = f"{now - last:.0f} s ago" if last is not None else "never"
-    state = "up" if status.up else "down"
-    error = html.escape(status.last_error or "")
-    return (
-        f"<tr><td>{html.escape(name)}</td><td class={state}>{state}</td><td>{age}</td>"
-        f"<td>{sum(snap.window.values())}</td><td>{snap.pending}</td><td>{counted}</td>"
-        f"<td>{error}</td></tr>"
-    )
-
-
-_PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>BSG Exporter</title>
-<style>
-body {{ font-family: sans-serif; margin: 2em; max-width: 60em; }}
-table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding: .3em .6em; }}
-.up {{ color: #1a7f37; font-weight: bold; }} .down {{ color: #cf222e; font-weight: bold; }}
-.warn {{ background: #fff3cd; padding: .6em; border: 1px solid #e0c36c; }}
-</style></head>
-<body>
-<h1>BSG Exporter</h1>
-<p>Prometheus exporter for SMS delivery health on the BSG One API, version {version}.</p>
-{warning}
-<p><a href="{metrics}">Metrics</a> &middot; <a href="/-/healthy">Health</a>
- &middot; <a href="/-/ready">Readiness</a></p>
-<h2>Targets</h2>
-<table>
-<tr><th>Target</th><th>State</th><th>Last good poll</th><th>In window</th><th>Pending</th>
-<th>Counted final</th><th>Last error</th></tr>
-{rows}
-</table>
-<p>Account balance: {balance}</p>
-</body></html>
-"""

@@ -3,13 +3,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# promtool (and later Prometheus and Alertmanager) are real binaries from Debian's packages.
-if ! command -v promtool >/dev/null 2>&1; then
+# promtool, Prometheus, Alertmanager and Chromium (landing page) are real binaries from Debian's
+# packages; install the package of each binary that is missing.
+packages=""
+for pair in promtool:prometheus prometheus:prometheus \
+    prometheus-alertmanager:prometheus-alertmanager chromium:chromium; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || packages="$packages ${pair#*:}"
+done
+if [ -n "$packages" ]; then
     sudo=""
     [ "$(id -u)" = 0 ] || sudo="sudo"
     $sudo apt-get update -qq
+    # shellcheck disable=SC2086 # one word per package
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
-        prometheus prometheus-alertmanager >/dev/null
+        $packages >/dev/null
 fi
 
 python3 -m venv .venv

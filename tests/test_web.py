@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from exporter.collector import BsgCollector
 from exporter.stats import ExporterState, TargetStatus
+from exporter.store import MEMORY, StateStore
 from exporter.tracker import TargetTracker
 from exporter.web import WebServer, parse_listen_address
 
@@ -18,7 +19,9 @@ from exporter.web import WebServer, parse_listen_address
 @pytest.fixture
 def served() -> Iterator[tuple[ExporterState, str]]:
     """A web server over a one-target state that has not polled yet."""
-    tracker = TargetTracker("otp", 60, delivery_latency_buckets=(1.0,), send_delay_buckets=(1.0,))
+    tracker = TargetTracker(
+        StateStore(MEMORY), "otp", 60, delivery_latency_buckets=(1.0,), send_delay_buckets=(1.0,)
+    )
     state = ExporterState(
         targets={"otp": TargetStatus(snapshot=tracker.snapshot(0))}, version="9.9", test_key=True
     )
