@@ -11,7 +11,7 @@ import dataclasses
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -19,7 +19,7 @@ import structlog
 
 from exporter import __version__
 from exporter.app import App, build_app
-from exporter.config import Config, ConfigError, load_config
+from exporter.config import ApiConfig, Config, ConfigError, load_config
 from exporter.logs import FORMATS, LEVELS, configure_logging
 from exporter.store import MEMORY, StateError, set_aside
 from exporter.web import WebServer
@@ -107,42 +107,52 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging(args.log_level, args.log_format)
     simulator = None
+    demo_api = None
     try:
         if args.demo:
-            simulator, config = _start_demo(args.config_file)
-        else:
-            config = load_config(args.config_file or "config.yaml")
+            simulator, demo_api = _start_demo()
+        config = _load(args, demo_api)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
+        if simulator is not None:
+            simulator.stop()
         return EXIT_USAGE
     if args.config_check:
         print(f"{args.config_file or 'demo config'}: OK ({len(config.targets)} targets)")
         return EXIT_OK
     try:
-        return _serve(config, args)
+        return _serve(config, args, lambda: _load(args, demo_api))
     finally:
         if simulator is not None:
             simulator.stop()
 
 
-def _start_demo(config_file: str | None) -> tuple[SimulatorServer, Config]:
-    """Start the in-process simulator and point a config at it."""
+def _load(args: argparse.Namespace, demo_api: ApiConfig | None) -> Config:
+    """Load the configuration (at start and at each reload)."""
+    if demo_api is None:
+        return load_config(args.config_file or "config.yaml")
+    from exporter.config import demo_config  # noqa: PLC0415 - only demo mode needs it
+
+    if args.config_file is None:
+        return demo_config(demo_api.url, demo_api.key.reveal())
+    # A config given with --demo keeps its targets but talks to the simulator.
+    return dataclasses.replace(load_config(args.config_file), api=demo_api)
+
+
+def _start_demo() -> tuple[SimulatorServer, ApiConfig]:
+    """Start the in-process simulator; return it and the API settings that reach it."""
     from exporter.config import demo_config  # noqa: PLC0415 - only demo mode needs these
     from exporter.simulator import DEMO_API_KEY, start_demo  # noqa: PLC0415
 
     server = start_demo()
     log.info("demo_simulator_started", url=server.url)
-    demo = demo_config(server.url, DEMO_API_KEY)
-    if config_file is None:
-        return server, demo
-    # A config given with --demo keeps its targets but talks to the simulator.
-    config = load_config(config_file)
-    return server, dataclasses.replace(config, api=demo.api)
+    return server, demo_config(server.url, DEMO_API_KEY).api
 
 
-def _serve(config: Config, args: argparse.Namespace) -> int:
+def _serve(config: Config, args: argparse.Namespace, load: Callable[[], Config]) -> int:
     """Wire the parts, serve until SIGTERM or SIGINT, and shut down in order."""
     stop = threading.Event()
+    reload_requested = threading.Event()
     try:
         app = _build(config, stop, args)
     except StateError as exc:
@@ -155,9 +165,8 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         log.error("listen_failed", address=args.listen_address, error=str(exc))
         return EXIT_FAILURE
-    if app.state.test_key:
-        log.warning("test_key", message="a test_ API key returns random data: numbers mean nothing")
-    _install_signal_handlers(stop)
+    _warn_about_the_key(config)
+    _install_signal_handlers(stop, reload_requested)
     web.start()
     poll_thread = threading.Thread(target=app.poller.run, name="poller", daemon=True)
     poll_thread.start()
@@ -170,7 +179,9 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
         interval_s=config.poll.interval,
     )
     while not stop.wait(0.5):  # short waits keep the main thread responsive to signals
-        pass
+        if reload_requested.is_set():
+            reload_requested.clear()
+            app.reload_with(load)
     log.info("exporter_stopping")
     web.stop()
     poll_thread.join(timeout=SHUTDOWN_GRACE)
@@ -194,15 +205,26 @@ def _build(config: Config, stop: threading.Event, args: argparse.Namespace) -> A
     return build_app(config, stop=stop, state_path=path)
 
 
-def _install_signal_handlers(stop: threading.Event) -> None:
-    """SIGTERM and SIGINT set the stop event; the main thread does the rest."""
+def _warn_about_the_key(config: Config) -> None:
+    """Say loudly when the key makes the numbers meaningless or sits in the config file."""
+    if config.api.key.is_test_key:
+        log.warning("test_key", message="a test_ API key returns random data: numbers mean nothing")
+    if config.api.key_source == "inline":
+        log.warning(
+            "api_key_inline",
+            message="the API key is written in the config file; use ${BSG_API_KEY} or key_file",
+        )
+
+
+def _install_signal_handlers(stop: threading.Event, reload_requested: threading.Event) -> None:
+    """SIGTERM and SIGINT set the stop event, SIGHUP asks for a reload; the main thread acts."""
 
     def handle(signum: int, frame: FrameType | None) -> None:
         log.info("signal_received", signal=signal.Signals(signum).name)
-        stop.set()
+        (reload_requested if signum == signal.SIGHUP else stop).set()
 
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, handle)
 
 
 if __name__ == "__main__":

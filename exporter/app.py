@@ -1,7 +1,8 @@
-"""Wiring: builds the exporter's parts from a config, for the CLI and for in-process tests.
+"""Wiring: builds the exporter's parts from a config, and rebuilds them on a reload.
 
-Owns which part gets which dependency (clock, stop event, observer). It starts nothing: the
-caller decides whether to run the poller in a thread or cycle by cycle on a simulated clock.
+Owns which part gets which dependency (clock, stop event, observer, budget, store). It starts
+nothing: the caller decides whether to run the poller in a thread or cycle by cycle on a
+simulated clock. A reload swaps parts between two target polls, under the poller's lock.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import structlog
 from prometheus_client import CollectorRegistry
@@ -21,7 +21,7 @@ from exporter import __version__
 from exporter.bsg.budget import RequestBudget
 from exporter.bsg.client import BsgClient, RetryPolicy
 from exporter.collector import BsgCollector
-from exporter.config import Config, TargetConfig
+from exporter.config import ApiConfig, Config, ConfigError, TargetConfig
 from exporter.poller import Poller
 from exporter.stats import ExporterState, TargetStatus
 from exporter.store import StateStore
@@ -30,21 +30,101 @@ from exporter.tracker import TargetTracker
 log = structlog.get_logger("exporter")
 
 
-@dataclass(frozen=True, slots=True)
 class App:
     """The wired parts of one exporter."""
 
-    config: Config
-    state: ExporterState
-    store: StateStore
-    client: BsgClient
-    poller: Poller
-    registry: CollectorRegistry
+    def __init__(
+        self,
+        config: Config,
+        *,
+        stop: threading.Event,
+        clock: Callable[[], float],
+        process_metrics: bool,
+        state_path: str | None,
+    ) -> None:
+        self._stop = stop
+        self._clock = clock
+        self.config = config
+        self.store = StateStore(state_path or config.state.path)
+        _drop_removed_targets(self.store, config)
+        trackers = _trackers(config, self.store)
+        budget = _budget(config, clock)
+        now = clock()
+        self.state = ExporterState(
+            targets={n: TargetStatus(snapshot=t.snapshot(now)) for n, t in trackers.items()},
+            version=__version__,
+            test_key=config.api.key.is_test_key,
+            budget=budget,
+            reload_success=now,
+        )
+        self.client = self._client(config.api, budget)
+        self.poller = Poller(
+            config, self.client, self.state, trackers, stop=stop, clock=clock, budget=budget
+        )
+        self.registry = _registry(self.state, process_metrics)
+
+    def reload(self, config: Config) -> None:
+        """Apply a new config between two target polls; kept targets keep all their state."""
+        with self.poller.lock:
+            _drop_removed_targets(self.store, config)
+            trackers = _trackers(config, self.store)  # rebuilt from the store: nothing is lost
+            budget = self.state.budget
+            if config.api.max_requests_per_minute != self.config.api.max_requests_per_minute:
+                budget = _budget(config, self._clock)
+            client = self.client
+            if config.api != self.config.api or budget is not self.state.budget:
+                client = self._client(config.api, budget)
+            now = self._clock()
+            with self.state.lock:
+                old = self.state.targets
+                self.state.targets = {}
+                for name, tracker in trackers.items():
+                    status = old.get(name) or TargetStatus(snapshot=tracker.snapshot(now))
+                    status.snapshot = tracker.snapshot(now)  # a changed campaign starts over
+                    self.state.targets[name] = status
+                self.state.test_key = config.api.key.is_test_key
+                self.state.budget = budget
+            self.poller.reconfigure(config, client, trackers, budget)
+            if client is not self.client:
+                self.client.close()
+                self.client = client
+            self.config = config
+        log.info("config_reloaded", targets=[t.name for t in config.targets])
+
+    def reload_with(self, load: Callable[[], Config]) -> str | None:
+        """Load a config and apply it; a bad one keeps the running one. Returns the error."""
+        try:
+            config = load()
+        except ConfigError as exc:
+            log.error("config_reload_failed", errors=list(exc.errors))
+            with self.state.lock:
+                self.state.reload_ok = False
+            return str(exc)
+        self.reload(config)
+        with self.state.lock:
+            self.state.reload_ok = True
+            self.state.reload_success = self._clock()
+        return None
 
     def close(self) -> None:
         """Close the client and the state store."""
         self.client.close()
         self.store.close()
+
+    def _client(self, api: ApiConfig, budget: RequestBudget | None) -> BsgClient:
+        """A client for ``api`` that reports to the state and spends ``budget``."""
+        return BsgClient(
+            api.url,
+            api.key.reveal(),
+            tz=api.tz,
+            timeout=api.timeout,
+            retry=RetryPolicy(max_retries=api.max_retries),
+            observer=self.state.api,
+            stop=self._stop,
+            user_agent=f"bsg-exporter/{__version__}",
+            clock=self._clock,
+            budget=budget,
+        )
 
 
 def build_app(
@@ -59,32 +139,15 @@ def build_app(
 
     Raises :class:`~exporter.store.StateError` when the state file cannot be used.
     """
-    store = StateStore(state_path or config.state.path)
-    _drop_removed_targets(store, config)
-    trackers = {target.name: _tracker(config, store, target) for target in config.targets}
-    now = clock()
+    return App(
+        config, stop=stop, clock=clock, process_metrics=process_metrics, state_path=state_path
+    )
+
+
+def _budget(config: Config, clock: Callable[[], float]) -> RequestBudget | None:
+    """The request budget of ``config``, or None without a limit."""
     per_minute = config.api.max_requests_per_minute
-    budget = RequestBudget(per_minute, clock) if per_minute else None
-    state = ExporterState(
-        targets={name: TargetStatus(snapshot=t.snapshot(now)) for name, t in trackers.items()},
-        version=__version__,
-        test_key=config.api.key.is_test_key,
-        budget=budget,
-    )
-    client = BsgClient(
-        config.api.url,
-        config.api.key.reveal(),
-        tz=config.api.tz,
-        timeout=config.api.timeout,
-        retry=RetryPolicy(max_retries=config.api.max_retries),
-        observer=state.api,
-        stop=stop,
-        user_agent=f"bsg-exporter/{__version__}",
-        clock=clock,
-        budget=budget,
-    )
-    poller = Poller(config, client, state, trackers, stop=stop, clock=clock, budget=budget)
-    return App(config, state, store, client, poller, _registry(state, process_metrics))
+    return RequestBudget(per_minute, clock) if per_minute else None
 
 
 def _drop_removed_targets(store: StateStore, config: Config) -> None:
@@ -94,6 +157,11 @@ def _drop_removed_targets(store: StateStore, config: Config) -> None:
         if name not in configured:
             log.warning("state_target_dropped", target=name, reason="not in the configuration")
             store.drop_target(name)
+
+
+def _trackers(config: Config, store: StateStore) -> dict[str, TargetTracker]:
+    """One tracker per target, each loaded from the store."""
+    return {target.name: _tracker(config, store, target) for target in config.targets}
 
 
 def _tracker(config: Config, store: StateStore, target: TargetConfig) -> TargetTracker:

@@ -51,6 +51,7 @@ class BsgCollector(Collector):
         yield from _poll_families(targets)
         yield from _api_families(self._state)
         yield from _account_families(balances)
+        yield from _reload_families(self._state)
         yield _build_info(self._state)
 
 
@@ -258,6 +259,20 @@ def _account_families(balances: Mapping[str, Balance]) -> Iterator[Metric]:
         if value.credit is not None:
             credit.add_metric([currency], value.credit)
     yield from (balance, credit)
+
+
+def _reload_families(state: ExporterState) -> Iterator[Metric]:
+    """Whether the last configuration reload worked, and when one last did."""
+    yield GaugeMetricFamily(
+        "bsg_exporter_config_last_reload_successful",
+        "1 when the last configuration reload (SIGHUP or POST /-/reload) succeeded, else 0.",
+        value=1.0 if state.reload_ok else 0.0,
+    )
+    yield GaugeMetricFamily(
+        "bsg_exporter_config_last_reload_success_timestamp_seconds",
+        "Unix time of the last successful configuration load.",
+        value=state.reload_success,
+    )
 
 
 def _build_info(state: ExporterState) -> Metric:

@@ -89,24 +89,40 @@ class Poller:
         self._stop = stop
         self._clock = clock
         self._budget = budget
+        # Held for each target poll: a reload swaps the parts between two polls, never inside one.
+        self.lock = threading.RLock()
+
+    def reconfigure(
+        self,
+        config: Config,
+        client: BsgClient,
+        trackers: dict[str, TargetTracker],
+        budget: RequestBudget | None,
+    ) -> None:
+        """Use new parts from the next target poll on (call with ``lock`` held)."""
+        with self.lock:
+            self._config, self._client, self._trackers = config, client, trackers
+            self._budget = budget
 
     def run(self) -> None:
         """Run cycles until the stop event is set; each starts one interval after the last."""
-        interval = self._config.poll.interval
         while not self._stop.is_set():
             started = time.monotonic()
             self.run_cycle()
-            self._stop.wait(max(0.0, interval - (time.monotonic() - started)))
+            elapsed = time.monotonic() - started
+            self._stop.wait(max(0.0, self._config.poll.interval - elapsed))
 
     def run_cycle(self) -> None:
         """Poll every target, then read the balance."""
-        targets = self._config.targets
-        for index, target in enumerate(targets):
-            if self._stop.is_set():
-                return
-            self.poll_target(target, share=len(targets) - index)
-        if not self._stop.is_set():
-            self.poll_balance()
+        done: set[str] = set()
+        while not self._stop.is_set():
+            with self.lock:  # the config may change between two polls: look again each time
+                targets = [t for t in self._config.targets if t.name not in done]
+                if not targets:
+                    self.poll_balance()
+                    return
+                self.poll_target(targets[0], share=len(targets))
+                done.add(targets[0].name)
 
     def poll_target(self, target: TargetConfig, share: int = 1) -> bool:
         """Poll one target and publish the outcome; True when the poll completed.

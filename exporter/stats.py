@@ -134,6 +134,8 @@ class ExporterState:
     api: ApiStats = field(default_factory=ApiStats)
     balances: dict[str, Balance] = field(default_factory=dict)
     budget: RequestBudget | None = None
+    reload_ok: bool = True
+    reload_success: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def ready(self) -> bool:

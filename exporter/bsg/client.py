@@ -40,6 +40,9 @@ PAGE_LIMIT = 500
 _MAX_EXTRA_PAGES = 20
 """Pages followed past the first answer's total before a pass is cut short (a total that lies)."""
 _REFRESH_MARGIN = 86400.0
+_LOGIN_BACKOFF = (30.0, 900.0)
+"""After a refused login, wait this long (doubling up to the cap) before trying the key again:
+a revoked key must not turn every poll of every target into a login attempt."""
 """Refresh the token when it expires within a day, rather than waiting for a 401."""
 
 T = TypeVar("T")
@@ -203,6 +206,8 @@ class BsgClient:
         self._budget = budget
         self._token: str | None = None
         self._token_expiry: float | None = None
+        self._login_refusals = 0
+        self._login_retry_at = 0.0
         self._lock = threading.RLock()
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
@@ -411,15 +416,27 @@ class BsgClient:
             self._token_expiry = None
 
     def _login(self) -> None:
-        """Exchange the API key for a bearer token."""
-        token = self._call(
-            "login",
-            "POST",
-            "/api/auth/login",
-            decode=decode_token,
-            authorized=False,
-            json_body={"api_key": self._key},
-        )
+        """Exchange the API key for a bearer token, backing off after a refusal."""
+        wait = self._login_retry_at - self._clock()
+        if wait > 0:
+            raise AuthError(f"login: refused earlier; next attempt in {wait:.0f}s")
+        try:
+            token = self._call(
+                "login",
+                "POST",
+                "/api/auth/login",
+                decode=decode_token,
+                authorized=False,
+                json_body={"api_key": self._key},
+            )
+        except AuthError as exc:
+            first, cap = _LOGIN_BACKOFF
+            delay = min(cap, first * 2**self._login_refusals)
+            self._login_refusals += 1
+            self._login_retry_at = self._clock() + delay
+            log.warning("api_login_refused", error=str(exc), retry_in_s=delay)
+            raise
+        self._login_refusals = 0
         self._set_token(token)
         log.info("api_login", expires_in_s=self._expires_in())
 
