@@ -177,6 +177,8 @@ def _tracker(config: Config, store: StateStore, target: TargetConfig) -> TargetT
         recheck=[(tier.max_age, tier.every) for tier in config.poll.recheck],
         abandon_grace=config.poll.abandon_grace,
         interval=config.poll.interval,
+        labels=target.labels,
+        max_label_values=target.max_label_values,
     )
 
 

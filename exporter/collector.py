@@ -26,7 +26,7 @@ from exporter.stats import (
     Histogram,
     TargetStatus,
 )
-from exporter.tracker import TargetSnapshot
+from exporter.tracker import SEP, TargetSnapshot
 
 _REFRESH = " Refreshed once per poll interval."
 
@@ -120,6 +120,12 @@ class _MessageFamilies:
             " never counted in bsg_messages_total." + _REFRESH,
             labels=["target", "channel", "last_status"],
         )
+        self.overflow = CounterMetricFamily(
+            "bsg_label_values_overflow",
+            'Messages whose extra label value was reported as "other": the target\'s'
+            " max_label_values was reached." + _REFRESH,
+            labels=["target", "label"],
+        )
         self.oldest = GaugeMetricFamily(
             "bsg_oldest_pending_message_age_seconds",
             "Age of the oldest message not yet in a final status (0 when none)." + _REFRESH,
@@ -127,22 +133,28 @@ class _MessageFamilies:
         )
 
     def add(self, snap: TargetSnapshot) -> None:
-        """Add one target; every final status has a series for every channel seen."""
+        """Add one target; every final status has a series for every series seen."""
         target = snap.name
-        for channel in snap.channels:
+        for series in snap.series:
+            labels = _series_labels(snap, series)
             for status in FINAL_STATUSES:
-                count = snap.messages.get((channel, status), 0)
-                self.messages.add_metric([target, channel, status], count)
-            self.submitted.add_metric([target, channel], snap.submitted.get(channel, 0))
+                count = snap.messages.get((series, status), 0)
+                _sample(self.messages, "_total", {**labels, "status": status}, count)
+            _sample(self.submitted, "_total", labels, snap.submitted.get(series, 0))
             for status in ALL_STATUSES:
-                count = snap.window.get((channel, status), 0)
-                self.window.add_metric([target, channel, status], count)
-        for (channel, status, currency), nanos in sorted(snap.cost_nanos.items()):
-            self.cost.add_metric([target, channel, status, currency], nanos / NANOS)
+                count = snap.window.get((series, status), 0)
+                _sample(self.window, "", {**labels, "status": status}, count)
+        for (series, status, currency), nanos in sorted(snap.cost_nanos.items()):
+            labels = {**_series_labels(snap, series), "status": status, "currency": currency}
+            _sample(self.cost, "_total", labels, nanos / NANOS)
         for (from_status, to_status), count in sorted(snap.changes.items()):
             self.changes.add_metric([target, from_status, to_status], count)
-        for (channel, last_status), count in sorted(snap.abandoned.items()):
-            self.abandoned.add_metric([target, channel, last_status], count)
+        for (series, last_status), count in sorted(snap.abandoned.items()):
+            labels = {**_series_labels(snap, series), "last_status": last_status}
+            _sample(self.abandoned, "_total", labels, count)
+        for label in snap.label_names:
+            overflow = snap.overflow.get(label, 0)
+            self.overflow.add_metric([target, label], overflow)
         self.oldest.add_metric([target], snap.oldest_pending_age)
 
     def all(self) -> tuple[Metric, ...]:
@@ -155,7 +167,23 @@ class _MessageFamilies:
             self.abandoned,
             self.window,
             self.oldest,
+            self.overflow,
         )
+
+
+def _series_labels(snap: TargetSnapshot, series: str) -> dict[str, str]:
+    """Label values of a series key: target, channel, then the target's extra labels."""
+    channel, *extra = series.split(SEP)
+    return {
+        "target": snap.name,
+        "channel": channel,
+        **dict(zip(snap.label_names, extra, strict=True)),
+    }
+
+
+def _sample(family: Metric, suffix: str, labels: dict[str, str], value: float) -> None:
+    """Add a sample with its own label set (targets may carry different extra labels)."""
+    family.add_sample(family.name + suffix, labels, value)
 
 
 def _histograms(

@@ -92,7 +92,11 @@ _API_KEYS = (
 )  # fmt: skip
 _POLL_KEYS = ("interval", "recheck", "abandon_grace")
 _RECHECK_KEYS = ("max_age", "every")
-_TARGET_KEYS = ("name", "campaign_id", "window")
+_TARGET_KEYS = ("name", "campaign_id", "window", "labels", "max_label_values")
+LABEL_DIMENSIONS = ("country", "sender")
+"""Extra label dimensions a target may add to its message metrics."""
+DEFAULT_MAX_LABEL_VALUES = 50
+MAX_LABEL_VALUES_LIMIT = 10_000
 _METRICS_KEYS = ("delivery_latency_buckets", "send_delay_buckets")
 _STATE_KEYS = ("path",)
 
@@ -210,6 +214,8 @@ class TargetConfig:
     name: str
     window: float
     campaign_id: int | None
+    labels: tuple[str, ...] = ()
+    max_label_values: int = DEFAULT_MAX_LABEL_VALUES
 
 
 @dataclass(frozen=True, slots=True)
@@ -944,9 +950,47 @@ def _read_target(
         message = f"must be at least poll.interval ({limit}), got {got}"
         reader.error(fields["window"].start_mark, _join(path, "window"), message)
         return None
+    no_labels: tuple[str, ...] = ()
+    labels = reader.optional(fields, "labels", path, _read_labels, no_labels)
+    cap = reader.optional(
+        fields,
+        "max_label_values",
+        path,
+        _leaf(_count(MAX_LABEL_VALUES_LIMIT)),
+        DEFAULT_MAX_LABEL_VALUES,
+    )
     if name is None or window is None or ("campaign_id" in fields and campaign_id is None):
         return None
-    return TargetConfig(name, window, campaign_id)
+    if labels is None or cap is None:
+        return None
+    return TargetConfig(name, window, campaign_id, labels, cap)
+
+
+def _read_labels(reader: _Reader, node: yaml.Node, path: str) -> tuple[str, ...] | None:
+    """Extra label dimensions: each one of LABEL_DIMENSIONS, at most once."""
+    items = _sequence(reader, node, path, "a list of label names")
+    if items is None:
+        return None
+    labels: list[str] = []
+    ok = True
+    for index, item in enumerate(items):
+        label = _leaf(_label_dimension)(reader, item, f"{path}[{index}]")
+        if label is not None and label in labels:
+            reader.error(item.start_mark, f"{path}[{index}]", f'"{label}" is listed twice')
+            label = None
+        ok = ok and label is not None
+        if label is not None:
+            labels.append(label)
+    return tuple(labels) if ok else None
+
+
+def _label_dimension(scalar: _Scalar) -> str:
+    """One of the extra label dimensions."""
+    label = _string(scalar)
+    if label not in LABEL_DIMENSIONS:
+        allowed = ", ".join(LABEL_DIMENSIONS)
+        raise _LeafError(f'unknown label "{label}" (allowed: {allowed})')
+    return label
 
 
 def _read_targets(

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from exporter.bsg.records import FINAL_STATUSES, PENDING_STATUSES
 from exporter.stats import ExporterState, Histogram
+from exporter.tracker import channel_of
 
 if TYPE_CHECKING:
     from exporter.tracker import TargetSnapshot
@@ -208,8 +209,8 @@ def render_landing(state: ExporterState, telemetry_path: str, now: float) -> str
 def _window_mix(snapshot: TargetSnapshot, channel: str | None = None) -> Mix:
     """The window's status counts, for one channel or all of them."""
     by_status: dict[str, int] = {}
-    for (ch, status), n in snapshot.window.items():
-        if channel is None or ch == channel:
+    for (series, status), n in snapshot.window.items():
+        if channel is None or channel_of(series) == channel:
             by_status[status] = by_status.get(status, 0) + n
     return Mix(by_status)
 
@@ -217,8 +218,8 @@ def _window_mix(snapshot: TargetSnapshot, channel: str | None = None) -> Mix:
 def _cost(snapshot: TargetSnapshot, channel: str | None = None) -> dict[str, int]:
     """Cost of the counted messages per currency, for one channel or all."""
     by_currency: dict[str, int] = {}
-    for (ch, _status, currency), nanos in snapshot.cost_nanos.items():
-        if channel is None or ch == channel:
+    for (series, _status, currency), nanos in snapshot.cost_nanos.items():
+        if channel is None or channel_of(series) == channel:
             by_currency[currency] = by_currency.get(currency, 0) + nanos
     return by_currency
 
@@ -293,7 +294,7 @@ def _details(name: str, snapshot: TargetSnapshot) -> str:
     rows = []
     for channel in snapshot.channels:
         ch_mix = _window_mix(snapshot, channel)
-        counted = sum(n for (ch, _), n in snapshot.messages.items() if ch == channel)
+        counted = sum(n for (s, _), n in snapshot.messages.items() if channel_of(s) == channel)
         if not ch_mix.total and not counted:
             continue
         rows.append(

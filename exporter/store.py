@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS messages (
     target TEXT NOT NULL,
     id INTEGER NOT NULL,
     created_at REAL NOT NULL,
-    channel TEXT NOT NULL,
+    series TEXT NOT NULL,
     status TEXT NOT NULL,
     state INTEGER NOT NULL,
     next_check REAL,
@@ -56,7 +56,7 @@ class Row:
 
     id: int
     created_at: float
-    channel: str
+    series: str  # the channel, then any extra label values of the target (see tracker.SEP)
     status: str
     state: int
     next_check: float | None
@@ -151,7 +151,7 @@ class StateStore:
         self._db.executemany(
             "INSERT OR REPLACE INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                (target, r.id, r.created_at, r.channel, r.status, r.state, r.next_check, r.deadline)
+                (target, r.id, r.created_at, r.series, r.status, r.state, r.next_check, r.deadline)
                 for r in rows
             ),
         )
@@ -195,15 +195,15 @@ class StateStore:
     def status_counts(
         self, target: str, start: float, end: float | None = None
     ) -> dict[tuple[str, str], int]:
-        """Messages created in ``[start, end)`` by channel and status."""
+        """Messages created in ``[start, end)`` by series and status."""
         query = (
-            "SELECT channel, status, COUNT(*) FROM messages WHERE target = ? AND created_at >= ?"
+            "SELECT series, status, COUNT(*) FROM messages WHERE target = ? AND created_at >= ?"
         )
         args: tuple[Any, ...] = (target, start)
         if end is not None:
             query += " AND created_at < ?"
             args = (*args, end)
-        query += " GROUP BY channel, status"
+        query += " GROUP BY series, status"
         return {(c, s): n for c, s, n in self._db.execute(query, args)}
 
     def prune(self, target: str, before: float) -> int:
@@ -215,7 +215,7 @@ class StateStore:
         return cursor.rowcount
 
 
-_COLUMNS = "id, created_at, channel, status, state, next_check, deadline"
+_COLUMNS = "id, created_at, series, status, state, next_check, deadline"
 
 
 def set_aside(path: str) -> str:

@@ -27,6 +27,11 @@ from exporter.bsg.records import DELIVERED_STATUSES, Message, is_final
 from exporter.stats import Histogram, add_to
 from exporter.store import Row, StateStore
 
+SEP = "\x1f"
+"""Joins a message's channel and extra label values into one series key (ASCII unit separator:
+it cannot occur in a channel, a country code or a sender name)."""
+OTHER_VALUE = "other"
+"""An extra label's value beyond the target's cap (and the value of a missing one is "unknown")."""
 PRUNE_MARGIN = 300.0
 """Seconds a final message is kept after leaving the window, so a read whose window start is
 rounded to whole seconds can never show it to the tracker as a new message."""
@@ -71,7 +76,10 @@ class TargetSnapshot:
     """A target's counters and gauges at the end of a poll, for the collector."""
 
     name: str
+    label_names: tuple[str, ...]  # extra labels after channel in every series key
+    series: tuple[str, ...]  # every series seen (channel plus extra values, joined by SEP)
     channels: tuple[str, ...]
+    overflow: Mapping[str, int]
     messages: Mapping[tuple[str, str], int]
     submitted: Mapping[str, int]
     cost_nanos: Mapping[tuple[str, str, str], int]
@@ -92,7 +100,9 @@ class TargetSnapshot:
 class _Counters:
     """Everything a target counts; saved with every poll."""
 
-    channels: set[str] = field(default_factory=set)
+    series: set[str] = field(default_factory=set)
+    label_values: dict[str, set[str]] = field(default_factory=dict)
+    overflow: dict[str, int] = field(default_factory=dict)
     counted: dict[tuple[str, str], int] = field(default_factory=dict)
     submitted: dict[str, int] = field(default_factory=dict)
     cost: dict[tuple[str, str, str], int] = field(default_factory=dict)
@@ -145,12 +155,17 @@ class TargetTracker:
         abandon_grace: float = 3600.0,
         interval: float = 60.0,
         on_count: Callable[[Message, float], None] | None = None,
+        labels: Sequence[str] = (),
+        max_label_values: int = 50,
     ) -> None:
         self.name = name
         self.window = window
         self.campaign_id = campaign_id
+        self.labels = tuple(labels)
+        self._max_values = max_label_values
         self._store = store
-        self._identity = json.dumps({"campaign_id": campaign_id})
+        # Stored series keys have the shape of the labels: other labels mean starting over.
+        self._identity = json.dumps({"campaign_id": campaign_id, "labels": list(self.labels)})
         self._count_existing = count_existing_on_start
         self._latency_buckets = tuple(delivery_latency_buckets)
         self._send_buckets = tuple(send_delay_buckets)
@@ -245,7 +260,10 @@ class TargetTracker:
         c = self._c
         return TargetSnapshot(
             name=self.name,
-            channels=tuple(sorted(c.channels)),
+            label_names=self.labels,
+            series=tuple(sorted(c.series)),
+            channels=tuple(sorted(c.latency)),
+            overflow=dict(c.overflow),
             messages=dict(c.counted),
             submitted=dict(c.submitted),
             cost_nanos=dict(c.cost),
@@ -299,15 +317,14 @@ class TargetTracker:
         batch.new += 1
         final = is_final(message.status)
         baseline = self._p.cold and final and not self._count_existing
+        series = self._series_of(message)
         if not self._p.cold:
-            add_to(self._c.submitted, message.channel)
-        if message.channel not in self._c.channels:
-            self._add_channel(message.channel)
+            add_to(self._c.submitted, series)
+        if series not in self._c.series:
+            self._add_series(series)
         add_to(self._p.density, int(created_at // 60))
         self._density_index = None
-        row = Row(
-            message.id, created_at, message.channel, message.status, State.PENDING, None, None
-        )
+        row = Row(message.id, created_at, series, message.status, State.PENDING, None, None)
         if baseline:
             row.state = State.BASELINE
         elif final:
@@ -352,10 +369,10 @@ class TargetTracker:
             self._on_count(message, now)
         row.state = State.COUNTED
         row.next_check = row.deadline = None
-        channel, status = message.channel, message.status
-        add_to(self._c.counted, (channel, status))
+        channel, status = channel_of(row.series), message.status
+        add_to(self._c.counted, (row.series, status))
         if message.cost_nanos is not None and message.currency:
-            add_to(self._c.cost, (channel, status, message.currency), message.cost_nanos)
+            add_to(self._c.cost, (row.series, status, message.currency), message.cost_nanos)
         sent = message.sent_at
         if status in DELIVERED_STATUSES and sent is not None and message.delivered_at is not None:
             # Clock skew between the provider's systems can order the two stamps wrongly.
@@ -367,7 +384,7 @@ class TargetTracker:
         """Stop following pending messages past validity plus grace; count them by last status."""
         expired = self._store.expired(self.name, now)
         for row in expired:
-            add_to(self._c.abandoned, (row.channel, row.status))
+            add_to(self._c.abandoned, (row.series, row.status))
             self._window_add(row, -1)
         self._store.delete(self.name, (row.id for row in expired))
         self._pending -= len(expired)
@@ -432,11 +449,33 @@ class TargetTracker:
     def _window_add(self, row: Row, amount: int) -> None:
         """Add or remove a row from the window counts when it lies in the window."""
         if self._window_start is not None and row.created_at >= self._window_start:
-            add_to(self._window, (row.channel, row.status), amount)
+            add_to(self._window, (row.series, row.status), amount)
 
-    def _add_channel(self, channel: str) -> None:
-        """Start the zero-valued series of a channel seen for the first time."""
-        self._c.channels.add(channel)
+    def _series_of(self, message: Message) -> str:
+        """The series key of a new message: its channel and the target's extra label values."""
+        if not self.labels:
+            return message.channel
+        values = [message.channel]
+        for label in self.labels:
+            raw = message.country if label == "country" else message.sender
+            values.append(self._capped(label, (raw or "unknown").replace(SEP, " ")))
+        return SEP.join(values)
+
+    def _capped(self, label: str, value: str) -> str:
+        """``value``, or ``other`` once the label already has its maximum of distinct values."""
+        seen = self._c.label_values.setdefault(label, set())
+        if value in seen:
+            return value
+        if len(seen) < self._max_values:
+            seen.add(value)
+            return value
+        add_to(self._c.overflow, label)
+        return OTHER_VALUE
+
+    def _add_series(self, series: str) -> None:
+        """Start the zero-valued series of a series (and its channel) seen for the first time."""
+        self._c.series.add(series)
+        channel = channel_of(series)
         self._c.latency.setdefault(channel, Histogram(self._latency_buckets))
         self._c.send_delay.setdefault(channel, Histogram(self._send_buckets))
 
@@ -452,14 +491,20 @@ class TargetTracker:
             stored = None
         if stored is not None:
             _restore(self._c, self._p, stored[1], self._latency_buckets, self._send_buckets)
-        self._add_channel("sms")
-        for channel in list(self._c.channels):
-            self._add_channel(channel)
+        if not self._c.series:
+            self._add_series(SEP.join(["sms", *("unknown" for _ in self.labels)]))
+        for series in list(self._c.series):
+            self._add_series(series)
         self._tracked, self._pending = self._store.counts(self.name)
 
     def _save(self) -> None:
         """Write the counters and progress (inside the poll's transaction)."""
         self._store.save_target(self.name, self._identity, _dump(self._c, self._p))
+
+
+def channel_of(series: str) -> str:
+    """The channel of a series key."""
+    return series.split(SEP, 1)[0]
 
 
 def _dump(c: _Counters, p: _Progress) -> dict[str, Any]:
@@ -471,7 +516,9 @@ def _dump(c: _Counters, p: _Progress) -> dict[str, Any]:
         "resume": list(p.resume) if p.resume is not None else None,
         "horizon": p.horizon if p.horizon != float("-inf") else None,
         "density": list(p.density.items()),
-        "channels": sorted(c.channels),
+        "series": sorted(c.series),
+        "label_values": {k: sorted(v) for k, v in c.label_values.items()},
+        "overflow": c.overflow,
         "counted": [[*k, v] for k, v in c.counted.items()],
         "submitted": c.submitted,
         "cost": [[*k, v] for k, v in c.cost.items()],
@@ -498,7 +545,9 @@ def _restore(
     p.resume = (data["resume"][0], data["resume"][1]) if data.get("resume") else None
     p.horizon = data["horizon"] if data["horizon"] is not None else float("-inf")
     p.density = {int(m): int(n) for m, n in data["density"]}
-    c.channels = set(data["channels"])
+    c.series = set(data["series"])
+    c.label_values = {k: set(v) for k, v in data["label_values"].items()}
+    c.overflow = dict(data["overflow"])
     c.counted = {(a, b): n for a, b, n in data["counted"]}
     c.submitted = dict(data["submitted"])
     c.cost = {(a, b, d): n for a, b, d, n in data["cost"]}

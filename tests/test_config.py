@@ -84,7 +84,7 @@ def test_example_loads_with_every_value() -> None:
     assert config.poll == PollConfig(interval=60.0, recheck=DEFAULT_RECHECK, abandon_grace=3600.0)
     assert config.targets == (
         TargetConfig(name="all", window=86400.0, campaign_id=None),
-        TargetConfig(name="otp", window=259200.0, campaign_id=58982653),
+        TargetConfig(name="otp", window=259200.0, campaign_id=58982653, labels=("country",)),
     )
     assert config.count_existing_on_start is False
     assert config.metrics == MetricsConfig(
@@ -911,3 +911,23 @@ def test_demo_config() -> None:
         TargetConfig("marketing", 3600.0, 58982654),
     )
     assert "test_demo" not in repr(config)
+
+
+def test_target_labels_and_their_cap() -> None:
+    text = "api:\n  key: k\ntargets:\n  - name: a\n    window: 1h\n    labels: [country, sender]\n"
+    [target] = parse_config(text).targets
+    assert target.labels == ("country", "sender") and target.max_label_values == 50
+
+
+def test_bad_target_labels_are_all_reported() -> None:
+    text = (
+        "api:\n  key: k\ntargets:\n  - name: a\n    window: 1h\n"
+        "    labels: [country, colour, country]\n    max_label_values: -1\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, source="config.yaml")
+    assert info.value.errors == (
+        'targets[0].labels[1]: unknown label "colour" (allowed: country, sender)',
+        'targets[0].labels[2]: "country" is listed twice',
+        "targets[0].max_label_values: must be between 0 and 10000, got -1",
+    )

@@ -11,6 +11,7 @@ import pytest
 
 from exporter.bsg.records import (
     DecodeError,
+    Message,
     TimestampParser,
     decode_balance,
     decode_page,
@@ -124,7 +125,8 @@ def test_a_field_of_the_wrong_type_costs_only_that_field() -> None:
     record = {**SAMPLE, "validity": "many", "country": 7, "id": "17", "campaign_id": "5"}
     [message] = decode_page(page(record), UTC).messages
     assert message.id == 17 and message.campaign_id == 5
-    assert message.validity_hours is None and message.country is None
+    assert message.validity_hours is None
+    assert message.country == "UA"  # the bad field is dropped; derived from the number instead
     assert message.status == "delivered"
 
 
@@ -190,3 +192,21 @@ def test_balance_and_token() -> None:
     assert decode_token(b'{"bearer": "abc.def.ghi"}') == "abc.def.ghi"
     with pytest.raises(DecodeError):
         decode_token(b'{"token": "x"}')
+
+
+@pytest.mark.parametrize(
+    ("phone", "country"),
+    [(380981171206, "UA"), ("447700900123", "GB"), ("+4915112345678", "DE"), (12025550123, "US"),
+     ("77011234567", "KZ"), (79161234567, "RU"), ("999", None), ("abc", None), (None, None)],
+)  # fmt: skip
+def test_country_is_derived_from_the_number_when_absent(phone: Any, country: str | None) -> None:
+    record = {**SAMPLE, "phone": phone}
+    del record["country"]
+    [message] = decode_page(page(record), UTC).messages
+    assert message.country == country
+    assert "phone" not in Message.__struct_fields__  # the number itself is never kept
+
+
+def test_the_api_country_wins_and_sender_is_kept() -> None:
+    [message] = decode_page(page({**SAMPLE, "country": "pl", "sender": "Shop"}), UTC).messages
+    assert message.country == "PL" and message.sender == "Shop"

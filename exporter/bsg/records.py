@@ -19,6 +19,8 @@ from typing import Any
 
 import msgspec
 
+from exporter.bsg.countries import country_of
+
 FINAL_STATUSES: tuple[str, ...] = (
     "delivered",
     "read",
@@ -83,6 +85,8 @@ class WireMessage(msgspec.Struct):
     amount: WireAmount | None = None
     validity: int | None = None
     country: str | None = None
+    sender: str | None = None
+    phone: int | str | None = None  # only read to derive a missing country, never kept
 
 
 class WirePageMeta(msgspec.Struct):
@@ -140,6 +144,7 @@ class Message(msgspec.Struct, frozen=True, gc=False):
     currency: str | None = None
     validity_hours: int | None = None
     country: str | None = None
+    sender: str | None = None
 
 
 @dataclass(slots=True)
@@ -274,7 +279,8 @@ def to_message(wire: WireMessage, parse: TimestampParser) -> Message | str:
         cost_nanos=cost_nanos,
         currency=currency,
         validity_hours=wire.validity,
-        country=wire.country,
+        country=wire.country.strip().upper() if wire.country else country_of(wire.phone),
+        sender=wire.sender,
     )
 
 
