@@ -207,14 +207,19 @@ def test_secrets_never_reach_the_logs_at_debug_level(
         sim.expire_tokens()
         sim.add_fault("http_status", status=429, retry_after=0, count=2)
         sim.add_fault("malformed", count=1)
-        exporter.wait_polls(3)
+        sim.add_fault("reset", count=1)
+        sim.add_fault("http_status", status=503, count=2, endpoint="any")
+        sim.add_fault("bad_records", count=1)
+        exporter.wait_polls(4)
+        pages = [exporter.get(path).text for path in ("/metrics", "/", "/-/ready")]
     finally:
         exporter.stop()
     log = exporter.log()
     assert '"event": "api_login"' in log and '"event": "api_retry"' in log
-    assert DEMO_API_KEY not in log
-    assert "eyJ" not in log  # every JWT starts with the base64 of '{"'
-    assert "Bearer" not in log
+    for text in (log, *pages):
+        assert DEMO_API_KEY not in text
+        assert "eyJ" not in text  # every JWT starts with the base64 of '{"'
+        assert "Bearer" not in text
 
 
 def test_listen_address_in_use_exits_1(

@@ -551,6 +551,24 @@ def test_truth_agrees_with_the_api(serve: Factory) -> None:
         assert t["history"][0][0] == t["created_at"]
 
 
+def test_cached_records_follow_every_status_change(serve: Factory) -> None:
+    """Records are rendered once per state: re-reads as the clock moves (back too) stay true."""
+    env = serve(demo_profile(backfill=600.0))
+    moments = [0.0, 1.0, 7.0, 60.0, 1800.0, 3.0, 7200.0]
+    for moment in moments:
+        env.clock.set(T0 + moment)
+        rows, _ = env.all_rows(**{"filter[from]": stamp(T0 - 600)})
+        truth = {t["id"]: t for t in env.truth()["messages"]}
+        for r in rows:
+            t = truth[r["id"]]
+            assert (r["status"], r["amount"]) == (t["status"], t["amount"]), moment
+            for key in ("sent_at", "delivered_at"):
+                assert r[key] == (None if t[key] is None else stamp(t[key])), moment
+    first = rows[0]["id"]
+    env.sim.set_status(first, "failed")
+    assert env.page(**{"filter[id]": first})["data"][0]["status"] == "failed"
+
+
 def test_balance_decreases_with_traffic(serve: Factory) -> None:
     env = serve(profile(rate=2.0, backfill=600), currency="UAH", start_balance=5.0)
     first = env.get("/api/accounts/balance").json()["data"]

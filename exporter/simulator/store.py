@@ -25,6 +25,7 @@ class Message:
         "parts",
         "phone",
         "reference_id",
+        "rendered",
         "scenario",
         "sender",
         "sent_at",
@@ -65,6 +66,8 @@ class Message:
         self.history: list[Event] | None = None
         self.sent_at: float | None = None
         self.delivered_at: float | None = None
+        # the API record as JSON and the [from, until) times it stays right (render.py)
+        self.rendered: tuple[float, float, bytes] | None = None
 
     @property
     def manual(self) -> bool:
@@ -83,6 +86,16 @@ class Message:
         done = tl.delivered_at if tl.delivered_at is not None and tl.delivered_at <= now else None
         return tl.statuses[idx], sent, done
 
+    def steady(self, now: float) -> tuple[float, float] | None:
+        """The ``[from, until)`` span around `now` in which state() stays the same, if known."""
+        tl = self.timeline
+        if self.history is not None or tl is None:
+            return None  # manual messages change whenever set_status() is called
+        # state() changes only at timeline events; sent_at and delivered_at are event times too
+        marks = [*tl.times, *(t for t in (tl.sent_at, tl.delivered_at) if t is not None)]
+        start = max((t for t in marks if t <= now), default=-math.inf)
+        return start, min((t for t in marks if t > now), default=math.inf)
+
     def events(self, now: float) -> list[Event]:
         """Return the status transitions up to `now` (all of them for manual messages)."""
         if self.history is not None:
@@ -97,6 +110,7 @@ class Message:
         if self.history is not None:
             return
         _, self.sent_at, self.delivered_at = self.state(now)
+        self.rendered = None
         self.history = self.events(now)
         self.timeline = None
 
