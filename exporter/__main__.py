@@ -23,6 +23,7 @@ from exporter.config import ApiConfig, Config, ConfigError, load_config
 from exporter.logs import FORMATS, LEVELS, configure_logging
 from exporter.store import MEMORY, StateError, set_aside
 from exporter.web import WebServer
+from exporter.webconfig import load_web_config
 
 if TYPE_CHECKING:
     from exporter.simulator import SimulatorServer
@@ -59,6 +60,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="/metrics",
         metavar="PATH",
         help="path of the metrics (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        metavar="PATH",
+        help="TLS, basic auth and headers, in the exporter-toolkit format (default: none)",
     )
     parser.add_argument(
         "--log.level",
@@ -108,17 +115,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.log_level, args.log_format)
     simulator = None
     demo_api = None
+    web_error = _load_web_config(args)  # reported with the main config's: every problem at once
     try:
         if args.demo:
             simulator, demo_api = _start_demo()
         config = _load(args, demo_api)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
+        if web_error is not None:
+            print(str(web_error), file=sys.stderr)
+        if simulator is not None:
+            simulator.stop()
+        return EXIT_USAGE
+    if web_error is not None:
+        print(str(web_error), file=sys.stderr)
         if simulator is not None:
             simulator.stop()
         return EXIT_USAGE
     if args.config_check:
         print(f"{args.config_file or 'demo config'}: OK ({len(config.targets)} targets)")
+        if args.web_config_file:
+            print(f"{args.web_config_file}: OK")
         return EXIT_OK
     try:
         return _serve(config, args, lambda: _load(args, demo_api))
@@ -137,6 +154,17 @@ def _load(args: argparse.Namespace, demo_api: ApiConfig | None) -> Config:
         return demo_config(demo_api.url, demo_api.key.reveal())
     # A config given with --demo keeps its targets but talks to the simulator.
     return dataclasses.replace(load_config(args.config_file), api=demo_api)
+
+
+def _load_web_config(args: argparse.Namespace) -> ConfigError | None:
+    """Load --web.config.file into ``args.web_config`` (None without the flag); return its error."""
+    args.web_config = None
+    if args.web_config_file:
+        try:
+            args.web_config = load_web_config(args.web_config_file)
+        except ConfigError as exc:
+            return exc
+    return None
 
 
 def _start_demo() -> tuple[SimulatorServer, ApiConfig]:
@@ -160,7 +188,11 @@ def _serve(config: Config, args: argparse.Namespace, load: Callable[[], Config])
         return EXIT_FAILURE
     try:
         web = WebServer(
-            args.listen_address, app.registry, app.state, telemetry_path=args.telemetry_path
+            args.listen_address,
+            app.registry,
+            app.state,
+            telemetry_path=args.telemetry_path,
+            web_config=args.web_config,
         )
     except (OSError, ValueError) as exc:
         log.error("listen_failed", address=args.listen_address, error=str(exc))

@@ -2,7 +2,8 @@
 
 Owns the listening socket, routing, content negotiation (text or OpenMetrics, gzip); the
 HTML status page is rendered by :mod:`exporter.landing`. It reads :class:`ExporterState` and
-the registry; it never polls.
+the registry; it never polls. With a :class:`~exporter.webconfig.WebConfig` it serves TLS,
+requires basic auth (except on /-/healthy, for probes) and adds the configured headers.
 
 Must not import: httpx, the client or the poller.
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import gzip
 import socket
+import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -25,8 +28,13 @@ from prometheus_client.registry import CollectorRegistry
 
 from exporter.landing import render_landing
 from exporter.stats import ExporterState
+from exporter.webconfig import AUTH_CHALLENGE, BasicAuth, WebConfig
 
 log = structlog.get_logger("exporter.web")
+
+HANDSHAKE_TIMEOUT = 10.0
+"""Seconds a client gets to complete the TLS handshake before its connection is dropped."""
+HEALTH_PATH = "/-/healthy"
 
 
 def parse_listen_address(address: str) -> tuple[str, int]:
@@ -47,13 +55,47 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, host: str, port: int, handler: type[BaseHTTPRequestHandler]) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        handler: type[BaseHTTPRequestHandler],
+        tls: ssl.SSLContext | None = None,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
+    ) -> None:
         # An empty host means every address: dual-stack where the system has it.
         self.dual_stack = not host and socket.has_dualstack_ipv6()
         if self.dual_stack:
             host = "::"
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.handshake_timeout = handshake_timeout
         super().__init__((host, port), handler)
+        if tls is not None:
+            # accept() stays a plain accept: the handshake runs in the connection's own thread
+            # (finish_request) under a deadline, so a client that never completes it costs
+            # one thread for a while, never the accept loop.
+            self.socket = tls.wrap_socket(
+                self.socket, server_side=True, do_handshake_on_connect=False
+            )
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """Complete the TLS handshake, if any, then handle the connection."""
+        if isinstance(request, ssl.SSLSocket):
+            request.settimeout(self.handshake_timeout)
+            try:
+                request.do_handshake()
+            except (ssl.SSLError, OSError) as exc:  # OSError includes the timeout
+                log.debug("tls_handshake_failed", client=client_address[0], error=str(exc))
+                return
+            request.settimeout(None)  # as a plain connection: the handler sets no timeout
+        super().finish_request(request, client_address)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that breaks its connection is routine; anything else gets a traceback."""
+        if isinstance(sys.exc_info()[1], ssl.SSLError | ConnectionError):
+            log.debug("connection_error", client=client_address[0], error=str(sys.exc_info()[1]))
+            return
+        super().handle_error(request, client_address)
 
     def server_bind(self) -> None:
         """Accept IPv4 on the IPv6 socket when listening on every address."""
@@ -73,10 +115,15 @@ class WebServer:
         *,
         telemetry_path: str = "/metrics",
         clock: Callable[[], float] = time.time,
+        web_config: WebConfig | None = None,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
     ) -> None:
         host, port = parse_listen_address(listen_address)
         app = _App(registry, state, telemetry_path, clock)
-        self._server = _Server(host, port, _handler_for(app))
+        web_config = web_config or WebConfig()
+        tls = web_config.tls.ssl_context() if web_config.tls is not None else None
+        handler = _handler_for(app, web_config.authenticator(), web_config.headers)
+        self._server = _Server(host, port, handler, tls, handshake_timeout)
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="web", kwargs={"poll_interval": 0.2}
         )
@@ -117,7 +164,7 @@ class _App:
         path = urlsplit(handler.path).path
         if path == self.telemetry_path:
             return self.metrics(handler)
-        if path == "/-/healthy":
+        if path == HEALTH_PATH:
             return _text(HTTPStatus.OK, "Healthy\n")
         if path == "/-/ready":
             if self.state.ready():
@@ -148,8 +195,10 @@ def _html(text: str) -> tuple[int, dict[str, str], bytes]:
     return HTTPStatus.OK, {"Content-Type": "text/html; charset=utf-8"}, text.encode()
 
 
-def _handler_for(app: _App) -> type[BaseHTTPRequestHandler]:
-    """A request handler class bound to ``app``."""
+def _handler_for(
+    app: _App, auth: BasicAuth | None, extra_headers: tuple[tuple[str, str], ...]
+) -> type[BaseHTTPRequestHandler]:
+    """A request handler class bound to ``app``, the credentials check and the extra headers."""
 
     class Handler(BaseHTTPRequestHandler):
         """Serves GET and HEAD; everything else is 405."""
@@ -167,9 +216,30 @@ def _handler_for(app: _App) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             """Nothing accepts POST yet."""
-            self._send(*_text(HTTPStatus.METHOD_NOT_ALLOWED, "Method Not Allowed\n"), True)
+            if not self._refused(send_body=True):
+                self._send(*_text(HTTPStatus.METHOD_NOT_ALLOWED, "Method Not Allowed\n"), True)
+
+        def end_headers(self) -> None:
+            """Add the configured headers to every answer, errors of http.server included."""
+            for name, value in extra_headers:
+                self.send_header(name, value)
+            super().end_headers()
+
+        def _refused(self, send_body: bool) -> bool:
+            """Answer 401 and return True when credentials are required and not given."""
+            if auth is None or urlsplit(self.path).path == HEALTH_PATH:
+                return False
+            if auth.check(self.headers.get("Authorization")):
+                return False
+            log.debug("http_unauthorized", client=self.client_address[0])
+            status, headers, body = _text(HTTPStatus.UNAUTHORIZED, "Unauthorized\n")
+            headers["WWW-Authenticate"] = AUTH_CHALLENGE
+            self._send(status, headers, body, send_body)
+            return True
 
         def _answer(self, send_body: bool) -> None:
+            if self._refused(send_body):
+                return
             try:
                 status, headers, body = app.route(self)
             except Exception:  # a rendering bug must not take the server down
