@@ -193,6 +193,7 @@ def _serve(config: Config, args: argparse.Namespace, load: Callable[[], Config])
             app.state,
             telemetry_path=args.telemetry_path,
             web_config=args.web_config,
+            reload=lambda: app.reload_with(load),
         )
     except (OSError, ValueError) as exc:
         log.error("listen_failed", address=args.listen_address, error=str(exc))

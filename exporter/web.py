@@ -117,9 +117,10 @@ class WebServer:
         clock: Callable[[], float] = time.time,
         web_config: WebConfig | None = None,
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        reload: Callable[[], str | None] | None = None,
     ) -> None:
         host, port = parse_listen_address(listen_address)
-        app = _App(registry, state, telemetry_path, clock)
+        app = _App(registry, state, telemetry_path, clock, reload)
         web_config = web_config or WebConfig()
         tls = web_config.tls.ssl_context() if web_config.tls is not None else None
         handler = _handler_for(app, web_config.authenticator(), web_config.headers)
@@ -153,11 +154,24 @@ class _App:
         state: ExporterState,
         telemetry_path: str,
         clock: Callable[[], float],
+        reload: Callable[[], str | None] | None = None,
     ) -> None:
         self.registry = registry
         self.state = state
         self.telemetry_path = telemetry_path
         self.clock = clock
+        self.reload = reload
+
+    def post(self, handler: BaseHTTPRequestHandler) -> tuple[int, dict[str, str], bytes]:
+        """Answer a POST: only /-/reload takes one (like Prometheus' own)."""
+        if urlsplit(handler.path).path != "/-/reload":
+            return _text(HTTPStatus.METHOD_NOT_ALLOWED, "Method Not Allowed\n")
+        if self.reload is None:
+            return _text(HTTPStatus.NOT_FOUND, "Reload is not available\n")
+        error = self.reload()
+        if error is not None:
+            return _text(HTTPStatus.INTERNAL_SERVER_ERROR, f"failed to reload config: {error}\n")
+        return _text(HTTPStatus.OK, "Reloaded\n")
 
     def route(self, handler: BaseHTTPRequestHandler) -> tuple[int, dict[str, str], bytes]:
         """Answer one GET request."""
@@ -172,6 +186,8 @@ class _App:
             return _text(HTTPStatus.SERVICE_UNAVAILABLE, "Not ready: a target has not polled\n")
         if path == "/":
             return _html(render_landing(self.state, self.telemetry_path, self.clock()))
+        if path == "/-/reload":
+            return _text(HTTPStatus.METHOD_NOT_ALLOWED, "Only POST requests allowed\n")
         return _text(HTTPStatus.NOT_FOUND, "Not Found\n")
 
     def metrics(self, handler: BaseHTTPRequestHandler) -> tuple[int, dict[str, str], bytes]:
@@ -215,9 +231,12 @@ def _handler_for(
             self._answer(send_body=False)
 
         def do_POST(self) -> None:
-            """Nothing accepts POST yet."""
-            if not self._refused(send_body=True):
-                self._send(*_text(HTTPStatus.METHOD_NOT_ALLOWED, "Method Not Allowed\n"), True)
+            """Answer a POST (reload); it needs the credentials like every other path."""
+            if self._refused(send_body=True):
+                return
+            # The body is not used, but it must be read for the connection to stay usable.
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self._send(*app.post(self), True)
 
         def end_headers(self) -> None:
             """Add the configured headers to every answer, errors of http.server included."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import httpx
+
 from exporter.config import parse_config
 from exporter.simulator import DEMO_API_KEY, ManualClock, SimulatorServer
 from tests.harness import ExporterProcess, config_yaml, in_process, series, value
@@ -89,3 +91,26 @@ def test_sighup_reloads_the_file(tmp_path: Path) -> None:
             code, _ = exporter.stop()
         assert code == 0
         assert '"event": "config_reload_failed"' in exporter.log()
+
+
+def test_post_reload_applies_or_refuses(tmp_path: Path) -> None:
+    sim = traffic(ManualClock(start=START), scenario="paused")
+    with SimulatorServer(sim) as server:
+        config = config_yaml(server.url, [{"name": "all", "window": "1h"}], interval="200ms")
+        exporter = ExporterProcess(tmp_path, config, DEMO_API_KEY).start()
+        try:
+            exporter.wait_polls(1)
+            assert httpx.get(f"{exporter.url}/-/reload").status_code == 405
+            path = tmp_path / "config.yaml"
+            path.write_text(config_yaml(server.url, TARGETS, interval="200ms"))
+            answer = httpx.post(f"{exporter.url}/-/reload")
+            assert answer.status_code == 200 and answer.text == "Reloaded\n"
+            assert ("bsg_up", frozenset({("target", "otp")})) in exporter.samples()  # added
+            path.write_text("targets: []\n")
+            answer = httpx.post(f"{exporter.url}/-/reload")
+            assert answer.status_code == 500 and "targets" in answer.text
+            samples = exporter.samples()
+            assert value(samples, "bsg_exporter_config_last_reload_successful") == 0
+            assert ("bsg_up", frozenset({("target", "otp")})) in samples  # still the good config
+        finally:
+            exporter.stop()
