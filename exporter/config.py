@@ -193,8 +193,8 @@ class RecheckTier:
 DEFAULT_RECHECK: tuple[RecheckTier, ...] = (
     RecheckTier(600.0, 60.0),
     RecheckTier(3600.0, 120.0),
-    RecheckTier(21600.0, 600.0),
-    RecheckTier(259200.0, 1800.0),
+    RecheckTier(21600.0, 1800.0),
+    RecheckTier(259200.0, 7200.0),
 )
 
 

@@ -14,6 +14,7 @@ Must not import: prometheus_client, httpx, or the client, poller, collector and 
 from __future__ import annotations
 
 import json
+import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,8 +45,8 @@ DEFAULT_VALIDITY_HOURS = 72
 DEFAULT_RECHECK: tuple[tuple[float, float], ...] = (
     (600.0, 60.0),
     (3600.0, 120.0),
-    (21600.0, 600.0),
-    (259200.0, 1800.0),
+    (21600.0, 1800.0),
+    (259200.0, 7200.0),
 )
 """(max_age, every) tiers: young pending messages are re-read often, old ones rarely."""
 
@@ -425,7 +426,10 @@ class TargetTracker:
         """When a still-pending message is next read, from its age and the tiers."""
         age = now - created_at
         every = next((e for max_age, e in self._recheck if age < max_age), self._recheck[-1][1])
-        return now + every
+        # On a grid of `every`, not `every` after this check: the messages of a tier then fall
+        # due in the same poll, and one range read re-checks them all, instead of a sliver of
+        # them in every poll, each sliver costing a read over the whole stretch.
+        return (math.floor(now / every) + 1) * every
 
     def _lifetime(self, message: Message) -> float:
         """Seconds after creation at which a still-pending message is abandoned."""

@@ -147,8 +147,8 @@ def test_default_recheck_tiers() -> None:
     assert [(t.max_age, t.every) for t in DEFAULT_RECHECK] == [
         (600.0, 60.0),
         (3600.0, 120.0),
-        (21600.0, 600.0),
-        (259200.0, 1800.0),
+        (21600.0, 1800.0),
+        (259200.0, 7200.0),
     ]
     assert PollConfig(60.0) == PollConfig(60.0, DEFAULT_RECHECK, 3600.0)
 

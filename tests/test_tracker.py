@@ -217,3 +217,22 @@ def test_messages_older_than_the_baseline_window_are_never_new() -> None:
     )
     assert result.ignored == 1 and result.finalized == 1
     assert t.snapshot(NOW + 60).submitted == {}
+
+
+def test_rechecks_of_a_tier_fall_due_together() -> None:
+    """Messages first seen at different times share the tier's grid, so one read covers them."""
+    t = TargetTracker(
+        StateStore(MEMORY),
+        "t",
+        WINDOW,
+        delivery_latency_buckets=(1,),
+        send_delay_buckets=(1,),
+        recheck=[(600.0, 60.0), (7200.0, 300.0)],
+        interval=60.0,
+    )
+    t.apply([], NOW)
+    grid = 300.0 * (NOW // 300.0)
+    t.apply([msg(1, "sent", created=NOW - 900)], grid + 20)
+    t.apply([msg(2, "sent", created=NOW - 900)], grid + 200)
+    assert t.due(grid + 240) == []  # within slack of neither
+    assert {i for i, _ in t.due(grid + 300)} == {1, 2}
