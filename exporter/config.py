@@ -387,6 +387,15 @@ _KINDS = {
 
 def _compose(text: str, source: str) -> yaml.Node:
     """Parse text into one YAML node tree; raise ConfigError on a syntax error or no document."""
+    root = _compose_document(text, source)
+    if root is None:
+        message = 'empty configuration, expected a mapping with "api" and "targets"'
+        raise ConfigError(source, [f"{source}: {message}"])
+    return root
+
+
+def _compose_document(text: str, source: str) -> yaml.Node | None:
+    """Parse text into one YAML node tree, None when empty; raise ConfigError on bad YAML."""
     try:
         root, extra = _compose_one(text)
     except yaml.MarkedYAMLError as exc:
@@ -400,10 +409,7 @@ def _compose(text: str, source: str) -> yaml.Node:
     if extra is not None:
         message = "expected a single YAML document, found another"
         raise ConfigError(source, [f"{source}:{extra.line + 1}:{extra.column + 1}: {message}"])
-    if root is None or _is_empty(root):
-        message = 'empty configuration, expected a mapping with "api" and "targets"'
-        raise ConfigError(source, [f"{source}: {message}"])
-    return root
+    return None if root is None or _is_empty(root) else root
 
 
 def _is_empty(node: yaml.Node) -> bool:

@@ -34,14 +34,13 @@ from typing import Literal, NoReturn, TypeAlias
 
 import bcrypt
 import yaml
-from yaml.reader import ReaderError
 
 from exporter.config import (
     _KINDS,
     ConfigError,
     Secret,
     _boolean,
-    _compose_one,
+    _compose_document,
     _Fields,
     _join,
     _leaf,
@@ -49,11 +48,9 @@ from exporter.config import (
     _quote,
     _raw,
     _Reader,
-    _reader_error,
     _Scalar,
     _show,
     _string,
-    _syntax_error,
 )
 
 __all__ = [
@@ -660,19 +657,7 @@ def parse_web_config(
     text: str, *, source: str = "<web config>", base_dir: str | None = None
 ) -> WebConfig:
     """Parse web configuration text; relative files are relative to base_dir (default: cwd)."""
-    try:
-        root, extra = _compose_one(text)
-    except yaml.MarkedYAMLError as exc:
-        raise ConfigError(source, [_syntax_error(source, exc)]) from None
-    except ReaderError as exc:
-        raise ConfigError(source, [_reader_error(source, text, exc)]) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(source, [f"{source}: {exc}"]) from None
-    except RecursionError:
-        raise ConfigError(source, [f"{source}: nested too deeply"]) from None
-    if extra is not None:
-        message = "expected a single YAML document, found another"
-        raise ConfigError(source, [f"{source}:{extra.line + 1}:{extra.column + 1}: {message}"])
+    root = _compose_document(text, source)
     if root is None or _raw(root).kind == "null":
         return WebConfig()  # as in the toolkit, an empty file changes nothing
     reader = _WebReader(source, {}, base_dir)

@@ -9,18 +9,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from exporter.simulator import (
     DEMO_API_KEY,
-    CampaignProfile,
-    RealClock,
     Simulator,
     SimulatorServer,
-    TrafficProfile,
 )
 from tests.harness import ExporterProcess, config_yaml, series, value
 
@@ -37,20 +31,6 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         env=env,
         check=False,
     )
-
-
-@pytest.fixture
-def simulator() -> Iterator[tuple[Simulator, SimulatorServer]]:
-    """A real-time simulator with no automatic traffic: tests create each message."""
-    profile = TrafficProfile(
-        campaigns=(
-            CampaignProfile(campaign_id=21, rate=0.0),
-            CampaignProfile(campaign_id=22, rate=0.0),
-        )
-    )
-    sim = Simulator(profile, clock=RealClock(), seed=2)
-    with SimulatorServer(sim) as server:
-        yield sim, server
 
 
 def test_config_check_accepts_the_example(tmp_path: Path) -> None:
@@ -120,9 +100,9 @@ def test_demo_serves_metrics_that_promtool_accepts_and_stops_on_sigterm(tmp_path
 
 
 def test_restart_mid_run_starts_a_new_baseline_and_counts_exactly(
-    tmp_path: Path, simulator: tuple[Simulator, SimulatorServer]
+    tmp_path: Path, quiet_simulator: tuple[Simulator, SimulatorServer]
 ) -> None:
-    sim, server = simulator
+    sim, server = quiet_simulator
     targets = [{"name": "all", "window": "1h"}, {"name": "c21", "campaign_id": 21, "window": "1h"}]
     config = config_yaml(server.url, targets, interval="300ms")
     first = sim.create_messages(
@@ -169,9 +149,9 @@ def test_restart_mid_run_starts_a_new_baseline_and_counts_exactly(
 
 
 def test_api_outage_shows_in_up_and_errors_then_recovers(
-    tmp_path: Path, simulator: tuple[Simulator, SimulatorServer]
+    tmp_path: Path, quiet_simulator: tuple[Simulator, SimulatorServer]
 ) -> None:
-    sim, server = simulator
+    sim, server = quiet_simulator
     config = config_yaml(server.url, [{"name": "all", "window": "1h"}], interval="300ms")
     config = config.replace("  timeout: 5s\n", "  timeout: 5s\n  max_retries: 0\n")
     exporter = ExporterProcess(tmp_path, config, DEMO_API_KEY).start()
@@ -197,9 +177,9 @@ def test_api_outage_shows_in_up_and_errors_then_recovers(
 
 
 def test_secrets_never_reach_the_logs_at_debug_level(
-    tmp_path: Path, simulator: tuple[Simulator, SimulatorServer]
+    tmp_path: Path, quiet_simulator: tuple[Simulator, SimulatorServer]
 ) -> None:
-    sim, server = simulator
+    sim, server = quiet_simulator
     config = config_yaml(server.url, [{"name": "all", "window": "1h"}], interval="300ms")
     exporter = ExporterProcess(tmp_path, config, DEMO_API_KEY).start()
     try:
@@ -223,9 +203,9 @@ def test_secrets_never_reach_the_logs_at_debug_level(
 
 
 def test_listen_address_in_use_exits_1(
-    tmp_path: Path, simulator: tuple[Simulator, SimulatorServer]
+    tmp_path: Path, quiet_simulator: tuple[Simulator, SimulatorServer]
 ) -> None:
-    _, server = simulator
+    _, server = quiet_simulator
     config = config_yaml(server.url, [{"name": "all", "window": "1h"}])
     first = ExporterProcess(tmp_path, config, DEMO_API_KEY).start()
     try:
@@ -243,9 +223,9 @@ def _env() -> dict[str, str]:
 
 
 def test_sigterm_during_a_slow_poll_exits_within_seconds(
-    tmp_path: Path, simulator: tuple[Simulator, SimulatorServer]
+    tmp_path: Path, quiet_simulator: tuple[Simulator, SimulatorServer]
 ) -> None:
-    sim, server = simulator
+    sim, server = quiet_simulator
     config = config_yaml(server.url, [{"name": "all", "window": "1h"}], interval="300ms")
     exporter = ExporterProcess(tmp_path, config, DEMO_API_KEY).start()
     exporter.wait_polls(1)

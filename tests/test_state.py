@@ -9,19 +9,15 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from exporter.simulator import (
     DEMO_API_KEY,
-    CampaignProfile,
     ManualClock,
-    RealClock,
     Simulator,
     SimulatorServer,
-    TrafficProfile,
 )
 from exporter.store import StateError, StateStore
 from tests.harness import (
@@ -144,20 +140,6 @@ def test_a_corrupt_state_file_is_refused_and_never_deleted(tmp_path: Path) -> No
     [aside] = tmp_path.glob("state.db.corrupt-*")
     assert aside.read_bytes().startswith(b"SQLite format 3\x00\x13")
     StateStore(str(state)).close()  # a fresh, valid state file took its place
-
-
-@pytest.fixture
-def quiet_simulator() -> Iterator[tuple[Simulator, SimulatorServer]]:
-    """A real-time simulator with no automatic traffic: the test creates and finishes messages."""
-    profile = TrafficProfile(
-        campaigns=(
-            CampaignProfile(campaign_id=21, rate=0.0),
-            CampaignProfile(campaign_id=22, rate=0.0),
-        )
-    )
-    sim = Simulator(profile, clock=RealClock(), seed=4)
-    with SimulatorServer(sim) as server:
-        yield sim, server
 
 
 def test_kill_9_mid_poll_loses_nothing_and_counts_nothing_twice(
