@@ -20,7 +20,7 @@ from prometheus_client.process_collector import ProcessCollector
 from exporter import __version__
 from exporter.bsg.budget import RequestBudget
 from exporter.bsg.client import BsgClient, RetryPolicy
-from exporter.collector import BsgCollector
+from exporter.collector import BsgRegistry
 from exporter.config import ApiConfig, Config, ConfigError, TargetConfig
 from exporter.poller import Poller
 from exporter.stats import ExporterState, TargetStatus
@@ -184,8 +184,7 @@ def _tracker(config: Config, store: StateStore, target: TargetConfig) -> TargetT
 
 def _registry(state: ExporterState, process_metrics: bool) -> CollectorRegistry:
     """A registry of our own (not the global one), with the process metrics exporters carry."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(BsgCollector(state))
+    registry = BsgRegistry(state)
     if process_metrics:
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)

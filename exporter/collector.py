@@ -8,7 +8,8 @@ Must not import: httpx, the client, the poller or the web module.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -16,7 +17,7 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client.registry import Collector
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from exporter.bsg.records import ALL_STATUSES, FINAL_STATUSES, NANOS, Balance
 from exporter.stats import (
@@ -43,16 +44,162 @@ class BsgCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         """Build every family from a consistent copy of the state."""
+        targets, balances = self.copy_state()
+        yield from _target_families(targets)
+        yield from self.collect_shared(balances)
+
+    def copy_state(self) -> tuple[dict[str, TargetStatus], dict[str, Balance]]:
+        """A consistent copy of the targets' statuses and the balances, taken under the lock."""
         with self._state.lock:
             targets = {name: _copy_status(status) for name, status in self._state.targets.items()}
             balances = dict(self._state.balances)
-        snapshots = [status.snapshot for status in targets.values()]
-        yield from _message_families(snapshots)
-        yield from _poll_families(targets)
+        return targets, balances
+
+    def collect_shared(self, balances: Mapping[str, Balance]) -> Iterator[Metric]:
+        """The families after the targets' ones: the API, the account, reloads, the build."""
         yield from _api_families(self._state)
         yield from _account_families(balances)
         yield from _reload_families(self._state)
         yield _build_info(self._state)
+
+
+Encoder = Callable[[Collector], bytes]
+"""An exposition encoder of prometheus_client, as ``choose_encoder`` returns it."""
+_EOF = b"# EOF\n"
+
+
+class BsgRegistry(CollectorRegistry):
+    """The exporter's registry: its :meth:`exposition` renders each target's families once.
+
+    A target's families (its messages, and how its polls go) are hundreds of series that only
+    change when a poll of that target ends; yet formatting the thousands of series of all
+    targets was nearly all of a scrape's time (benchmarks/scrape.py). Each target's part is
+    rendered once per change and per format, so a poll costs the next scrape one target's
+    part. The shared families (API requests, budget, balance, reloads) are rendered on each
+    scrape; those of the collectors registered after ours (the process metrics) at most every
+    ``others_ttl`` seconds: each of their reads of /proc gave the GIL away, and a poll running
+    meanwhile kept it for up to a switch interval each time. The bytes are those
+    ``encoder(registry)`` renders (the process metrics from up to ``others_ttl`` earlier), and
+    ``encoder(registry)`` still works as before.
+    """
+
+    def __init__(self, state: ExporterState, *, others_ttl: float = 1.0) -> None:
+        super().__init__(auto_describe=False)
+        self.bsg = BsgCollector(state)
+        self._others_ttl = others_ttl
+        self._ordered: list[Collector] = []  # registration order is exposition order
+        self._parts: dict[str, dict[str, tuple[_Version, list[tuple[bytes, bytes]]]]] = {}
+        self._others: dict[str, tuple[float, bytes]] = {}  # rendered at (monotonic time)
+        self.register(self.bsg)
+
+    def register(self, collector: Collector) -> None:
+        """Add a collector, rendered after ours."""
+        super().register(collector)
+        self._ordered.append(collector)
+        self._others.clear()
+
+    def unregister(self, collector: Collector) -> None:
+        """Remove a collector."""
+        super().unregister(collector)
+        self._ordered.remove(collector)
+        self._others.clear()
+
+    def exposition(self, encoder: Encoder, key: str) -> bytes:
+        """What ``encoder(self)`` renders; ``key`` names the format (its content type)."""
+        targets, balances = self.bsg.copy_state()
+        head = self._targets_part(encoder, key, targets)
+        shared = _render(encoder, self.bsg.collect_shared(balances))
+        now = time.monotonic()
+        others = self._others.get(key)
+        if others is None or not 0 <= now - others[0] < self._others_ttl:
+            families = (m for c in list(self._ordered) if c is not self.bsg for m in c.collect())
+            others = (now, _render(encoder, families))
+            self._others[key] = others
+        return head + shared + others[1] + encoder(_Families(()))  # OpenMetrics' "# EOF"
+
+    def _targets_part(self, encoder: Encoder, key: str, targets: dict[str, TargetStatus]) -> bytes:
+        """Every target's families, each target's samples rendered once per change."""
+        if not targets:
+            return _render(encoder, _target_families({}))
+        previous = self._parts.get(key, {})
+        parts: dict[str, tuple[_Version, list[tuple[bytes, bytes]]]] = {}
+        for name, status in targets.items():
+            version = _version(status)
+            part = previous.get(name)
+            if part is None or not _same(part[0], version):
+                rendered = _render(encoder, _target_families({name: status}))
+                part = (version, _split_families(rendered))
+            parts[name] = part
+        self._parts[key] = parts  # targets no longer configured are dropped
+        # Every target renders the same families in the same order: join them family by family.
+        blocks = [part[1] for part in parts.values()]
+        joined: list[bytes] = []
+        for index, (header, _) in enumerate(blocks[0]):
+            joined.append(header)
+            joined.extend(families[index][1] for families in blocks)
+        return b"".join(joined)
+
+
+_Version = tuple[TargetSnapshot, bool, float | None, tuple[int, ...], float]
+"""What a target's families are rendered from: its snapshot (immutable, compared by identity),
+whether it is up, its last success, and its poll durations."""
+
+
+def _version(status: TargetStatus) -> _Version:
+    """The version of a target's families (of a copy: the durations are copied)."""
+    durations = status.durations
+    return (
+        status.snapshot,
+        status.up,
+        status.last_success,
+        tuple(durations.counts),
+        durations.total,
+    )
+
+
+def _same(cached: _Version, current: _Version) -> bool:
+    """True when a target's families would render the same (the same snapshot object)."""
+    return cached[0] is current[0] and cached[1:] == current[1:]
+
+
+class _Families(Collector):
+    """Given families, as a collector an encoder can render."""
+
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterable[Metric]:
+        """The families."""
+        return self._families
+
+
+def _render(encoder: Encoder, families: Iterable[Metric]) -> bytes:
+    """Families as ``encoder`` renders them, without OpenMetrics' "# EOF" line (more follows)."""
+    return encoder(_Families(families)).removesuffix(_EOF)
+
+
+def _split_families(body: bytes) -> list[tuple[bytes, bytes]]:
+    """``(header lines, sample lines)`` of each family of a rendered exposition.
+
+    A family starts at its ``# HELP`` line; no sample line starts with "#", and a newline in
+    a label value or a HELP text is escaped, so the split is exact.
+    """
+    families: list[tuple[bytes, bytes]] = []
+    for index, block in enumerate(body.split(b"\n# HELP ")):
+        text = block if index == 0 else b"# HELP " + block
+        if not text.endswith(b"\n"):
+            text += b"\n"  # the split took the newline of every block but the last
+        end = 0
+        while text.startswith(b"#", end):
+            end = text.index(b"\n", end) + 1
+        families.append((text[:end], text[end:]))
+    return families
+
+
+def _target_families(targets: dict[str, TargetStatus]) -> Iterator[Metric]:
+    """The families of the targets: their messages, then how their polls go."""
+    yield from _message_families([status.snapshot for status in targets.values()])
+    yield from _poll_families(targets)
 
 
 def _copy_status(status: TargetStatus) -> TargetStatus:

@@ -11,6 +11,7 @@ Must not import: prometheus_client, or the collector and web modules.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -31,7 +32,7 @@ from exporter.bsg.records import Message
 from exporter.config import Config, TargetConfig
 from exporter.planner import Density, ReadPlan, plan_reads, within_allowance
 from exporter.stats import ExporterState
-from exporter.tracker import ApplyResult, TargetTracker
+from exporter.tracker import ApplyResult, TargetSnapshot, TargetTracker
 
 log = structlog.get_logger("exporter.poller")
 
@@ -139,6 +140,10 @@ class Poller:
         except BsgError as exc:
             self._publish_failure(tracker, exc.reason, str(exc), started)
             return False
+        except sqlite3.Error as exc:  # the state file: disk full, read-only, gone
+            log.error("state_write_failed", target=target.name, error=str(exc))
+            self._publish_failure(tracker, "state", f"state file: {exc}", started)
+            return False
         except Exception as exc:  # a bug must not end the loop: report it and poll again later
             log.exception("poll_crashed", target=target.name)
             self._publish_failure(tracker, "internal", repr(exc), started)
@@ -154,7 +159,9 @@ class Poller:
         due = tracker.due(now)
         start, offset = tracker.next_read(now)
         plan = plan_reads(due, start, now, tracker.density, resuming=offset > 0)
-        reads = self._execute(plan, target, now, offset, share=share, density=tracker.density)
+        reads = self._execute(
+            plan, target, now, offset, share=share, density=tracker.density, cold=tracker.cold
+        )
         backlog = len(due) - len(reads.checked & {msg_id for msg_id, _ in due})
         result = tracker.apply(
             reads.messages.values(),
@@ -177,6 +184,7 @@ class Poller:
         *,
         share: int,
         density: Density,
+        cold: bool,
     ) -> PollReads:
         """Run a plan: the new messages first, then the re-checks the budget leaves room for."""
         reads = PollReads()
@@ -186,10 +194,12 @@ class Poller:
         if fresh.last_id is not None:
             created = fresh.messages[fresh.last_id].created_at
             reads.cursor = (fresh.last_id, created if created is not None else now)
-        if fresh.complete:
-            reads.read_to = now
-        else:
+        if not fresh.complete or (fresh.ended_early and cold):
             reads.resume = (plan.new_from, fresh.next_offset)
+        elif not fresh.ended_early:
+            # Only a read that got to its end moves the read position to now; after an early
+            # end the next read starts again from the cursor (known rows cost nothing).
+            reads.read_to = now
         allowance = None
         if self._budget is not None:
             # Keep one request for the balance; share the rest with the targets still to poll.
@@ -260,9 +270,12 @@ class Poller:
         duration = time.monotonic() - started
         try:
             tracker.record_failure(reason)
-            snapshot = tracker.snapshot(self._clock())
         except Exception:  # the state store itself may be what failed (disk full, read-only)
             log.exception("state_write_failed", target=tracker.name)
+        try:  # the failure is counted in memory either way: show it
+            snapshot: TargetSnapshot | None = tracker.snapshot(self._clock())
+        except Exception:
+            log.exception("state_read_failed", target=tracker.name)
             snapshot = None
         with self._state.lock:
             status = self._state.targets[tracker.name]

@@ -34,6 +34,7 @@ POLL_ERROR_REASONS = (
     "connection_error",
     "decode",
     "budget",
+    "state",
     "internal",
 )
 """Every reason a poll can fail with; each has a series from the first scrape."""

@@ -16,10 +16,13 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 SCHEMA_VERSION = 1
 MEMORY = ":memory:"
+_CACHE_KIB = 16 * 1024
+"""SQLite's page cache, KiB (its default is 2 MiB)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -86,6 +89,10 @@ class StateStore:
             # NORMAL in WAL mode survives a process crash; only a power cut may lose the last
             # poll, which the next poll then reads again.
             db.execute("PRAGMA synchronous=NORMAL")
+        # A cold read stores up to 150,000 rows in one transaction: with the default 2 MiB page
+        # cache, SQLite spilled pages mid-transaction, and storing a row took half again as
+        # long (benchmarks/ingest.py). The cache only grows as far as it is used.
+        db.execute(f"PRAGMA cache_size={-_CACHE_KIB}")
         check = db.execute("PRAGMA quick_check").fetchone()
         if check is None or check[0] != "ok":
             raise sqlite3.DatabaseError(f"integrity check failed: {check}")
@@ -138,6 +145,14 @@ class StateStore:
     def rows(self, target: str, ids: Sequence[int]) -> dict[int, Row]:
         """The stored rows of ``ids`` (those that exist)."""
         found: dict[int, Row] = {}
+        # Ids above the target's highest stored id cannot be stored: a cold read and every read
+        # of new messages are mostly such ids, and looking each up cost as much as storing it
+        # (profile of benchmarks/ingest.py). MAX over the primary key is one B-tree descent.
+        top = self._db.execute("SELECT MAX(id) FROM messages WHERE target = ?", (target,))
+        highest = top.fetchone()[0]
+        if highest is None:
+            return found
+        ids = [i for i in ids if i <= highest]
         for start in range(0, len(ids), 500):  # SQLite caps the number of bound parameters
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
@@ -148,13 +163,27 @@ class StateStore:
 
     def put(self, target: str, rows: Iterable[Row]) -> None:
         """Insert or replace rows (inside a transaction)."""
-        self._db.executemany(
-            "INSERT OR REPLACE INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
+        self.put_values(
+            [
                 (target, r.id, r.created_at, r.series, r.status, r.state, r.next_check, r.deadline)
                 for r in rows
-            ),
+            ]
         )
+
+    def put_values(self, values: Sequence[RowValues]) -> None:
+        """Insert or replace rows given as tuples in column order (inside a transaction).
+
+        Rows go in statements of ``_ROWS_PER_STATEMENT``: executemany runs one statement per row,
+        and its per-row overhead was a third of the time of storing a message
+        (benchmarks/ingest.py); tuples, because a cold read stores every message it sees.
+        """
+        db, full = self._db, len(values) - len(values) % _ROWS_PER_STATEMENT
+        for start in range(0, full, _ROWS_PER_STATEMENT):
+            db.execute(
+                _PUT_MANY, list(chain.from_iterable(values[start : start + _ROWS_PER_STATEMENT]))
+            )
+        if full < len(values):
+            db.executemany(_PUT_ONE, values[full:])
 
     def delete(self, target: str, ids: Iterable[int]) -> None:
         """Delete rows by id (inside a transaction)."""
@@ -170,6 +199,25 @@ class StateStore:
                 "AND next_check <= ? ORDER BY next_check, id",
                 (target, now),
             )
+        )
+
+    def pending_created_between(
+        self, target: str, after: float, upto: float
+    ) -> list[tuple[int, float]]:
+        """``(id, created_at)`` of pending messages created in ``(after, upto]``."""
+        return list(
+            self._db.execute(
+                "SELECT id, created_at FROM messages WHERE target = ? AND state = 0 "
+                "AND created_at > ? AND created_at <= ? ORDER BY created_at",
+                (target, after, upto),
+            )
+        )
+
+    def mark_backlog(self, target: str, ids: Iterable[int], now: float) -> None:
+        """Keep due messages that were not read due from ``now`` on (inside a transaction)."""
+        self._db.executemany(
+            "UPDATE messages SET next_check = ? WHERE target = ? AND id = ? AND state = 0",
+            ((now, target, i) for i in ids),
         )
 
     def expired(self, target: str, now: float) -> list[Row]:
@@ -196,9 +244,7 @@ class StateStore:
         self, target: str, start: float, end: float | None = None
     ) -> dict[tuple[str, str], int]:
         """Messages created in ``[start, end)`` by series and status."""
-        query = (
-            "SELECT series, status, COUNT(*) FROM messages WHERE target = ? AND created_at >= ?"
-        )
+        query = "SELECT series, status, COUNT(*) FROM messages WHERE target = ? AND created_at >= ?"
         args: tuple[Any, ...] = (target, start)
         if end is not None:
             query += " AND created_at < ?"
@@ -216,6 +262,14 @@ class StateStore:
 
 
 _COLUMNS = "id, created_at, series, status, state, next_check, deadline"
+RowValues = tuple[str, int, float, str, str, int, float | None, float | None]
+"""A row as a tuple: the target, then the columns in the order of :data:`_COLUMNS`."""
+_ROWS_PER_STATEMENT = 100
+"""Rows per INSERT statement: 800 parameters, under SQLite's oldest limit of 999."""
+_PUT_ONE = "INSERT OR REPLACE INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_PUT_MANY = "INSERT OR REPLACE INTO messages VALUES " + ", ".join(
+    ["(?, ?, ?, ?, ?, ?, ?, ?)"] * _ROWS_PER_STATEMENT
+)
 
 
 def set_aside(path: str) -> str:

@@ -14,7 +14,6 @@ Must not import: prometheus_client, httpx, or the client, poller, collector and 
 from __future__ import annotations
 
 import json
-import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,9 +23,9 @@ from typing import Any
 
 import structlog
 
-from exporter.bsg.records import DELIVERED_STATUSES, Message, is_final
+from exporter.bsg.records import DELIVERED_STATUSES, FINAL_STATUSES, Message, is_final
 from exporter.stats import Histogram, add_to
-from exporter.store import Row, StateStore
+from exporter.store import Row, RowValues, StateStore
 
 SEP = "\x1f"
 """Joins a message's channel and extra label values into one series key (ASCII unit separator:
@@ -126,6 +125,8 @@ class _Progress:
     resume: tuple[float, int] | None = None  # (start, offset) of an unfinished new-message read
     horizon: float = float("-inf")
     density: dict[int, int] = field(default_factory=dict)  # messages seen per minute of creation
+    baseline_started: float | None = None  # when the first (cold) poll began
+    tier_runs: list[float] = field(default_factory=list)  # when each re-check tier last ran
 
 
 @dataclass(slots=True)
@@ -137,6 +138,7 @@ class _Batch:
     changes: int = 0
     ignored: int = 0
     puts: list[Row] = field(default_factory=list)
+    inserts: list[RowValues] = field(default_factory=list)  # rows of messages seen first
 
 
 class TargetTracker:
@@ -181,6 +183,8 @@ class TargetTracker:
         self._window_start: float | None = None
         self._tracked = self._pending = 0
         self._backlog = 0
+        self._due_tiers: set[int] = set()  # what the last call of due() found, for apply()
+        self._due_ids: set[int] = set()
         # Sorted minutes and running totals of the density: the planner asks many times a poll.
         self._density_index: tuple[list[int], list[int]] | None = None
         self._load()
@@ -210,8 +214,38 @@ class TargetTracker:
         return max(window_start, last - READ_OVERLAP), 0
 
     def due(self, now: float) -> list[tuple[int, float]]:
-        """``(id, created_at)`` of pending messages whose re-check is due, most overdue first."""
-        return self._store.due(self.name, now + self._slack)
+        """``(id, created_at)`` of pending messages whose re-check is due, most overdue first.
+
+        Each tier is re-checked as a whole, every ``every``: all its pending messages fall due
+        in the same poll, so one range read covers them (a tier re-checked message by message
+        would be due in slivers, every poll, each sliver costing a read over the whole stretch).
+        Messages the budget left over from an earlier poll come first.
+        """
+        due = self._store.due(self.name, now)  # the backlog
+        self._due_tiers = self._tiers_due(now)
+        lower = 0.0
+        for index, (max_age, _every) in enumerate(self._recheck):
+            if index in self._due_tiers:
+                last = index == len(self._recheck) - 1
+                after = float("-inf") if last else now - max_age
+                due += self._store.pending_created_between(self.name, after, now - lower)
+            lower = max_age
+        unique: dict[int, float] = {}
+        for msg_id, created in due:
+            unique.setdefault(msg_id, created)
+        self._due_ids = set(unique)
+        return list(unique.items())
+
+    def _tiers_due(self, now: float) -> set[int]:
+        """The tiers whose period has passed (within half an interval) since they last ran."""
+        runs = self._p.tier_runs
+        if len(runs) != len(self._recheck):  # first poll, or the tiers were reconfigured
+            return set(range(len(self._recheck)))
+        return {
+            index
+            for index, ((_age, every), last) in enumerate(zip(self._recheck, runs, strict=True))
+            if now + self._slack >= last + every
+        }
 
     def density(self, start: float, end: float) -> int:
         """Messages seen created in ``[start, end]`` (whole minutes): what a range read costs."""
@@ -237,22 +271,32 @@ class TargetTracker:
     ) -> ApplyResult:
         """Fold one poll's reads into the state and save it, all in one transaction."""
         batch = _Batch()
+        checked = set(checked)
         try:
             with self._store.transaction():
                 abandoned = self._apply(messages, now, checked, batch)
                 self._advance(now, cursor, read_to, resume, rejected or {})
+                self._finish_tiers(now, checked)
                 self._save()
         except BaseException:
-            self._load()  # the store is the truth: drop what this apply did in memory
+            self._reload_keeping_failures()
             raise
         self._backlog = backlog
         return ApplyResult(batch.new, batch.finalized, batch.changes, batch.ignored, abandoned)
 
     def record_failure(self, reason: str) -> None:
-        """Count a failed poll, persisted like every other counter."""
+        """Count a failed poll, persisted like every other counter (when the store can)."""
         add_to(self._c.errors, reason)
         with self._store.transaction():
             self._save()
+
+    def _reload_keeping_failures(self) -> None:
+        """Drop what a failed apply did in memory (the store is the truth), except the failed
+        polls counted while the store refused writes: they happened, and are saved later."""
+        errors = dict(self._c.errors)
+        self._load()
+        for reason, count in errors.items():
+            self._c.errors[reason] = max(count, self._c.errors.get(reason, 0))
 
     def snapshot(self, now: float) -> TargetSnapshot:
         """Copy the counters and gauges as of ``now``."""
@@ -289,6 +333,7 @@ class TargetTracker:
             # Nothing older than the baseline's window was ever seen: such a message showing up
             # later (a read widened for stragglers) is not new, and must not be counted.
             self._p.horizon = now - self.window
+            self._p.baseline_started = now
         self._slide_window(now)
         read = {m.id: m for m in messages}
         checked_ids = [i for i in checked if i not in read]
@@ -307,37 +352,73 @@ class TargetTracker:
                 row.next_check = self._next_check(row.created_at, now)
                 batch.puts.append(row)
         self._store.put(self.name, batch.puts)
+        self._store.put_values(batch.inserts)
         return self._abandon(now)
 
     def _first_sight(self, message: Message, now: float, batch: _Batch) -> None:
-        """Start tracking a message never seen before."""
+        """Start tracking a message never seen before.
+
+        Written out rather than through Row and the helpers: a cold read passes here for every
+        message of the window, and the calls were most of the tracker's time there
+        (benchmarks/ingest.py). The row goes to the store as a plain tuple.
+        """
         created_at = message.created_at if message.created_at is not None else now
-        if created_at < self._p.horizon:
+        p, c = self._p, self._c
+        if created_at < p.horizon:
             batch.ignored += 1  # already pruned, or older than the baseline
             return
         batch.new += 1
-        final = is_final(message.status)
-        baseline = self._p.cold and final and not self._count_existing
-        series = self._series_of(message)
-        if not self._p.cold:
-            add_to(self._c.submitted, series)
-        if series not in self._c.series:
+        status = message.status
+        final = status in _FINAL
+        series = message.channel if not self.labels else self._series_of(message)
+        baseline = self._in_baseline(created_at, now)
+        if not baseline:
+            add_to(c.submitted, series)
+        if series not in c.series:
             self._add_series(series)
-        add_to(self._p.density, int(created_at // 60))
+        minute = int(created_at // 60)
+        p.density[minute] = p.density.get(minute, 0) + 1
         self._density_index = None
-        row = Row(message.id, created_at, series, message.status, State.PENDING, None, None)
-        if baseline:
-            row.state = State.BASELINE
+        next_check = deadline = None
+        if final and baseline and not self._count_existing and not self._final_since(message, now):
+            state = _BASELINE
         elif final:
-            self._count(row, message, now)
+            state = _COUNTED
+            self._tally(series, message, now)
             batch.finalized += 1
         else:
-            row.next_check = self._next_check(created_at, now)
-            row.deadline = created_at + self._lifetime(message)
+            state = _PENDING
+            next_check = self._next_check(created_at, now)
+            deadline = created_at + self._lifetime(message)
             self._pending += 1
         self._tracked += 1
-        self._window_add(row, 1)
-        batch.puts.append(row)
+        if self._window_start is not None and created_at >= self._window_start:
+            key = (series, status)
+            self._window[key] = self._window.get(key, 0) + 1
+        batch.inserts.append(
+            (self.name, message.id, created_at, series, status, state, next_check, deadline)
+        )
+
+    def _in_baseline(self, created_at: float, now: float) -> bool:
+        """Whether a message seen for the first time belongs to the cold start's baseline.
+
+        When the request budget spreads the first read over several polls, a message created
+        after that read began is new like any other.
+        """
+        p = self._p
+        if not p.cold:
+            return False
+        started = p.baseline_started
+        return started is None or now <= started or created_at <= started
+
+    def _final_since(self, message: Message, now: float) -> bool:
+        """Whether a baseline message turned final after the first read began (it was pending
+        at the baseline moment, so it counts); its delivery report's time says when. Never in
+        the first poll itself, where a clock ahead of ours must not turn baseline into counts."""
+        started, reported = self._p.baseline_started, message.delivered_at
+        if started is None or now <= started or reported is None:
+            return False
+        return reported > started
 
     def _update_pending(self, row: Row, message: Message, now: float, batch: _Batch) -> None:
         """Follow a pending message; count it when it turns final."""
@@ -366,20 +447,29 @@ class TargetTracker:
 
     def _count(self, row: Row, message: Message, now: float) -> None:
         """Count a message that just reached a final status, with its cost and latencies."""
+        row.state = _COUNTED
+        row.next_check = row.deadline = None
+        self._tally(row.series, message, now)
+
+    def _tally(self, series: str, message: Message, now: float) -> None:
+        """Add a message that just reached a final status to the counters of ``series``."""
         if self._on_count is not None:
             self._on_count(message, now)
-        row.state = State.COUNTED
-        row.next_check = row.deadline = None
-        channel, status = channel_of(row.series), message.status
-        add_to(self._c.counted, (row.series, status))
+        # Without extra labels a series is its channel (no split); the dicts are updated in
+        # place rather than through add_to: this runs for every message counted.
+        c, status = self._c, message.status
+        channel = channel_of(series) if self.labels else series
+        key = (series, status)
+        c.counted[key] = c.counted.get(key, 0) + 1
         if message.cost_nanos is not None and message.currency:
-            add_to(self._c.cost, (row.series, status, message.currency), message.cost_nanos)
-        sent = message.sent_at
-        if status in DELIVERED_STATUSES and sent is not None and message.delivered_at is not None:
+            cost_key = (series, status, message.currency)
+            c.cost[cost_key] = c.cost.get(cost_key, 0) + message.cost_nanos
+        sent, delivered, created = message.sent_at, message.delivered_at, message.created_at
+        if sent is not None and delivered is not None and status in DELIVERED_STATUSES:
             # Clock skew between the provider's systems can order the two stamps wrongly.
-            self._c.latency[channel].observe(max(0.0, message.delivered_at - sent))
-        if sent is not None and message.created_at is not None:
-            self._c.send_delay[channel].observe(max(0.0, sent - message.created_at))
+            c.latency[channel].observe(delivered - sent if delivered > sent else 0.0)
+        if sent is not None and created is not None:
+            c.send_delay[channel].observe(sent - created if sent > created else 0.0)
 
     def _abandon(self, now: float) -> int:
         """Stop following pending messages past validity plus grace; count them by last status."""
@@ -422,14 +512,20 @@ class TargetTracker:
         for reason, count in rejected.items():
             add_to(self._c.rejected, reason, count)
 
-    def _next_check(self, created_at: float, now: float) -> float:
-        """When a still-pending message is next read, from its age and the tiers."""
-        age = now - created_at
-        every = next((e for max_age, e in self._recheck if age < max_age), self._recheck[-1][1])
-        # On a grid of `every`, not `every` after this check: the messages of a tier then fall
-        # due in the same poll, and one range read re-checks them all, instead of a sliver of
-        # them in every poll, each sliver costing a read over the whole stretch.
-        return (math.floor(now / every) + 1) * every
+    def _next_check(self, created_at: float, now: float) -> float | None:
+        """A message's own re-check time: none, its tier decides (see :meth:`due`)."""
+        return None
+
+    def _finish_tiers(self, now: float, checked: set[int]) -> None:
+        """Mark the tiers that were due as run; due messages left unread become the backlog."""
+        runs = self._p.tier_runs
+        if len(runs) != len(self._recheck):
+            # A new tracker checks nothing yet: its pending messages were all just read.
+            runs[:] = [now] * len(self._recheck)
+        for index in self._due_tiers:
+            runs[index] = now
+        self._store.mark_backlog(self.name, self._due_ids - checked, now)
+        self._due_tiers, self._due_ids = set(), set()
 
     def _lifetime(self, message: Message) -> float:
         """Seconds after creation at which a still-pending message is abandoned."""
@@ -506,6 +602,12 @@ class TargetTracker:
         self._store.save_target(self.name, self._identity, _dump(self._c, self._p))
 
 
+_FINAL = frozenset(FINAL_STATUSES)
+_PENDING, _COUNTED, _BASELINE = int(State.PENDING), int(State.COUNTED), int(State.BASELINE)
+"""The states as plain ints for the rows: sqlite3 binds an IntEnum through its adaptation
+protocol, which added a fifth to the time of storing a row (benchmarks/ingest.py)."""
+
+
 def channel_of(series: str) -> str:
     """The channel of a series key."""
     return series.split(SEP, 1)[0]
@@ -519,6 +621,8 @@ def _dump(c: _Counters, p: _Progress) -> dict[str, Any]:
         "read_to": p.read_to,
         "resume": list(p.resume) if p.resume is not None else None,
         "horizon": p.horizon if p.horizon != float("-inf") else None,
+        "baseline_started": p.baseline_started,
+        "tier_runs": p.tier_runs,
         "density": list(p.density.items()),
         "series": sorted(c.series),
         "label_values": {k: sorted(v) for k, v in c.label_values.items()},
@@ -548,6 +652,8 @@ def _restore(
     p.read_to = data["read_to"]
     p.resume = (data["resume"][0], data["resume"][1]) if data.get("resume") else None
     p.horizon = data["horizon"] if data["horizon"] is not None else float("-inf")
+    p.baseline_started = data.get("baseline_started")
+    p.tier_runs = list(data.get("tier_runs") or [])
     p.density = {int(m): int(n) for m, n in data["density"]}
     c.series = set(data["series"])
     c.label_values = {k: set(v) for k, v in data["label_values"].items()}

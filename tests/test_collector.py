@@ -7,10 +7,13 @@ import subprocess
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
 
 from exporter.bsg.records import FINAL_STATUSES, Balance, Message
-from exporter.collector import BsgCollector
+from exporter.collector import BsgCollector, BsgRegistry
 from exporter.stats import ExporterState, TargetStatus
 from exporter.store import MEMORY, StateStore
 from exporter.tracker import TargetTracker
@@ -180,3 +183,82 @@ def test_promtool_finds_nothing_to_complain_about() -> None:
     )
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
     assert result.stdout.decode().strip() == "" and result.stderr.decode().strip() == ""
+
+
+@pytest.mark.parametrize(
+    "accept",
+    ["", "text/plain;version=1.0.0;escaping=allow-utf-8", "application/openmetrics-text"],
+)
+def test_the_cached_exposition_is_byte_for_byte_the_full_one(accept: str) -> None:
+    state = build_state()
+    other = _tracker("all", labels=("country",))
+    other.apply(
+        [Message(8, "read", "viber", 7, NOW - 9, NOW - 8, NOW - 2, 5, "PLN", None, "PL")], NOW
+    )
+    state.targets["all"] = TargetStatus(snapshot=other.snapshot(NOW))
+    registry = BsgRegistry(state)
+    registry.register(_Extra())  # another collector, after ours, as the process metrics are
+    encoder, content_type = choose_encoder(accept)
+    first = registry.exposition(encoder, content_type)
+    assert first == encoder(registry)
+    assert registry.exposition(encoder, content_type) == first  # served from the cache
+    # A poll of one target publishes: its part changes, the other's comes from the cache.
+    tracker = _tracker("otp")
+    tracker.apply([Message(9, "sent", "rcs", 7, NOW - 5)], NOW)
+    with state.lock:
+        state.targets["otp"].snapshot = tracker.snapshot(NOW)
+        state.targets["otp"].up = False
+    second = registry.exposition(encoder, content_type)
+    assert second != first
+    assert second == encoder(registry)
+    # A reload drops a target.
+    with state.lock:
+        del state.targets["otp"]
+    assert registry.exposition(encoder, content_type) == encoder(registry)
+    with state.lock:
+        state.targets.clear()
+    assert registry.exposition(encoder, content_type) == encoder(registry)
+
+
+def _tracker(name: str, labels: tuple[str, ...] = ()) -> TargetTracker:
+    """A tracker over a store of its own."""
+    return TargetTracker(
+        StateStore(MEMORY),
+        name,
+        3600,
+        delivery_latency_buckets=(1.0,),
+        send_delay_buckets=(1.0,),
+        labels=labels,
+    )
+
+
+class _Extra(Collector):
+    """Another collector, registered after ours: its family must come after the cached ones."""
+
+    def collect(self) -> list[Metric]:
+        """One gauge."""
+        return [GaugeMetricFamily("extra", "Another collector's family.", value=1.0)]
+
+
+def test_other_collectors_are_rendered_at_most_once_per_ttl() -> None:
+    counting = _Counting()
+    for ttl, collected in ((0.0, 3), (3600.0, 1)):
+        counting.collected = 0
+        registry = BsgRegistry(build_state(), others_ttl=ttl)
+        registry.register(counting)
+        encoder, content_type = choose_encoder("")
+        bodies = {registry.exposition(encoder, content_type) for _ in range(3)}
+        assert counting.collected == collected
+        assert len(bodies) == collected  # fresh values when rendered, else the cached ones
+
+
+class _Counting(Collector):
+    """A gauge of how many times it was collected (process metrics change like that)."""
+
+    def __init__(self) -> None:
+        self.collected = 0
+
+    def collect(self) -> list[Metric]:
+        """One gauge, one more each time."""
+        self.collected += 1
+        return [GaugeMetricFamily("collected", "Collections.", value=float(self.collected))]

@@ -220,7 +220,7 @@ def test_messages_older_than_the_baseline_window_are_never_new() -> None:
 
 
 def test_rechecks_of_a_tier_fall_due_together() -> None:
-    """Messages first seen at different times share the tier's grid, so one read covers them."""
+    """Messages first seen at different times are re-checked together, with their tier."""
     t = TargetTracker(
         StateStore(MEMORY),
         "t",
@@ -230,9 +230,29 @@ def test_rechecks_of_a_tier_fall_due_together() -> None:
         recheck=[(600.0, 60.0), (7200.0, 300.0)],
         interval=60.0,
     )
-    t.apply([], NOW)
-    grid = 300.0 * (NOW // 300.0)
-    t.apply([msg(1, "sent", created=NOW - 900)], grid + 20)
-    t.apply([msg(2, "sent", created=NOW - 900)], grid + 200)
-    assert t.due(grid + 240) == []  # within slack of neither
-    assert {i for i, _ in t.due(grid + 300)} == {1, 2}
+    t.apply([], NOW)  # the tiers start their clocks
+    t.apply([msg(1, "sent", created=NOW - 900)], NOW + 20)
+    t.apply([msg(2, "sent", created=NOW - 900), msg(3, "sent", created=NOW + 100)], NOW + 200)
+    assert t.due(NOW + 240) == [(3, NOW + 100)]  # the young tier, every minute
+    assert {i for i, _ in t.due(NOW + 300)} == {1, 2, 3}  # and now the older tier, as a whole
+    t.apply([], NOW + 300, checked={1, 3})  # the budget left 2 unread: it stays due
+    assert t.due(NOW + 330)[0] == (2, NOW - 900)  # the backlog comes first
+
+
+def test_a_baseline_spread_over_polls_counts_what_changed_after_it_began() -> None:
+    """With a budget too small for the window, the first read takes several polls."""
+    t = tracker()
+    t.apply([msg(1, "sent")], NOW, resume=(NOW - WINDOW, 500))  # unfinished: still cold
+    assert t.cold
+    t.apply(
+        [
+            msg(2, "delivered", delivered=NOW + 30),  # final after the baseline began: counted
+            msg(3, "delivered", delivered=NOW - 10),  # final before: the baseline
+            msg(4, "failed", created=NOW + 20),  # created after it began: new
+        ],
+        NOW + 60,
+    )
+    assert not t.cold
+    snap = t.snapshot(NOW + 60)
+    assert snap.messages == {("sms", "delivered"): 1, ("sms", "failed"): 1}
+    assert snap.submitted == {"sms": 1}

@@ -40,10 +40,10 @@ PAGE_LIMIT = 500
 _MAX_EXTRA_PAGES = 20
 """Pages followed past the first answer's total before a pass is cut short (a total that lies)."""
 _REFRESH_MARGIN = 86400.0
+"""Refresh the token when it expires within a day, rather than waiting for a 401."""
 _LOGIN_BACKOFF = (30.0, 900.0)
 """After a refused login, wait this long (doubling up to the cap) before trying the key again:
 a revoked key must not turn every poll of every target into a login attempt."""
-"""Refresh the token when it expires within a day, rather than waiting for a 401."""
 
 T = TypeVar("T")
 log = structlog.get_logger("exporter.bsg")
@@ -142,6 +142,7 @@ class MessagePass:
 
     messages: dict[int, Message] = field(default_factory=dict)
     complete: bool = True
+    ended_early: bool = False  # stopped on an empty page short of the total, or at the page cap
     last_id: int | None = None
     next_offset: int = 0
     pages: int = 0
@@ -242,8 +243,28 @@ class BsgClient:
         }
         if query.campaign_id is not None:
             params["filter[campaign_id]"] = query.campaign_id
+        result, total = self._read_pass(params, query.offset)
+        if result.complete and _rows_skipped(result, total, query.offset):
+            # Rows shifted between two pages (a page repeated some rows, and fewer distinct rows
+            # came than the total says): some were skipped, and a skipped row below the cursor
+            # is never read as new again. One more pass finds them; known rows cost nothing.
+            log.info("pass_reread", reason="rows shifted between pages", rows=result.rows)
+            again, _ = self._read_pass(params, query.offset)
+            again.messages = {**result.messages, **again.messages}
+            again.pages += result.pages
+            again.rows += result.rows
+            again.duplicates += result.duplicates
+            if result.last_id is not None:
+                again.last_id = max(result.last_id, again.last_id or result.last_id)
+            result = again
+        return result
+
+    def _read_pass(
+        self, params: Mapping[str, str | int], offset: int
+    ) -> tuple[MessagePass, int | None]:
+        """Page through one pass from ``offset``; also returns the total of its first page."""
         result = MessagePass()
-        offset = query.offset
+        total: int | None = None
         max_pages: int | None = None
         while True:
             try:
@@ -251,14 +272,22 @@ class BsgClient:
             except BudgetExhaustedError:
                 result.complete = False
                 result.next_offset = offset
-                return result
+                return result, total
             result.add_page(page)
             offset += page.rows
             result.next_offset = offset
             if max_pages is None:
-                max_pages = (page.total or 0) // PAGE_LIMIT + _MAX_EXTRA_PAGES
-            if not _more_pages(page, offset) or result.pages >= max_pages:
-                return result
+                total = page.total
+                # max(): a negative total (one that lies) must not stop the pass at its first page
+                max_pages = max(page.total or 0, 0) // PAGE_LIMIT + _MAX_EXTRA_PAGES
+            if result.pages >= max_pages:
+                result.ended_early = True
+                return result, total
+            if not _more_pages(page, offset):
+                # An empty page short of the total may be a glitch (or a total that lies): the
+                # caller must not take the pass as having read everything up to its end.
+                result.ended_early = page.rows == 0 and (page.total or 0) > offset
+                return result, total
 
     def read_message(self, message_id: int) -> Message | None:
         """Look one message up by id (``filter[id]``); None when the API does not know it."""
@@ -479,11 +508,21 @@ class _Request:
     authorized: bool
 
 
+def _rows_skipped(result: MessagePass, total: int | None, offset: int) -> bool:
+    """Tell whether a pass repeated rows and yet read fewer distinct rows than its total."""
+    if not result.duplicates or total is None:
+        return False
+    return len(result.messages) + sum(result.rejected.values()) < total - offset
+
+
 def _more_pages(page: Page, offset: int) -> bool:
     """Tell whether a pass must ask for another page."""
     if page.rows == 0:
         return False
-    if page.total is None:
+    if page.total is None or page.total < offset:
+        # No total, or one below the rows already read (it lies): a full page may have more
+        # behind it. Trusting such a total dropped the rest of the pass, and a pass of new
+        # messages that ends early moves the read position past rows it never read.
         return page.rows >= PAGE_LIMIT
     return offset < page.total
 
