@@ -213,6 +213,16 @@ class StateStore:
             )
         )
 
+    def validity_ended(self, target: str, deadline: float) -> list[tuple[int, float]]:
+        """Pending messages due by ``deadline`` that have no re-check time of their own yet."""
+        return list(
+            self._db.execute(
+                "SELECT id, created_at FROM messages WHERE target = ? AND state = 0 "
+                "AND next_check IS NULL AND deadline <= ?",
+                (target, deadline),
+            )
+        )
+
     def mark_backlog(self, target: str, ids: Iterable[int], now: float) -> None:
         """Keep due messages that were not read due from ``now`` on (inside a transaction)."""
         self._db.executemany(

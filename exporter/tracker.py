@@ -221,7 +221,9 @@ class TargetTracker:
         would be due in slivers, every poll, each sliver costing a read over the whole stretch).
         Messages the budget left over from an earlier poll come first.
         """
-        due = self._store.due(self.name, now)  # the backlog
+        due = self._store.due(self.name, now)  # the backlog, and last reads before abandoning
+        # Messages whose validity just ended, not read since: the outcome is due now.
+        due += self._store.validity_ended(self.name, now + self._grace)
         self._due_tiers = self._tiers_due(now)
         lower = 0.0
         for index, (max_age, _every) in enumerate(self._recheck):
@@ -349,7 +351,7 @@ class TargetTracker:
         for msg_id in checked_ids:  # asked for, not returned: look again on schedule
             row = rows.get(msg_id)
             if row is not None and row.state == State.PENDING:
-                row.next_check = self._next_check(row.created_at, now)
+                row.next_check = self._next_check(row, now)
                 batch.puts.append(row)
         self._store.put(self.name, batch.puts)
         self._store.put_values(batch.inserts)
@@ -388,7 +390,7 @@ class TargetTracker:
             batch.finalized += 1
         else:
             state = _PENDING
-            next_check = self._next_check(created_at, now)
+            next_check = None  # its tier decides (see due())
             deadline = created_at + self._lifetime(message)
             self._pending += 1
         self._tracked += 1
@@ -429,7 +431,7 @@ class TargetTracker:
             self._pending -= 1
             batch.finalized += 1
         else:
-            row.next_check = self._next_check(row.created_at, now)
+            row.next_check = self._next_check(row, now)
         self._window_add(row, 1)
         batch.puts.append(row)
 
@@ -512,8 +514,15 @@ class TargetTracker:
         for reason, count in rejected.items():
             add_to(self._c.rejected, reason, count)
 
-    def _next_check(self, created_at: float, now: float) -> float | None:
-        """A message's own re-check time: none, its tier decides (see :meth:`due`)."""
+    def _next_check(self, row: Row, now: float) -> float | None:
+        """A still-pending message's own re-check time, after it was just read.
+
+        Normally none: its tier decides (see :meth:`due`). Once its validity is over, the API
+        reports the outcome (expired) at any moment, so it is read once more right before it
+        would be abandoned, whatever its tier's period.
+        """
+        if row.deadline is not None and row.deadline - self._grace <= now:
+            return row.deadline
         return None
 
     def _finish_tiers(self, now: float, checked: set[int]) -> None:

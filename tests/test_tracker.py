@@ -256,3 +256,24 @@ def test_a_baseline_spread_over_polls_counts_what_changed_after_it_began() -> No
     snap = t.snapshot(NOW + 60)
     assert snap.messages == {("sms", "delivered"): 1, ("sms", "failed"): 1}
     assert snap.submitted == {"sms": 1}
+
+
+def test_a_message_is_read_once_more_when_its_validity_ends() -> None:
+    """Whatever its tier's period, the outcome is read before the message would be abandoned."""
+    t = TargetTracker(
+        StateStore(MEMORY),
+        "t",
+        WINDOW,
+        delivery_latency_buckets=(1,),
+        send_delay_buckets=(1,),
+        recheck=[(600.0, 60.0), (30 * 86400.0, 86400.0)],  # old messages: once a day
+        abandon_grace=3600.0,
+        interval=60.0,
+    )
+    one_hour = Message(1, "sent", "sms", created_at=NOW - 1800, validity_hours=1)
+    t.apply([one_hour], NOW)
+    assert t.due(NOW + 600) == []  # its tier is not due for a day
+    assert t.due(NOW + 1800) == [(1, NOW - 1800)]  # validity over: read the outcome now
+    t.apply([one_hour], NOW + 1800, checked={1})  # still pending
+    assert t.due(NOW + 1860) == []
+    assert t.due(NOW + 1800 + 3600) == [(1, NOW - 1800)]  # once more, right before abandoning
