@@ -275,9 +275,11 @@ def check(  # noqa: PLR0912, PLR0915 - one pass over a million messages, every r
             if msg_id in times:
                 verdict.problems.append(f"message {msg_id} counted from outside the window")
             continue
-        if row.created in (baseline_end, last):
+        # Submitted: created after the baseline moment (the first poll), even while a budget
+        # spreads the first read over several polls (README, "How counting works").
+        if row.created in (first, last):
             edge[row.channel] += 1
-        elif row.created > baseline_end:
+        elif row.created > first:
             submitted[row.channel] += 1
         done = row.final_at
         must = done is not None and baseline_end < done <= last - settle

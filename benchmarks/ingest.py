@@ -1,0 +1,450 @@
+"""Ingest benchmark: the exporter's decode, tracker and metrics path against two references.
+
+Run: ``.venv/bin/python benchmarks/ingest.py`` (``--help`` for the knobs). The simulator renders
+the API pages first (500 messages each, its realistic fields and status mix), then each path
+reads the same pages in this process, with no network, on one core:
+
+* **ours**: ``decode_page`` -> ``MessagePass``/``PollReads`` (as the client and the poller merge
+  pages) -> ``TargetTracker.apply`` on a real ``StateStore`` (a file in a temporary directory,
+  the product default) -> ``snapshot`` -> published into ``ExporterState`` -> one render of
+  ``/metrics`` per poll, with the registry ``exporter.app`` builds, as ``exporter.web`` renders;
+* **baseline**: ``json.loads``, walking the dicts, and a ``prometheus_client``
+  ``Counter.labels(...).inc()`` / ``Histogram.observe()`` per final message, one render per poll;
+* **ceiling**: decoding alone, with msgspec, into typed structs of the fields the exporter reads.
+
+Two phases, like a big account's first hours: **cold**, the first poll of a 72 h window (every
+message is new; the final ones are the baseline), cut into polls of ``--poll-pages`` pages as
+the request budget cuts it; then **steady**, one poll per simulated minute, each reading the
+minute's new messages (counted when final) and re-reading the previous minute's (the re-check
+of young pending messages). Every number printed is measured in the run; progress goes to
+stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import Counter as PromCounter
+from prometheus_client import Histogram as PromHistogram
+from prometheus_client.exposition import choose_encoder
+
+from exporter.app import _registry
+from exporter.bsg.client import MessagePass
+from exporter.bsg.records import DELIVERED_STATUSES, FINAL_STATUSES, decode_page
+from exporter.config import DEFAULT_DELIVERY_LATENCY_BUCKETS, DEFAULT_SEND_DELAY_BUCKETS
+from exporter.poller import PollReads
+from exporter.simulator import CampaignProfile, ManualClock, Simulator, TrafficProfile
+from exporter.simulator.render import PageRenderer
+from exporter.stats import ExporterState, TargetStatus
+from exporter.store import StateStore
+from exporter.tracker import TargetTracker
+
+START = 1_780_000_000.0
+HOUR = 3600.0
+DAY = 24 * HOUR
+WINDOW = 72 * HOUR
+LIMIT = 500
+TARGET = "all"
+
+
+def traffic(per_day: float, backfill: float) -> TrafficProfile:
+    """A big account: OTP, marketing and alerts over four channels and five currencies."""
+    rate = per_day / DAY
+    return TrafficProfile(
+        campaigns=(
+            CampaignProfile(
+                campaign_id=101,
+                rate=rate * 0.5,
+                channels={"sms": 0.7, "viber": 0.3},
+                countries={"UA": 0.6, "PL": 0.2, "DE": 0.1, "GB": 0.1},
+                validity_hours=6,
+                text="Your verification code is {code}",
+                reference_ids=True,
+            ),
+            CampaignProfile(
+                campaign_id=102,
+                rate=rate * 0.3,
+                channels={"sms": 0.8, "rcs": 0.2},
+                countries={"UA": 0.3, "PL": 0.2, "DE": 0.2, "GB": 0.1, "US": 0.2},
+                validity_hours=24,
+                source="web",
+                max_parts=2,
+            ),
+            CampaignProfile(
+                campaign_id=103,
+                rate=rate * 0.2,
+                channels={"whatsapp": 0.6, "sms": 0.4},
+                countries={"US": 0.5, "GB": 0.3, "DE": 0.2},
+                validity_hours=6,
+                reference_ids=True,
+            ),
+        ),
+        backfill=backfill,
+    )
+
+
+@dataclass
+class Poll:
+    """The pages one poll reads: new messages, then a range re-check."""
+
+    now: float
+    start: float  # created_at the read of new messages started at
+    new: list[bytes]
+    recheck: list[bytes] = field(default_factory=list)
+    last: bool = True  # the read of new messages got to the end (else it resumes)
+
+    @property
+    def pages(self) -> int:
+        """Pages of this poll."""
+        return len(self.new) + len(self.recheck)
+
+
+@dataclass
+class Phase:
+    """A named run of polls and how many messages its pages hold."""
+
+    name: str
+    polls: list[Poll]
+    messages: int
+
+
+def render_pages(sim: Simulator, start: float, end: float) -> tuple[list[bytes], int]:
+    """The pages of ``GET /api/messages`` for ``[start, end]`` at the clock's now, and rows."""
+    pages: list[bytes] = []
+    rows_total = offset = 0
+    while True:
+        now, total, rows = sim.query(date_from=start, date_to=end, offset=offset, limit=LIMIT)
+        if not rows:
+            return pages, rows_total
+        data = PageRenderer(sim, now, {}).records(rows)
+        meta = {"page": {"total": total, "offset": offset, "limit": LIMIT}}
+        pages.append(msgspec.json.encode({"data": data, "meta": meta}))
+        rows_total += len(rows)
+        offset += LIMIT
+
+
+def record_phases(args: argparse.Namespace) -> list[Phase]:
+    """Render the cold read and the steady polls from the simulator."""
+    backfill = args.cold / (args.per_day / DAY)
+    clock = ManualClock(START)
+    sim = Simulator(traffic(args.per_day, backfill), clock=clock, seed=args.seed)
+    sim.now()
+    pages, rows = render_pages(sim, START - WINDOW, START)
+    cold = [
+        Poll(START, START - WINDOW, pages[i : i + args.poll_pages])
+        for i in range(0, len(pages), args.poll_pages)
+    ]
+    for poll in cold[:-1]:
+        poll.last = False
+    phases = [Phase("cold", cold, rows)]
+    steady: list[Poll] = []
+    steady_rows = 0
+    previous = START
+    for index in range(1, args.steady_polls + 1):
+        now = START + index * args.interval
+        clock.set(now)
+        new, n_new = render_pages(sim, previous, now)
+        again, n_again = render_pages(sim, previous - args.interval, previous)
+        steady.append(Poll(now, previous, new, again))
+        steady_rows += n_new + n_again
+        previous = now
+    phases.append(Phase("steady", steady, steady_rows))
+    return phases
+
+
+# --- ours --------------------------------------------------------------------------------
+
+
+def run_ours(phases: Sequence[Phase], state_dir: Path) -> dict[str, float]:
+    """The exporter's path; seconds per phase."""
+    store = StateStore(str(state_dir / "bsg-exporter.db"))
+    tracker = TargetTracker(
+        store,
+        TARGET,
+        WINDOW,
+        delivery_latency_buckets=DEFAULT_DELIVERY_LATENCY_BUCKETS,
+        send_delay_buckets=DEFAULT_SEND_DELAY_BUCKETS,
+    )
+    state = ExporterState(
+        targets={TARGET: TargetStatus(snapshot=tracker.snapshot(START))},
+        version="bench",
+        test_key=False,
+    )
+    registry = _registry(state, process_metrics=False)  # the registry the exporter builds
+    times: dict[str, float] = {}
+    for phase in phases:
+        started = time.perf_counter()
+        for poll in phase.polls:
+            _our_poll(poll, tracker, state, registry)
+        times[phase.name] = time.perf_counter() - started
+    store.close()
+    return times
+
+
+def _our_poll(
+    poll: Poll, tracker: TargetTracker, state: ExporterState, registry: CollectorRegistry
+) -> None:
+    """One poll as the poller runs it: merge the pages, apply, publish, render once."""
+    fresh = MessagePass()
+    for body in poll.new:
+        fresh.add_page(decode_page(body, UTC))
+    reads = PollReads()
+    reads.add(fresh, ())
+    if poll.recheck:
+        again = MessagePass()
+        for body in poll.recheck:
+            again.add_page(decode_page(body, UTC))
+        reads.add(again, tuple(again.messages))
+    if fresh.last_id is not None:
+        created = fresh.messages[fresh.last_id].created_at
+        reads.cursor = (fresh.last_id, created if created is not None else poll.now)
+    if poll.last:
+        reads.read_to = poll.now
+    else:
+        reads.resume = (poll.start, fresh.rows)
+    tracker.apply(
+        reads.messages.values(),
+        poll.now,
+        checked=reads.checked,
+        cursor=reads.cursor,
+        read_to=reads.read_to,
+        resume=reads.resume,
+        rejected=reads.rejected,
+    )
+    snapshot = tracker.snapshot(poll.now)
+    with state.lock:
+        status = state.targets[TARGET]
+        status.snapshot = snapshot
+        status.up = status.polled_once = True
+        status.last_success = poll.now
+    scrape(registry)
+
+
+def scrape(registry: CollectorRegistry) -> bytes:
+    """Render /metrics in the text format, as ``exporter.web`` does."""
+    encoder, content_type = choose_encoder("")
+    exposition = getattr(registry, "exposition", None)  # the exporter's cached rendering
+    if exposition is not None:
+        body: bytes = exposition(encoder, content_type)
+        return body
+    return encoder(registry)
+
+
+# --- the simple baseline -----------------------------------------------------------------
+
+_FINAL = frozenset(FINAL_STATUSES)
+
+
+def _epoch(text: str | None) -> float | None:
+    """A zone-less API timestamp (UTC here) as epoch seconds."""
+    if not text:
+        return None
+    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+
+
+def run_baseline(phases: Sequence[Phase]) -> dict[str, float]:
+    """json.loads, dict walking, a prometheus_client call per message; seconds per phase."""
+    registry = CollectorRegistry(auto_describe=False)
+    messages = PromCounter(
+        "bsg_messages", "final messages", ["target", "channel", "status"], registry=registry
+    )
+    cost = PromCounter(
+        "bsg_message_cost",
+        "cost",
+        ["target", "channel", "status", "currency"],
+        registry=registry,
+    )
+    latency = PromHistogram(
+        "bsg_delivery_latency_seconds",
+        "latency",
+        ["target", "channel"],
+        buckets=DEFAULT_DELIVERY_LATENCY_BUCKETS,
+        registry=registry,
+    )
+    delay = PromHistogram(
+        "bsg_send_delay_seconds",
+        "send delay",
+        ["target", "channel"],
+        buckets=DEFAULT_SEND_DELAY_BUCKETS,
+        registry=registry,
+    )
+    times: dict[str, float] = {}
+    for phase in phases:
+        started = time.perf_counter()
+        for poll in phase.polls:
+            for body in (*poll.new, *poll.recheck):
+                for record in json.loads(body)["data"]:
+                    status = record["status"]
+                    if status not in _FINAL:
+                        continue
+                    channel = record.get("type") or "sms"
+                    messages.labels(TARGET, channel, status).inc()
+                    amount = record.get("amount")
+                    if amount:
+                        labels = (TARGET, channel, status, amount["currency"])
+                        cost.labels(*labels).inc(float(amount["value"]))
+                    sent = _epoch(record.get("sent_at"))
+                    created = _epoch(record.get("created_at"))
+                    if sent is not None and created is not None:
+                        delay.labels(TARGET, channel).observe(max(0.0, sent - created))
+                    done = _epoch(record.get("delivered_at"))
+                    if status in DELIVERED_STATUSES and sent is not None and done is not None:
+                        latency.labels(TARGET, channel).observe(max(0.0, done - sent))
+            generate_latest(registry)
+        times[phase.name] = time.perf_counter() - started
+    return times
+
+
+# --- the decode-only ceiling ------------------------------------------------------------
+
+
+class _Amount(msgspec.Struct):
+    """``amount``, typed as the exporter reads it."""
+
+    value: str | int | float | None = None
+    currency: str | None = None
+
+
+class _Row(msgspec.Struct):
+    """The fields of a message row the exporter reads (as ``records.WireMessage`` was)."""
+
+    id: int | str | None = None
+    status: str | None = None
+    type: str | None = None
+    campaign_id: int | str | None = None
+    created_at: str | None = None
+    sent_at: str | None = None
+    send_at: str | None = None
+    delivered_at: str | None = None
+    amount: _Amount | None = None
+    validity: int | None = None
+    country: str | None = None
+    sender: str | None = None
+    phone: int | str | None = None
+
+
+class _Page(msgspec.Struct):
+    """A page, typed."""
+
+    data: list[_Row]
+
+
+def run_ceiling(phases: Sequence[Phase]) -> dict[str, float]:
+    """msgspec decoding into typed structs, nothing else; seconds per phase."""
+    decoder = msgspec.json.Decoder(_Page)
+    times: dict[str, float] = {}
+    for phase in phases:
+        started = time.perf_counter()
+        for poll in phase.polls:
+            for body in (*poll.new, *poll.recheck):
+                decoder.decode(body)
+        times[phase.name] = time.perf_counter() - started
+    return times
+
+
+# --- the report --------------------------------------------------------------------------
+
+
+def best(run: Callable[[], dict[str, float]], repeat: int) -> dict[str, float]:
+    """The fastest of ``repeat`` runs, phase by phase (after a full collection)."""
+    results = []
+    for _ in range(repeat):
+        gc.collect()
+        results.append(run())
+    return {name: min(r[name] for r in results) for name in results[0]}
+
+
+def progress(message: str) -> None:
+    """One progress line on stderr."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def arguments() -> argparse.Namespace:
+    """Command-line knobs."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cold", type=int, default=300_000, help="messages of the cold read")
+    parser.add_argument("--per-day", type=float, default=2_000_000, help="messages a day")
+    parser.add_argument("--steady-polls", type=int, default=60, help="polls after the cold read")
+    parser.add_argument("--interval", type=float, default=60.0, help="poll interval, seconds")
+    parser.add_argument(
+        "--poll-pages", type=int, default=299, help="pages per cold poll (the request budget)"
+    )
+    parser.add_argument("--repeat", type=int, default=3, help="runs per path; the best counts")
+    parser.add_argument("--seed", type=int, default=1)
+    return parser.parse_args()
+
+
+def main() -> None:
+    """Record the pages, run the three paths, print the comparison."""
+    args = arguments()
+    wall = time.monotonic()
+    phases = record_phases(args)
+    pages = sum(poll.pages for phase in phases for poll in phase.polls)
+    total = sum(phase.messages for phase in phases)
+    size = sum(len(b) for ph in phases for p in ph.polls for b in (*p.new, *p.recheck))
+    progress(f"recorded {pages:,} pages, {total:,} rows ({time.monotonic() - wall:.0f}s)")
+    ceiling = best(lambda: run_ceiling(phases), args.repeat)
+    progress(f"ceiling done ({time.monotonic() - wall:.0f}s)")
+    baseline = best(lambda: run_baseline(phases), args.repeat)
+    progress(f"baseline done ({time.monotonic() - wall:.0f}s)")
+
+    def ours_once() -> dict[str, float]:
+        with tempfile.TemporaryDirectory() as tmp:
+            return run_ours(phases, Path(tmp))
+
+    ours = best(ours_once, args.repeat)
+    progress(f"ours done ({time.monotonic() - wall:.0f}s)")
+    print(
+        f"ingest benchmark: {total:,} rows in {pages:,} pages of up to {LIMIT} "
+        f"({size / pages / 1024:.0f} KiB a page on average), simulator seed {args.seed}, "
+        f"{args.per_day:,.0f} messages/day"
+    )
+    cold, steady = phases
+    print(
+        f"  cold: the first poll of a {WINDOW / HOUR:g}h window, {cold.messages:,} messages, "
+        f"in {len(cold.polls)} poll(s) of up to {args.poll_pages} pages"
+    )
+    print(
+        f"  steady: {len(steady.polls)} polls {args.interval:g}s apart, each reading the new "
+        f"messages and re-reading the previous minute's: {steady.messages:,} rows"
+    )
+    print(
+        f"machine: {os.cpu_count()} CPUs, {cpu_model()}, Python {sys.version.split()[0]}; "
+        f"one thread, best of {args.repeat} runs per path, time.perf_counter"
+    )
+    rates: dict[str, float] = {}
+    for name, times in (("ours", ours), ("baseline", baseline), ("ceiling", ceiling)):
+        parts = ", ".join(
+            f"{ph.name} {ph.messages / times[ph.name]:,.0f}/s ({times[ph.name]:.2f}s)"
+            for ph in phases
+        )
+        rates[name] = total / sum(times.values())
+        print(f"{name:>9}: {rates[name]:>10,.0f} messages/s  [{parts}]")
+    print(
+        f"ingest ratio (ours/baseline): {rates['ours'] / rates['baseline']:.2f}, "
+        f"(ours/ceiling): {rates['ours'] / rates['ceiling']:.2f}"
+    )
+
+
+def cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+if __name__ == "__main__":
+    main()
