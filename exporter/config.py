@@ -1142,6 +1142,13 @@ def parse_config(
 
 def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
     """Load a configuration file; a relative key_file is read from the file's directory."""
+    source, text = _read_file(path)
+    base_dir = os.path.dirname(os.path.abspath(source))
+    return parse_config(text, source=source, environ=environ, base_dir=base_dir)
+
+
+def _read_file(path: str | os.PathLike[str]) -> tuple[str, str]:
+    """A config file's name and text; an unreadable or non-UTF-8 file is a ConfigError."""
     source = os.fspath(path)
     try:
         text = Path(source).read_bytes().decode("utf-8-sig")
@@ -1150,8 +1157,7 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
     except UnicodeDecodeError as exc:
         message = f"{source}: not valid UTF-8 (byte {exc.start} of the file)"
         raise ConfigError(source, [message]) from None
-    base_dir = os.path.dirname(os.path.abspath(source))
-    return parse_config(text, source=source, environ=environ, base_dir=base_dir)
+    return source, text
 
 
 def demo_config(api_url: str, api_key: str) -> Config:

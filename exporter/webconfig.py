@@ -47,6 +47,7 @@ from exporter.config import (
     _LeafError,
     _quote,
     _raw,
+    _read_file,
     _Reader,
     _Scalar,
     _show,
@@ -669,12 +670,5 @@ def parse_web_config(
 
 def load_web_config(path: str | os.PathLike[str]) -> WebConfig:
     """Load a web configuration file; relative certificate paths are read from its directory."""
-    source = os.fspath(path)
-    try:
-        text = Path(source).read_bytes().decode("utf-8-sig")
-    except OSError as exc:
-        raise ConfigError(source, [f"{source}: cannot read file: {exc.strerror or exc}"]) from None
-    except UnicodeDecodeError as exc:
-        message = f"{source}: not valid UTF-8 (byte {exc.start} of the file)"
-        raise ConfigError(source, [message]) from None
+    source, text = _read_file(path)
     return parse_web_config(text, source=source, base_dir=os.path.dirname(os.path.abspath(source)))
