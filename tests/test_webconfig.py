@@ -32,6 +32,7 @@ from exporter.store import MEMORY, StateStore
 from exporter.tracker import TargetTracker
 from exporter.web import WebServer
 from exporter.webconfig import BasicAuth, WebConfig, load_web_config, parse_web_config
+from tests import test_cli as cli
 from tests.harness import free_port
 
 PASSWORD = "s3cret"
@@ -634,16 +635,8 @@ def test_load_reads_certificates_relative_to_the_file(pki: Pki, tmp_path: Path) 
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """``python -m exporter`` to completion, with the demo key in the environment."""
-    env = {**os.environ, "BSG_API_KEY": "test_key_for_config_check"}
-    return subprocess.run(
-        [sys.executable, "-m", "exporter", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=env,
-        check=False,
-    )
+    """``python -m exporter`` to completion, with a key in the environment."""
+    return cli.run_cli(*args, env={**os.environ, "BSG_API_KEY": "test_key_for_config_check"})
 
 
 def test_config_check_validates_the_web_config(pki: Pki, tmp_path: Path) -> None:
