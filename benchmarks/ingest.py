@@ -215,7 +215,7 @@ def _our_poll(
     else:
         reads.resume = (poll.start, fresh.rows)
     tracker.apply(
-        reads.messages.values(),
+        reads.messages,
         poll.now,
         checked=reads.checked,
         cursor=reads.cursor,

@@ -164,7 +164,7 @@ class Poller:
         )
         backlog = len(due) - len(reads.checked & {msg_id for msg_id, _ in due})
         result = tracker.apply(
-            reads.messages.values(),
+            reads.messages,
             now,
             checked=reads.checked,
             cursor=reads.cursor,

@@ -14,6 +14,7 @@ Must not import: prometheus_client, httpx, or the client, poller, collector and 
 from __future__ import annotations
 
 import json
+import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +26,8 @@ import structlog
 
 from exporter.bsg.records import DELIVERED_STATUSES, FINAL_STATUSES, Message, is_final
 from exporter.stats import Histogram, add_to
-from exporter.store import Row, RowValues, StateStore
+from exporter.store import StateStore
+from exporter.table import Final, MessageTable, Row
 
 SEP = "\x1f"
 """Joins a message's channel and extra label values into one series key (ASCII unit separator:
@@ -40,6 +42,8 @@ READ_OVERLAP = 10.0
 API a little late, with an older created_at, is still found (known rows cost nothing more)."""
 RESUME_OVERLAP = 50
 """Rows re-read when an unfinished read resumes, in case a row moved (known rows are free)."""
+COMPACT_MIN_CHANGES = 100_000
+"""Changes saved before a snapshot replaces a target's chunks, however small its table."""
 DEFAULT_VALIDITY_HOURS = 72
 DEFAULT_RECHECK: tuple[tuple[float, float], ...] = (
     (600.0, 60.0),
@@ -137,8 +141,6 @@ class _Batch:
     finalized: int = 0
     changes: int = 0
     ignored: int = 0
-    puts: list[Row] = field(default_factory=list)
-    inserts: list[RowValues] = field(default_factory=list)  # rows of messages seen first
 
 
 class TargetTracker:
@@ -181,7 +183,7 @@ class TargetTracker:
         self._p = _Progress()
         self._window: dict[tuple[str, str], int] = {}
         self._window_start: float | None = None
-        self._tracked = self._pending = 0
+        self._table = MessageTable()
         self._backlog = 0
         self._due_tiers: set[int] = set()  # what the last call of due() found, for apply()
         self._due_ids: set[int] = set()
@@ -221,16 +223,17 @@ class TargetTracker:
         would be due in slivers, every poll, each sliver costing a read over the whole stretch).
         Messages the budget left over from an earlier poll come first.
         """
-        due = self._store.due(self.name, now)  # the backlog, and last reads before abandoning
+        table = self._table
+        due = table.due(now)  # the backlog, and last reads before abandoning
         # Messages whose validity just ended, not read since: the outcome is due now.
-        due += self._store.validity_ended(self.name, now + self._grace)
+        due += table.validity_ended(now + self._grace)
         self._due_tiers = self._tiers_due(now)
         lower = 0.0
         for index, (max_age, _every) in enumerate(self._recheck):
             if index in self._due_tiers:
                 last = index == len(self._recheck) - 1
                 after = float("-inf") if last else now - max_age
-                due += self._store.pending_created_between(self.name, after, now - lower)
+                due += table.pending_created_between(after, now - lower)
             lower = max_age
         unique: dict[int, float] = {}
         for msg_id, created in due:
@@ -261,7 +264,7 @@ class TargetTracker:
 
     def apply(
         self,
-        messages: Iterable[Message],
+        messages: Mapping[int, Message] | Iterable[Message],
         now: float,
         *,
         checked: Iterable[int] = (),
@@ -271,7 +274,13 @@ class TargetTracker:
         rejected: Mapping[str, int] | None = None,
         backlog: int = 0,
     ) -> ApplyResult:
-        """Fold one poll's reads into the state and save it, all in one transaction."""
+        """Fold one poll's reads into the state and save it, all in one transaction.
+
+        ``messages`` by id (as the client's passes hold them), or any iterable of them in which
+        the last version of an id counts.
+        """
+        if not isinstance(messages, Mapping):
+            messages = {message.id: message for message in messages}
         batch = _Batch()
         checked = set(checked)
         try:
@@ -303,7 +312,7 @@ class TargetTracker:
     def snapshot(self, now: float) -> TargetSnapshot:
         """Copy the counters and gauges as of ``now``."""
         self._slide_window(now)
-        oldest = self._store.oldest_pending(self.name)
+        oldest = self._table.oldest_pending()
         c = self._c
         return TargetSnapshot(
             name=self.name,
@@ -322,13 +331,13 @@ class TargetTracker:
             errors=dict(c.errors),
             rejected=dict(c.rejected),
             oldest_pending_age=max(0.0, now - oldest) if oldest is not None else 0.0,
-            tracked=self._tracked,
-            pending=self._pending,
+            tracked=len(self._table.entries),
+            pending=self._table.pending,
             backlog=self._backlog,
         )
 
     def _apply(
-        self, messages: Iterable[Message], now: float, checked: Iterable[int], batch: _Batch
+        self, messages: Mapping[int, Message], now: float, checked: Iterable[int], batch: _Batch
     ) -> int:
         """Update rows and counters for what was read; returns the number abandoned."""
         if self._p.cold and self._p.horizon == float("-inf"):
@@ -337,81 +346,87 @@ class TargetTracker:
             self._p.horizon = now - self.window
             self._p.baseline_started = now
         self._slide_window(now)
-        read = {m.id: m for m in messages}
-        checked_ids = [i for i in checked if i not in read]
-        rows = self._store.rows(self.name, [*read, *checked_ids])
-        for message in read.values():
-            row = rows.get(message.id)
-            if row is None:
-                self._first_sight(message, now, batch)
-            elif row.state == State.PENDING:
-                self._update_pending(row, message, now, batch)
+        table = self._table
+        entries = table.entries
+        fresh: list[Message] = []
+        for message in messages.values():
+            entry = entries.get(message.id)
+            if entry is None:
+                fresh.append(message)
+            elif isinstance(entry, Row):
+                self._update_pending(entry, message, now, batch)
             else:
-                self._update_final(row, message, batch)
-        for msg_id in checked_ids:  # asked for, not returned: look again on schedule
-            row = rows.get(msg_id)
-            if row is not None and row.state == State.PENDING:
-                row.next_check = self._next_check(row, now)
-                batch.puts.append(row)
-        self._store.put(self.name, batch.puts)
-        self._store.put_values(batch.inserts)
+                self._update_final(entry, message, batch)
+        for msg_id in checked:  # asked for: look again on schedule (returned or not)
+            row = entries.get(msg_id)
+            if isinstance(row, Row):
+                next_check = self._next_check(row, now)
+                if next_check != row.next_check:
+                    row.next_check = next_check
+                    table.update(row)
+        if fresh:
+            self._first_sights(fresh, now, batch)
         return self._abandon(now)
 
-    def _first_sight(self, message: Message, now: float, batch: _Batch) -> None:
-        """Start tracking a message never seen before.
+    def _first_sights(self, fresh: list[Message], now: float, batch: _Batch) -> None:
+        """Start tracking messages never seen before.
 
-        Written out rather than through Row and the helpers: a cold read passes here for every
-        message of the window, and the calls were most of the tracker's time there
-        (benchmarks/ingest.py). The row goes to the store as a plain tuple.
+        Written out in one loop over locals rather than through helpers: a cold read passes
+        here for every message of the window, and the calls and attribute lookups were most of
+        the tracker's time (benchmarks/ingest.py). Final messages go to the table in one batch.
         """
-        created_at = message.created_at if message.created_at is not None else now
-        p, c = self._p, self._c
-        if created_at < p.horizon:
-            batch.ignored += 1  # already pruned, or older than the baseline
-            return
-        batch.new += 1
-        status = message.status
-        final = status in _FINAL
-        series = message.channel if not self.labels else self._series_of(message)
-        baseline = self._in_baseline(created_at, now)
-        if not baseline:
-            add_to(c.submitted, series)
-        if series not in c.series:
-            self._add_series(series)
-        minute = int(created_at // 60)
-        p.density[minute] = p.density.get(minute, 0) + 1
+        p, c, table = self._p, self._c, self._table
+        horizon, started, labels, window = p.horizon, p.baseline_started, self.labels, self._window
+        window_start = self._window_start if self._window_start is not None else math.inf
+        # The baseline: while cold, messages created up to the start of the first read (all of
+        # them during the first poll itself). When the request budget spreads that read over
+        # several polls, a message created after it began is new like any other, and so is
+        # one that turned final since (see _final_since).
+        cold, whole = p.cold, started is None or now <= started
+        counts_existing = self._count_existing
+        density, submitted, known_series = p.density, c.submitted, c.series
+        finals = table.finals
+        ids: list[int] = []
+        created: list[float] = []
+        entries: list[Final] = []
+        ignored = 0
+        for message in fresh:
+            created_at = message.created_at
+            if created_at is None:
+                created_at = now
+            if created_at < horizon:
+                ignored += 1  # already pruned, or older than the baseline
+                continue
+            status = message.status
+            series = message.channel if not labels else self._series_of(message)
+            baseline = cold and (whole or created_at <= started)  # type: ignore[operator]
+            if not baseline:
+                submitted[series] = submitted.get(series, 0) + 1
+            if series not in known_series:
+                self._add_series(series)
+            minute = int(created_at // 60)
+            density[minute] = density.get(minute, 0) + 1
+            if created_at >= window_start:
+                window[series, status] = window.get((series, status), 0) + 1
+            if status not in _FINAL:
+                # No re-check time of its own: its tier decides (see due()).
+                deadline = created_at + self._lifetime(message)
+                table.add_pending(Row(message.id, created_at, series, status, None, deadline))
+                continue
+            if baseline and not counts_existing and not self._final_since(message, now):
+                state = _BASELINE
+            else:
+                state = _COUNTED
+                self._tally(series, message, now)
+                batch.finalized += 1
+            entry = finals.get((series, status, state))
+            ids.append(message.id)
+            created.append(created_at)
+            entries.append(entry or table.final(series, status, state))
+        table.add_finals(ids, created, entries)
+        batch.new += len(fresh) - ignored
+        batch.ignored += ignored
         self._density_index = None
-        next_check = deadline = None
-        if final and baseline and not self._count_existing and not self._final_since(message, now):
-            state = _BASELINE
-        elif final:
-            state = _COUNTED
-            self._tally(series, message, now)
-            batch.finalized += 1
-        else:
-            state = _PENDING
-            next_check = None  # its tier decides (see due())
-            deadline = created_at + self._lifetime(message)
-            self._pending += 1
-        self._tracked += 1
-        if self._window_start is not None and created_at >= self._window_start:
-            key = (series, status)
-            self._window[key] = self._window.get(key, 0) + 1
-        batch.inserts.append(
-            (self.name, message.id, created_at, series, status, state, next_check, deadline)
-        )
-
-    def _in_baseline(self, created_at: float, now: float) -> bool:
-        """Whether a message seen for the first time belongs to the cold start's baseline.
-
-        When the request budget spreads the first read over several polls, a message created
-        after that read began is new like any other.
-        """
-        p = self._p
-        if not p.cold:
-            return False
-        started = p.baseline_started
-        return started is None or now <= started or created_at <= started
 
     def _final_since(self, message: Message, now: float) -> bool:
         """Whether a baseline message turned final after the first read began (it was pending
@@ -424,34 +439,35 @@ class TargetTracker:
 
     def _update_pending(self, row: Row, message: Message, now: float, batch: _Batch) -> None:
         """Follow a pending message; count it when it turns final."""
-        self._window_add(row, -1)
-        row.status = message.status
-        if is_final(message.status):
-            self._count(row, message, now)
-            self._pending -= 1
+        status = message.status
+        if is_final(status):
+            self._window_add(row, -1)
+            row.status = status
+            self._tally(row.series, message, now)
+            self._table.finalize(row, self._table.final(row.series, status, _COUNTED))
             batch.finalized += 1
-        else:
-            row.next_check = self._next_check(row, now)
-        self._window_add(row, 1)
-        batch.puts.append(row)
-
-    def _update_final(self, row: Row, message: Message, batch: _Batch) -> None:
-        """Note a final status that changed after counting."""
-        if message.status == row.status or not is_final(message.status):
-            return  # a final status never goes back to pending: keep the final one
-        if row.state == State.COUNTED:
-            add_to(self._c.changes, (row.status, message.status))
-            batch.changes += 1
+            self._window_add(row, 1)
+            return
+        next_check = self._next_check(row, now)
+        if status == row.status and next_check == row.next_check:
+            return  # nothing new: nothing to save
         self._window_add(row, -1)
-        row.status = message.status
+        row.status, row.next_check = status, next_check
+        self._table.update(row)
         self._window_add(row, 1)
-        batch.puts.append(row)
 
-    def _count(self, row: Row, message: Message, now: float) -> None:
-        """Count a message that just reached a final status, with its cost and latencies."""
-        row.state = _COUNTED
-        row.next_check = row.deadline = None
-        self._tally(row.series, message, now)
+    def _update_final(self, entry: Final, message: Message, batch: _Batch) -> None:
+        """Note a final status that changed after counting."""
+        if message.status == entry.status or not is_final(message.status):
+            return  # a final status never goes back to pending: keep the final one
+        if entry.state == _COUNTED:
+            add_to(self._c.changes, (entry.status, message.status))
+            batch.changes += 1
+        if message.created_at is not None:
+            self._window_move(message.created_at, entry.series, entry.status, message.status)
+        self._table.change_final(
+            message.id, self._table.final(entry.series, message.status, entry.state)
+        )
 
     def _tally(self, series: str, message: Message, now: float) -> None:
         """Add a message that just reached a final status to the counters of ``series``."""
@@ -475,13 +491,11 @@ class TargetTracker:
 
     def _abandon(self, now: float) -> int:
         """Stop following pending messages past validity plus grace; count them by last status."""
-        expired = self._store.expired(self.name, now)
+        expired = self._table.expired(now)
         for row in expired:
             add_to(self._c.abandoned, (row.series, row.status))
             self._window_add(row, -1)
-        self._store.delete(self.name, (row.id for row in expired))
-        self._pending -= len(expired)
-        self._tracked -= len(expired)
+        self._table.abandon(expired)
         return len(expired)
 
     def _advance(
@@ -506,8 +520,8 @@ class TargetTracker:
         horizon = now - self.window - PRUNE_MARGIN
         if horizon > p.horizon:
             p.horizon = horizon
-            self._tracked -= self._store.prune(self.name, horizon)
-        oldest = self._store.oldest_pending(self.name)
+            self._table.prune(horizon)
+        oldest = self._table.oldest_pending()
         keep_from = int(min(p.horizon, oldest if oldest is not None else p.horizon) // 60)
         p.density = {m: n for m, n in p.density.items() if m >= keep_from}
         self._density_index = None
@@ -533,7 +547,7 @@ class TargetTracker:
             runs[:] = [now] * len(self._recheck)
         for index in self._due_tiers:
             runs[index] = now
-        self._store.mark_backlog(self.name, self._due_ids - checked, now)
+        self._table.mark_backlog(self._due_ids - checked, now)
         self._due_tiers, self._due_ids = set(), set()
 
     def _lifetime(self, message: Message) -> float:
@@ -545,11 +559,9 @@ class TargetTracker:
         """Keep the window counts for ``[now - window, ...)`` as the window moves."""
         start = now - self.window
         if self._window_start is None:
-            self._window = self._store.status_counts(self.name, start)
+            self._window = self._table.status_counts(start)
         elif start > self._window_start:
-            for key, count in self._store.status_counts(
-                self.name, self._window_start, start
-            ).items():
+            for key, count in self._table.status_counts(self._window_start, start).items():
                 self._window[key] = self._window.get(key, 0) - count
         else:
             return
@@ -559,6 +571,12 @@ class TargetTracker:
         """Add or remove a row from the window counts when it lies in the window."""
         if self._window_start is not None and row.created_at >= self._window_start:
             add_to(self._window, (row.series, row.status), amount)
+
+    def _window_move(self, created_at: float, series: str, old: str, new: str) -> None:
+        """Move a message of the window from one status to another."""
+        if self._window_start is not None and created_at >= self._window_start:
+            add_to(self._window, (series, old), -1)
+            add_to(self._window, (series, new), 1)
 
     def _series_of(self, message: Message) -> str:
         """The series key of a new message: its channel and the target's extra label values."""
@@ -591,6 +609,7 @@ class TargetTracker:
     def _load(self) -> None:
         """Read the saved state, or start cold; a target whose identity changed starts over."""
         self._c, self._p = _Counters(), _Progress()
+        self._table = MessageTable()
         self._window_start = None
         self._density_index = None
         stored = self._store.load_target(self.name)
@@ -604,10 +623,24 @@ class TargetTracker:
             self._add_series(SEP.join(["sms", *("unknown" for _ in self.labels)]))
         for series in list(self._c.series):
             self._add_series(series)
-        self._tracked, self._pending = self._store.counts(self.name)
+        for chunk in self._store.chunks(self.name):
+            self._table.replay(chunk)
+        if self._p.horizon != float("-inf"):
+            self._table.prune(self._p.horizon)
 
     def _save(self) -> None:
-        """Write the counters and progress (inside the poll's transaction)."""
+        """Write the counters, progress and table changes (inside the poll's transaction).
+
+        The table's chunks are replaced by one snapshot once they hold twice as many changes
+        as the table has messages: a load replays at most that, and a message is rewritten
+        about once per two changes saved.
+        """
+        table = self._table
+        changes = table.take_changes()
+        if table.written > 2 * len(table.entries) + COMPACT_MIN_CHANGES:
+            self._store.replace_chunks(self.name, table.snapshot())
+        elif changes is not None:
+            self._store.append_chunk(self.name, changes)
         self._store.save_target(self.name, self._identity, _dump(self._c, self._p))
 
 

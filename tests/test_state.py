@@ -209,4 +209,4 @@ def test_sqlite_file_is_a_plain_database(tmp_path: Path) -> None:
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"meta", "targets", "messages"} <= tables
+    assert {"meta", "targets", "chunks"} <= tables
