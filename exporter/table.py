@@ -276,6 +276,14 @@ class MessageTable:
         """Pending messages past their deadline."""
         return [r for r in self._due_by(now) if r.deadline is not None and r.deadline <= now]
 
+    def created_at(self, msg_id: int) -> float | None:
+        """When a tracked message was created, as filed (a search: for the rare answer that
+        leaves it out)."""
+        for ids, created in self._minutes.values():
+            if msg_id in ids:
+                return created[ids.index(msg_id)]
+        return None
+
     def oldest_pending(self) -> float | None:
         """``created_at`` of the oldest pending message."""
         if not self._pending_minutes:

@@ -463,8 +463,11 @@ class TargetTracker:
         if entry.state == _COUNTED:
             add_to(self._c.changes, (entry.status, message.status))
             batch.changes += 1
-        if message.created_at is not None:
-            self._window_move(message.created_at, entry.series, entry.status, message.status)
+        created_at = message.created_at
+        if created_at is None:
+            created_at = self._table.created_at(message.id)
+        if created_at is not None:
+            self._window_move(created_at, entry.series, entry.status, message.status)
         self._table.change_final(
             message.id, self._table.final(entry.series, message.status, entry.state)
         )
