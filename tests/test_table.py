@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import random
-from dataclasses import replace
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
