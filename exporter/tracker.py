@@ -381,8 +381,11 @@ class TargetTracker:
         # The baseline: while cold, messages created up to the start of the first read (all of
         # them during the first poll itself). When the request budget spreads that read over
         # several polls, a message created after it began is new like any other, and so is
-        # one that turned final since (see _final_since).
+        # one whose delivery report came after it began: it was pending at the baseline
+        # moment. Never in the first poll itself, where a clock ahead of ours must not turn
+        # baseline into counts.
         cold, whole = p.cold, started is None or now <= started
+        final_after = math.inf if whole or started is None else started
         counts_existing = self._count_existing
         density, submitted, known_series = p.density, c.submitted, c.series
         finals = table.finals
@@ -413,7 +416,8 @@ class TargetTracker:
                 deadline = created_at + self._lifetime(message)
                 table.add_pending(Row(message.id, created_at, series, status, None, deadline))
                 continue
-            if baseline and not counts_existing and not self._final_since(message, now):
+            reported = message.delivered_at
+            if baseline and not counts_existing and (reported is None or reported <= final_after):
                 state = _BASELINE
             else:
                 state = _COUNTED
@@ -427,15 +431,6 @@ class TargetTracker:
         batch.new += len(fresh) - ignored
         batch.ignored += ignored
         self._density_index = None
-
-    def _final_since(self, message: Message, now: float) -> bool:
-        """Whether a baseline message turned final after the first read began (it was pending
-        at the baseline moment, so it counts); its delivery report's time says when. Never in
-        the first poll itself, where a clock ahead of ours must not turn baseline into counts."""
-        started, reported = self._p.baseline_started, message.delivered_at
-        if started is None or now <= started or reported is None:
-            return False
-        return reported > started
 
     def _update_pending(self, row: Row, message: Message, now: float, batch: _Batch) -> None:
         """Follow a pending message; count it when it turns final."""

@@ -210,3 +210,44 @@ def test_country_is_derived_from_the_number_when_absent(phone: Any, country: str
 def test_the_api_country_wins_and_sender_is_kept() -> None:
     [message] = decode_page(page({**SAMPLE, "country": "pl", "sender": "Shop"}), UTC).messages
     assert message.country == "PL" and message.sender == "Shop"
+
+
+VARIANTS: list[dict[str, Any]] = [
+    {},
+    {"sent_at": None, "send_at": "2025-03-20 05:11:17"},  # the documented name, column-wise
+    {"sent_at": None, "delivered_at": None, "status": "scheduled"},
+    {"validity": None, "campaign_id": None, "type": None, "sender": None},
+    {"amount": {"value": "0.0420000", "currency": "pln"}, "country": " pl "},
+    {"created_at": "2025-03-20T05:11:15+02:00"},
+    {"id": "4419393999"},  # a numeric string: the rows' way
+    {"status": "Delivered"},  # not exactly documented: the rows' way
+    {"country": None, "phone": "+48 601 234 567"},  # derived from the number: the rows' way
+    {"amount": None},
+    {"amount": {"value": 1, "currency": "EUR"}},  # not a string: never cached
+    {"validity": 0},
+    {"campaign_id": "58982653"},
+]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_pages_convert_column_by_column_as_row_by_row(variant: dict[str, Any]) -> None:
+    from exporter.bsg import records
+
+    rows = [dict(SAMPLE, id=SAMPLE["id"] + i) for i in range(5)]
+    rows[2] = {**rows[2], **variant}  # one odd row among ordinary ones
+    body = page(*rows)
+    by_columns = decode_page(body, UTC)
+    by_rows = records.Page(messages=[], rows=5, total=5)
+    records._convert_rows(records._PAGE_DECODER.decode(body).data, UTC, by_rows)
+    assert by_columns.messages == by_rows.messages
+    assert by_columns.rejected == by_rows.rejected
+    assert [m.id for m in by_columns.messages][:2] == [SAMPLE["id"], SAMPLE["id"] + 1]
+
+
+@pytest.mark.parametrize(("index", "variant"), list(enumerate(VARIANTS)))
+def test_only_odd_pages_leave_the_column_path(index: int, variant: dict[str, Any]) -> None:
+    from exporter.bsg import records
+
+    wires = records._PAGE_DECODER.decode(page(dict(SAMPLE), {**SAMPLE, **variant})).data
+    by_columns = records._convert_columns(wires, TimestampParser(UTC))
+    assert (by_columns is not None) == (index < 6)

@@ -154,12 +154,12 @@ class MessagePass:
         """Merge one page; a row seen again keeps its newest version."""
         self.pages += 1
         self.rows += page.rows
-        for message in page.messages:
-            if message.id in self.messages:
-                self.duplicates += 1
-            self.messages[message.id] = message
-            if self.last_id is None or message.id > self.last_id:
-                self.last_id = message.id
+        ids = [message.id for message in page.messages]
+        known = len(self.messages)
+        self.messages.update(zip(ids, page.messages, strict=True))
+        self.duplicates += len(ids) - (len(self.messages) - known)
+        if ids and (self.last_id is None or max(ids) > self.last_id):
+            self.last_id = max(ids)
         for reason, count in page.rejected.items():
             self.rejected[reason] = self.rejected.get(reason, 0) + count
 
