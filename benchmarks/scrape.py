@@ -145,8 +145,9 @@ def serve(args: argparse.Namespace) -> None:  # noqa: PLR0915 - set-up, poller a
     from exporter.stats import ExporterState, TargetStatus  # noqa: PLC0415
     from exporter.store import StateStore  # noqa: PLC0415
     from exporter.tracker import TargetTracker  # noqa: PLC0415
-    from exporter.web import WebServer  # noqa: PLC0415
+    from exporter.web import WebServer, serve_promptly  # noqa: PLC0415
 
+    serve_promptly()  # as the exporter's main does
     tmp = tempfile.TemporaryDirectory()
     store = StateStore(str(Path(tmp.name) / "bsg-exporter.db"))
     names = [f"target-{i}" for i in range(args.targets)]

@@ -22,7 +22,7 @@ from exporter.app import App, build_app
 from exporter.config import ApiConfig, Config, ConfigError, load_config
 from exporter.logs import FORMATS, LEVELS, configure_logging
 from exporter.store import MEMORY, StateError, set_aside
-from exporter.web import WebServer
+from exporter.web import WebServer, serve_promptly
 from exporter.webconfig import load_web_config
 
 if TYPE_CHECKING:
@@ -113,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the exporter; returns the process exit status."""
     args = parse_args(argv)
     configure_logging(args.log_level, args.log_format)
+    serve_promptly()
     simulator = None
     demo_api = None
     web_error = _load_web_config(args)  # reported with the main config's: every problem at once

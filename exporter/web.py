@@ -36,6 +36,19 @@ log = structlog.get_logger("exporter.web")
 HANDSHAKE_TIMEOUT = 10.0
 """Seconds a client gets to complete the TLS handshake before its connection is dropped."""
 HEALTH_PATH = "/-/healthy"
+SWITCH_INTERVAL = 0.001
+"""Seconds a thread holds the GIL while another waits for it (Python's default is 0.005)."""
+
+
+def serve_promptly() -> None:
+    """Let the GIL change hands every :data:`SWITCH_INTERVAL` in this process.
+
+    A scrape's thread gives the GIL up at each socket call and at compression; while a poll
+    ran Python in the poller thread, it waited up to a whole interval to get it back each
+    time: 28-44 ms at p99 with the default interval (benchmarks/scrape.py). A poll loses a
+    few per cent to the extra hand-overs, far from the network's share of its time.
+    """
+    sys.setswitchinterval(SWITCH_INTERVAL)
 
 
 def parse_listen_address(address: str) -> tuple[str, int]:
