@@ -15,7 +15,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from decimal import Decimal, InvalidOperation
-from operator import attrgetter, itemgetter
 from typing import Any
 
 import msgspec
@@ -194,11 +193,7 @@ def decode_page(body: bytes, tz: tzinfo) -> Page:
         # UnicodeDecodeError, which must be a bad answer (retried), not a crash of the poll.
         raise DecodeError(f"malformed JSON: {exc}") from None
     page = Page(messages=[], rows=len(wire.data), total=_page_total(wire.meta))
-    messages = _convert_columns(wire.data, TimestampParser(tz)) if wire.data else None
-    if messages is None:
-        _convert_rows(wire.data, tz, page)
-    else:
-        page.messages = messages
+    _convert_rows(wire.data, tz, page)
     return page
 
 
@@ -328,91 +323,6 @@ def _convert_rows(wires: Iterable[WireMessage], tz: tzinfo, page: Page) -> None:
         )
 
 
-def _convert_columns(wires: list[WireMessage], parse: TimestampParser) -> list[Message] | None:
-    """The messages of a page of ordinary rows, a column at a time; None if a row is not one.
-
-    Ordinary as in :func:`_convert_rows`' fast path, and every row with its price and country.
-    Each column is read, checked and mapped by builtins (``map``, set operations) that loop in
-    C: row by row, the Python loop was a third of the exporter's ingest time, more than
-    decoding the JSON (benchmarks/ingest.py). Any other page goes row by row.
-    """
-    ids = list(map(_ID, wires))
-    if set(map(type, ids)) != {int} or min(ids) <= 0 or max(ids) > MAX_ID:
-        return None
-    statuses = list(map(_STATUS, wires))
-    types = list(map(_TYPE, wires))
-    if not _KNOWN_STATUSES.issuperset(statuses) or not _CHANNEL_OF.keys() >= set(types):
-        return None
-    campaigns = list(map(_CAMPAIGN, wires))
-    validities = list(map(_VALIDITY, wires))
-    if not _INT_OR_NONE.issuperset(map(type, campaigns)) or not _plausible(validities):
-        return None
-    prices = _prices(wires)
-    countries = _countries(list(map(_COUNTRY, wires)))
-    if prices is None or countries is None:
-        return None
-    sent = list(map(_SENT, wires))
-    if None in sent:  # the documentation page's name for it, or not sent yet
-        sent = [w.sent_at if w.sent_at is not None else w.send_at for w in wires]
-    return list(
-        map(
-            Message,
-            ids,
-            statuses,
-            map(_CHANNEL_OF.__getitem__, types),
-            campaigns,
-            parse.all(list(map(_CREATED, wires))),
-            parse.all(sent),
-            parse.all(list(map(_DELIVERED, wires))),
-            map(_FIRST, prices),
-            map(_SECOND, prices),
-            validities,
-            countries,
-            map(_SENDER, wires),
-        )
-    )
-
-
-def _plausible(validities: list[int | None]) -> bool:
-    """Whether every validity is absent or plausible (see :func:`_validity`)."""
-    given = [v for v in validities if v is not None]
-    return not given or (min(given) > 0 and max(given) <= _MAX_VALIDITY_HOURS)
-
-
-def _prices(wires: list[WireMessage]) -> list[tuple[int | None, str | None]] | None:
-    """Every row's price from the cache (filled first), or None if one is not cacheable."""
-    try:
-        keys = [(a.value, a.currency) for a in map(_AMOUNT, wires)]
-    except AttributeError:  # a row without amount
-        return None
-    for key in set(keys).difference(_PRICES):
-        if type(key[0]) is not str or len(_PRICES) >= _CACHE_SIZE:
-            return None  # True == 1 as a dict key, but a bool is no price
-        _PRICES[key] = _price(WireAmount(*key))
-    return list(map(_PRICES.__getitem__, keys))
-
-
-def _countries(given: list[Any]) -> list[str] | None:
-    """Every row's normalised country from the cache (filled first); None if one is missing."""
-    if None in given or "" in given:
-        return None  # derived from the phone number, row by row
-    for country in set(given).difference(_COUNTRIES):
-        if len(_COUNTRIES) >= _CACHE_SIZE:
-            return None
-        _COUNTRIES[country] = country.strip().upper()
-    return list(map(_COUNTRIES.__getitem__, given))
-
-
-_ID, _STATUS, _TYPE = attrgetter("id"), attrgetter("status"), attrgetter("type")
-_CAMPAIGN, _VALIDITY = attrgetter("campaign_id"), attrgetter("validity")
-_CREATED, _SENT, _DELIVERED = (
-    attrgetter("created_at"),
-    attrgetter("sent_at"),
-    attrgetter("delivered_at"),
-)
-_AMOUNT, _COUNTRY, _SENDER = attrgetter("amount"), attrgetter("country"), attrgetter("sender")
-_FIRST, _SECOND = itemgetter(0), itemgetter(1)
-_INT_OR_NONE = frozenset({int, type(None)})
 _STATUS_OF: dict[str | None, str] = {s: s for s in _KNOWN_STATUSES}
 """The fast path's statuses: exactly as documented (anything else takes the slow path)."""
 _CHANNEL_OF: dict[str | None, str] = {None: "sms", **{c: c for c in CHANNELS}}
@@ -521,13 +431,6 @@ class TimestampParser:
         if len(self.cache) < _CACHE_SIZE:
             self.cache[text] = value
         return value
-
-    def all(self, texts: list[str | None]) -> list[float | None]:
-        """Epoch seconds of each of ``texts``: the distinct ones parsed, the rest looked up."""
-        cache = self.cache
-        for text in set(texts).difference(cache):
-            cache[text] = self._parse(text)  # type: ignore[arg-type]
-        return list(map(cache.__getitem__, texts))
 
     def _parse(self, text: str) -> float | None:
         """Parse one timestamp, uncached."""
