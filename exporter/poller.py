@@ -244,6 +244,7 @@ class Poller:
             status.last_success = self._clock()
             status.durations.observe(duration)
             status.last_error = None
+        self._state.published()
         log.info(
             "poll_finished",
             target=tracker.name,
@@ -284,6 +285,7 @@ class Poller:
             status.up = False
             status.durations.observe(duration)
             status.last_error = error
+        self._state.published()
         log.warning(
             "poll_failed",
             target=tracker.name,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
@@ -138,6 +138,12 @@ class ExporterState:
     reload_ok: bool = True
     reload_success: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    listeners: list[Callable[[], None]] = field(default_factory=list)  # told of each publish
+
+    def published(self) -> None:
+        """Tell the listeners that a target's values changed (call without the lock held)."""
+        for listener in list(self.listeners):
+            listener()
 
     def ready(self) -> bool:
         """True once every target has completed a poll."""
