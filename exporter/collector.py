@@ -142,9 +142,9 @@ class BsgRegistry(CollectorRegistry):
             targets, _ = self.bsg.copy_state()
             for key, encoder in list(self._encoders.items()):
                 self._targets_part(encoder, key, targets)
-            # Early, so that while polls run, scrapes do not read /proc (each read gives the
-            # GIL away, to get it back only after the poll's next switch interval).
-            self._others_part(encoder, key, self._others_ttl / 2)
+                # Early, so that while polls run, scrapes do not read /proc (each read gives
+                # the GIL away, to get it back only after the poll's next switch interval).
+                self._others_part(encoder, key, self._others_ttl / 2)
 
     def _targets_part(self, encoder: Encoder, key: str, targets: dict[str, TargetStatus]) -> bytes:
         """Every target's families, each target's samples rendered once per change."""

@@ -12,6 +12,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
+from exporter import collector as collector_module
 from exporter.bsg.records import FINAL_STATUSES, Balance, Message
 from exporter.collector import BsgCollector, BsgRegistry
 from exporter.stats import ExporterState, TargetStatus
@@ -262,3 +263,25 @@ class _Counting(Collector):
         """One gauge, one more each time."""
         self.collected += 1
         return [GaugeMetricFamily("collected", "Collections.", value=float(self.collected))]
+
+
+def test_a_publish_renders_the_scraped_formats_before_the_next_scrape(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    state = build_state()
+    registry = BsgRegistry(state)
+    encoder, content_type = choose_encoder("application/openmetrics-text")
+    registry.exposition(encoder, content_type)  # a scrape: the format is known from now on
+    tracker = _tracker("otp")
+    tracker.apply([Message(9, "delivered", "rcs", 7, NOW - 5, NOW - 4, NOW - 1)], NOW)
+    with state.lock:
+        state.targets["otp"].snapshot = tracker.snapshot(NOW)
+    state.published()  # as the poller does, in its thread
+    rendered: list[object] = []
+    real_render = collector_module._render
+    monkeypatch.setattr(
+        collector_module, "_render", lambda *a: rendered.append(a) or real_render(*a)
+    )
+    body = registry.exposition(encoder, content_type)
+    assert body == encoder(registry)
+    assert len(rendered) == 1  # only the shared families: the targets' parts were ready
