@@ -3,10 +3,10 @@
 Owns the counting contract: a message is counted once, at the first poll that sees it in a final
 status; on a cold start, messages already final are the baseline; later final-status changes are
 counted as changes, never as new messages; pending messages are re-checked on an age-based
-schedule until final, or abandoned after their validity. The messages live in the
-:class:`~exporter.store.StateStore`; the counters live here and are saved with them, in the
-same transaction, so a crash never loses or repeats a count. Snapshots are immutable copies for
-the collector.
+schedule until final, or abandoned after their validity. The messages live in a
+:class:`~exporter.table.MessageTable`, the counters here; each poll saves both in the
+:class:`~exporter.store.StateStore` in one transaction, so a crash never loses or repeats a
+count. Snapshots are immutable copies for the collector.
 
 Must not import: prometheus_client, httpx, or the client, poller, collector and web modules.
 """
