@@ -173,12 +173,8 @@ class MessageTable:
         self._changes.add_final(msg_id, created_at, entry)
 
     def add_finals(self, ids: list[int], created: list[float], entries: list[Final]) -> None:
-        """Track messages first seen in a final status, in one batch (as a cold read sees them).
-
-        The keys are new int objects, made together: the decoded ones lie among the page's
-        short-lived objects, and kept them from being given back (benchmarks/scrape.py).
-        """
-        self.entries.update(zip(array("q", ids).tolist(), entries, strict=True))
+        """Track messages first seen in a final status, in one batch (as a cold read sees them)."""
+        self.entries.update(zip(ids, entries, strict=True))
         self._file_all(ids, created)
         self._changes.add_finals(ids, created, entries)
 
