@@ -643,9 +643,8 @@ class TargetTracker:
 
 
 _FINAL = frozenset(FINAL_STATUSES)
-_PENDING, _COUNTED, _BASELINE = int(State.PENDING), int(State.COUNTED), int(State.BASELINE)
-"""The states as plain ints for the rows: sqlite3 binds an IntEnum through its adaptation
-protocol, which added a fifth to the time of storing a row (benchmarks/ingest.py)."""
+_COUNTED, _BASELINE = int(State.COUNTED), int(State.BASELINE)
+"""The final states as plain ints, as the table keeps and saves them."""
 
 
 def channel_of(series: str) -> str:
