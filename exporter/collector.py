@@ -92,10 +92,12 @@ class BsgRegistry(CollectorRegistry):
         self._parts: dict[str, dict[str, tuple[_Version, list[tuple[bytes, bytes]]]]] = {}
         self._others: dict[str, tuple[float, bytes]] = {}  # rendered at (monotonic time)
         self._encoders: dict[str, Encoder] = {}  # the formats scraped so far
-        # One thread renders the targets' parts at a time: a scrape arriving while a poll's
-        # thread renders them waits (without the GIL) and takes its work, rather than doing it
-        # again, slowly, against the GIL, and storing an older copy over the newer one.
+        # One thread renders the targets' parts at a time. A scrape arriving while a poll's
+        # thread renders them serves the parts rendered before that poll published (as if it
+        # had come a few milliseconds earlier): waiting took up to 20 ms, rendering again
+        # against the poll for the GIL longer (benchmarks/scrape.py).
         self._rendering = threading.Lock()
+        self._heads: dict[str, bytes] = {}  # the targets' part last joined, by format
         self.register(self.bsg)
         state.listeners.append(self.render_targets)
 
@@ -114,9 +116,16 @@ class BsgRegistry(CollectorRegistry):
     def exposition(self, encoder: Encoder, key: str) -> bytes:
         """What ``encoder(self)`` renders; ``key`` names the format (its content type)."""
         self._encoders.setdefault(key, encoder)
-        with self._rendering:
-            targets, balances = self.bsg.copy_state()
-            head = self._targets_part(encoder, key, targets)
+        head = self._heads.get(key)
+        if self._rendering.acquire(blocking=head is None):
+            try:
+                targets, balances = self.bsg.copy_state()
+                head = self._heads[key] = self._targets_part(encoder, key, targets)
+            finally:
+                self._rendering.release()
+        else:
+            _, balances = self.bsg.copy_state()
+        assert head is not None  # a first scrape of a format waits for the lock
         shared = _render(encoder, self.bsg.collect_shared(balances))
         others = self._others_part(encoder, key, self._others_ttl)
         return head + shared + others + encoder(_Families(()))  # OpenMetrics' "# EOF"
@@ -141,10 +150,11 @@ class BsgRegistry(CollectorRegistry):
         with self._rendering:
             targets, _ = self.bsg.copy_state()
             for key, encoder in list(self._encoders.items()):
-                self._targets_part(encoder, key, targets)
-                # Early, so that while polls run, scrapes do not read /proc (each read gives
-                # the GIL away, to get it back only after the poll's next switch interval).
-                self._others_part(encoder, key, self._others_ttl / 2)
+                self._heads[key] = self._targets_part(encoder, key, targets)
+        for key, encoder in list(self._encoders.items()):
+            # Early, so that while polls run, scrapes do not read /proc (each read gives the
+            # GIL away, to get it back only after the poll's next switch interval).
+            self._others_part(encoder, key, self._others_ttl / 2)
 
     def _targets_part(self, encoder: Encoder, key: str, targets: dict[str, TargetStatus]) -> bytes:
         """Every target's families, each target's samples rendered once per change."""

@@ -285,3 +285,19 @@ def test_a_publish_renders_the_scraped_formats_before_the_next_scrape(
     body = registry.exposition(encoder, content_type)
     assert body == encoder(registry)
     assert len(rendered) == 1  # only the shared families: the targets' parts were ready
+
+
+def test_a_scrape_during_a_render_serves_the_parts_rendered_before_it() -> None:
+    state = build_state()
+    registry = BsgRegistry(state)
+    encoder, content_type = choose_encoder("")
+    before = registry.exposition(encoder, content_type)
+    tracker = _tracker("otp")
+    tracker.apply([Message(9, "delivered", "rcs", 7, NOW - 5, NOW - 4, NOW - 1)], NOW)
+    with state.lock:
+        state.targets["otp"].snapshot = tracker.snapshot(NOW)
+    with registry._rendering:  # a poll's thread renders the new values: the scrape does not wait
+        assert registry.exposition(encoder, content_type) == before
+    after = registry.exposition(encoder, content_type)
+    assert after != before
+    assert after == encoder(registry)

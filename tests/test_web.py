@@ -113,3 +113,22 @@ def test_ipv6_loopback_serves() -> None:
         assert httpx.get(f"http://[::1]:{web.port}/-/healthy").status_code == 200
     finally:
         web.stop()
+
+
+def test_a_gzipped_scrape_is_never_stale(served: tuple[ExporterState, str]) -> None:
+    state, url = served
+
+    def scrape() -> str:
+        with httpx.Client() as client:
+            request = client.build_request(
+                "GET", f"{url}/probe", headers={"Accept-Encoding": "gzip"}
+            )
+            raw = client.send(request, stream=True)
+            return gzip.decompress(b"".join(raw.iter_raw())).decode()
+
+    first = scrape()
+    assert scrape() == first  # the same body: its compression is reused
+    assert 'bsg_up{target="otp"} 0.0' in first
+    with state.lock:
+        state.targets["otp"].up = True
+    assert 'bsg_up{target="otp"} 1.0' in scrape()  # a changed body is compressed anew
