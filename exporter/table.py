@@ -316,10 +316,6 @@ class MessageTable:
         self.written += changes.count
         return changes.encode()
 
-    def discard_changes(self) -> None:
-        """Forget the unsaved changes (the table is about to be reloaded)."""
-        self._changes = _Changes()
-
     def snapshot(self) -> bytes:
         """The whole table as one chunk; replaying it alone gives this table."""
         snapshot = _Changes()
