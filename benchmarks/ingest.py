@@ -10,7 +10,7 @@ reads the same pages in this process, with no network, on one core:
   ``/metrics`` per poll, with the registry ``exporter.app`` builds, as ``exporter.web`` renders;
 * **baseline**: ``json.loads``, walking the dicts, and a ``prometheus_client``
   ``Counter.labels(...).inc()`` / ``Histogram.observe()`` per final message, one render per poll;
-* **ceiling**: decoding alone, with msgspec, into typed structs of the fields the exporter reads.
+* **ceiling**: decoding alone, with msgspec, into the exporter's own wire structs (``WirePage``).
 
 Two phases, like a big account's first hours: **cold**, the first poll of a 72 h window (every
 message is new; the final ones are the baseline), cut into polls of ``--poll-pages`` pages as
@@ -42,7 +42,7 @@ from prometheus_client.exposition import choose_encoder
 
 from exporter.app import _registry
 from exporter.bsg.client import MessagePass
-from exporter.bsg.records import DELIVERED_STATUSES, FINAL_STATUSES, decode_page
+from exporter.bsg.records import DELIVERED_STATUSES, FINAL_STATUSES, WirePage, decode_page
 from exporter.config import DEFAULT_DELIVERY_LATENCY_BUCKETS, DEFAULT_SEND_DELAY_BUCKETS
 from exporter.poller import PollReads
 from exporter.simulator import CampaignProfile, ManualClock, Simulator, TrafficProfile
@@ -310,40 +310,9 @@ def run_baseline(phases: Sequence[Phase]) -> dict[str, float]:
 # --- the decode-only ceiling ------------------------------------------------------------
 
 
-class _Amount(msgspec.Struct):
-    """``amount``, typed as the exporter reads it."""
-
-    value: str | int | float | None = None
-    currency: str | None = None
-
-
-class _Row(msgspec.Struct):
-    """The fields of a message row the exporter reads (as ``records.WireMessage`` was)."""
-
-    id: int | str | None = None
-    status: str | None = None
-    type: str | None = None
-    campaign_id: int | str | None = None
-    created_at: str | None = None
-    sent_at: str | None = None
-    send_at: str | None = None
-    delivered_at: str | None = None
-    amount: _Amount | None = None
-    validity: int | None = None
-    country: str | None = None
-    sender: str | None = None
-    phone: int | str | None = None
-
-
-class _Page(msgspec.Struct):
-    """A page, typed."""
-
-    data: list[_Row]
-
-
 def run_ceiling(phases: Sequence[Phase]) -> dict[str, float]:
-    """msgspec decoding into typed structs, nothing else; seconds per phase."""
-    decoder = msgspec.json.Decoder(_Page)
+    """msgspec decoding into the exporter's wire structs, nothing else; seconds per phase."""
+    decoder = msgspec.json.Decoder(WirePage)
     times: dict[str, float] = {}
     for phase in phases:
         started = time.perf_counter()

@@ -261,14 +261,19 @@ def memory(args: argparse.Namespace) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bsg-exporter.db"
+
+        def load(store: StateStore) -> TargetTracker:
+            """The one tracker, from the state file (a restart loads it again)."""
+            return TargetTracker(
+                store,
+                "all",
+                WINDOW,
+                delivery_latency_buckets=DEFAULT_DELIVERY_LATENCY_BUCKETS,
+                send_delay_buckets=DEFAULT_SEND_DELAY_BUCKETS,
+            )
+
         store = StateStore(str(path))
-        tracker = TargetTracker(
-            store,
-            "all",
-            WINDOW,
-            delivery_latency_buckets=DEFAULT_DELIVERY_LATENCY_BUCKETS,
-            send_delay_buckets=DEFAULT_SEND_DELAY_BUCKETS,
-        )
+        tracker = load(store)
         base_kb = memory_kb()[0]
         pages = read_pages(Path(args.pages_file))
         now = START
@@ -289,13 +294,7 @@ def memory(args: argparse.Namespace) -> None:
             if os.path.exists(f"{path}{suffix}")
         )
         started = time.perf_counter()  # a restart: the state file loaded anew
-        TargetTracker(
-            StateStore(str(path)),
-            "all",
-            WINDOW,
-            delivery_latency_buckets=DEFAULT_DELIVERY_LATENCY_BUCKETS,
-            send_delay_buckets=DEFAULT_SEND_DELAY_BUCKETS,
-        ).snapshot(now)
+        load(StateStore(str(path))).snapshot(now)
         load_s = time.perf_counter() - started
         reply(
             {

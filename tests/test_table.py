@@ -101,6 +101,11 @@ def test_a_message_finalized_after_its_minute_was_pruned_is_forgotten() -> None:
     assert table.entries == {} and table.pending == 0
 
 
+def tracker_on(store: StateStore) -> TargetTracker:
+    """The target "all" of a two-hour window over ``store``."""
+    return TargetTracker(store, "all", 7200, delivery_latency_buckets=(1,), send_delay_buckets=(1,))
+
+
 V1_SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE targets (name TEXT PRIMARY KEY, identity TEXT NOT NULL, data TEXT NOT NULL);
@@ -115,9 +120,7 @@ INSERT INTO meta VALUES ('schema', '1');
 
 def test_a_schema_1_file_is_upgraded_with_every_message(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
-    new = TargetTracker(
-        StateStore(":memory:"), "all", 7200, delivery_latency_buckets=(1,), send_delay_buckets=(1,)
-    )
+    new = tracker_on(StateStore(":memory:"))
     new.apply([], NOW)  # a saved target record, as schema 1 wrote it
     data = new._store._db.execute("SELECT identity, data FROM targets").fetchone()
     db = sqlite3.connect(path)
@@ -132,9 +135,7 @@ def test_a_schema_1_file_is_upgraded_with_every_message(tmp_path: Path) -> None:
     db.commit()
     db.close()
     store = StateStore(str(path))
-    tracker = TargetTracker(
-        store, "all", 7200, delivery_latency_buckets=(1,), send_delay_buckets=(1,)
-    )
+    tracker = tracker_on(store)
     snap = tracker.snapshot(NOW)
     assert (snap.tracked, snap.pending) == (3, 1)
     assert dict(snap.window) == {("sms", "delivered"): 1, ("viber", "read"): 1, ("sms", "sent"): 1}
@@ -151,13 +152,7 @@ def test_chunks_are_replaced_by_a_snapshot_and_a_restart_resumes_from_it(
 ) -> None:
     monkeypatch.setattr("exporter.tracker.COMPACT_MIN_CHANGES", -(10**9))  # on every save
     store = StateStore(":memory:")
-
-    def tracker() -> TargetTracker:
-        return TargetTracker(
-            store, "all", 7200, delivery_latency_buckets=(1,), send_delay_buckets=(1,)
-        )
-
-    live = tracker()
+    live = tracker_on(store)
     rng = random.Random(3)
     for step in range(6):
         now = NOW + 60 * step
@@ -168,7 +163,7 @@ def test_chunks_are_replaced_by_a_snapshot_and_a_restart_resumes_from_it(
         live.apply(messages, now)
     chunks = store._db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
     assert chunks == 1  # a snapshot replaced the chunks of single polls
-    again = tracker()
+    again = tracker_on(store)
     loaded, saved = again.snapshot(NOW + 300), live.snapshot(NOW + 300)
     assert loaded.tracked == 30 + 5 * 10 and loaded.pending > 0
     no_histograms = {"delivery_latency": {}, "send_delay": {}}

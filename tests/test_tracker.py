@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 from exporter.bsg.records import FINAL_STATUSES, PENDING_STATUSES, Message, is_final
 from exporter.store import MEMORY, StateStore
@@ -12,7 +13,9 @@ NOW = 1_780_000_000.0
 WINDOW = 3600.0
 
 
-def tracker(count_existing: bool = False, store: StateStore | None = None) -> TargetTracker:
+def tracker(
+    count_existing: bool = False, store: StateStore | None = None, **options: Any
+) -> TargetTracker:
     """A tracker with a one-hour window and simple buckets, over an in-memory store."""
     return TargetTracker(
         store or StateStore(MEMORY),
@@ -21,6 +24,7 @@ def tracker(count_existing: bool = False, store: StateStore | None = None) -> Ta
         count_existing_on_start=count_existing,
         delivery_latency_buckets=(1, 10, 100),
         send_delay_buckets=(1, 10),
+        **options,
     )
 
 
@@ -221,15 +225,7 @@ def test_messages_older_than_the_baseline_window_are_never_new() -> None:
 
 def test_rechecks_of_a_tier_fall_due_together() -> None:
     """Messages first seen at different times are re-checked together, with their tier."""
-    t = TargetTracker(
-        StateStore(MEMORY),
-        "t",
-        WINDOW,
-        delivery_latency_buckets=(1,),
-        send_delay_buckets=(1,),
-        recheck=[(600.0, 60.0), (7200.0, 300.0)],
-        interval=60.0,
-    )
+    t = tracker(recheck=[(600.0, 60.0), (7200.0, 300.0)], interval=60.0)
     t.apply([], NOW)  # the tiers start their clocks
     t.apply([msg(1, "sent", created=NOW - 900)], NOW + 20)
     t.apply([msg(2, "sent", created=NOW - 900), msg(3, "sent", created=NOW + 100)], NOW + 200)
@@ -260,12 +256,7 @@ def test_a_baseline_spread_over_polls_counts_what_changed_after_it_began() -> No
 
 def test_a_message_is_read_once_more_when_its_validity_ends() -> None:
     """Whatever its tier's period, the outcome is read before the message would be abandoned."""
-    t = TargetTracker(
-        StateStore(MEMORY),
-        "t",
-        WINDOW,
-        delivery_latency_buckets=(1,),
-        send_delay_buckets=(1,),
+    t = tracker(
         recheck=[(600.0, 60.0), (30 * 86400.0, 86400.0)],  # old messages: once a day
         abandon_grace=3600.0,
         interval=60.0,
