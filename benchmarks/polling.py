@@ -10,7 +10,6 @@ Every number printed is measured in the run; progress goes to stderr.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import subprocess
 import sys
@@ -20,7 +19,9 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
+
+from lines import read_line, send_line
 
 from exporter.bsg.records import is_final, normalize_channel, normalize_status, parse_price_nanos
 from exporter.config import DEFAULT_RECHECK
@@ -100,20 +101,11 @@ class Run:
 
     def send(self, command: Mapping[str, Any]) -> None:
         """Send one command line."""
-        stdin = self.proc.stdin
-        assert stdin is not None
-        stdin.write(json.dumps(command) + "\n")
-        stdin.flush()
+        send_line(self.proc, command)
 
     def receive(self) -> dict[str, Any]:
         """Read one reply line."""
-        stdout: IO[str] | None = self.proc.stdout
-        assert stdout is not None
-        line = stdout.readline()
-        if not line:
-            raise RuntimeError(f"{self.name} poller exited ({self.proc.wait()})")
-        reply: dict[str, Any] = json.loads(line)
-        return reply
+        return read_line(self.proc, f"{self.name} poller")
 
     def record(self, now: float, reply: Mapping[str, Any]) -> None:
         """Fold one cycle's reply in."""

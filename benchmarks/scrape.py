@@ -43,6 +43,7 @@ from typing import IO, Any
 
 import msgspec
 import structlog
+from lines import read_line, send_line
 
 START = 1_780_000_000.0
 HOUR = 3600.0
@@ -326,21 +327,12 @@ class Child:
 
     def send(self, command: dict[str, Any], answer: bool = True) -> dict[str, Any]:
         """Send a command and read the reply."""
-        stdin: IO[str] | None = self.proc.stdin
-        assert stdin is not None
-        stdin.write(json.dumps(command) + "\n")
-        stdin.flush()
+        send_line(self.proc, command)
         return self.receive() if answer else {}
 
     def receive(self) -> dict[str, Any]:
         """Read one reply line."""
-        stdout: IO[str] | None = self.proc.stdout
-        assert stdout is not None
-        line = stdout.readline()
-        if not line:
-            raise RuntimeError(f"child exited ({self.proc.wait()})")
-        answer: dict[str, Any] = json.loads(line)
-        return answer
+        return read_line(self.proc, "child")
 
 
 def scrape_times(port: int, count: int, headers: dict[str, str]) -> tuple[list[float], int, int]:
