@@ -24,7 +24,7 @@ from typing import Any
 
 import structlog
 
-from exporter.bsg.records import DELIVERED_STATUSES, FINAL_STATUSES, Message, is_final
+from exporter.bsg.records import DELIVERED_STATUSES, FINAL_STATUSES, Message, is_final, price_of
 from exporter.stats import Histogram, add_to
 from exporter.store import StateStore
 from exporter.table import Final, MessageTable, Row
@@ -348,15 +348,18 @@ class TargetTracker:
         self._slide_window(now)
         table = self._table
         entries = table.entries
-        fresh: list[Message] = []
-        for message in messages.values():
-            entry = entries.get(message.id)
-            if entry is None:
-                fresh.append(message)
-            elif isinstance(entry, Row):
-                self._update_pending(entry, message, now, batch)
-            else:
-                self._update_final(entry, message, batch)
+        if entries.keys().isdisjoint(messages.keys()):  # a cold read: all new
+            fresh = list(messages.values())
+        else:
+            fresh = []
+            for message in messages.values():
+                entry = entries.get(message.id)
+                if entry is None:
+                    fresh.append(message)
+                elif type(entry) is Row:
+                    self._update_pending(entry, message, now, batch)
+                elif entry.status != message.status:  # else a re-read of a final message
+                    self._update_final(entry, message, batch)  # type: ignore[arg-type]
         for msg_id in checked:  # asked for: look again on schedule (returned or not)
             row = entries.get(msg_id)
             if isinstance(row, Row):
@@ -376,33 +379,31 @@ class TargetTracker:
         the tracker's time (benchmarks/ingest.py). Final messages go to the table in one batch.
         """
         p, c, table = self._p, self._c, self._table
-        horizon, started, labels, window = p.horizon, p.baseline_started, self.labels, self._window
+        horizon, labels, window = p.horizon, self.labels, self._window
         window_start = self._window_start if self._window_start is not None else math.inf
-        # The baseline: while cold, messages created up to the start of the first read (all of
-        # them during the first poll itself). When the request budget spreads that read over
-        # several polls, a message created after it began is new like any other, and so is
-        # one whose delivery report came after it began: it was pending at the baseline
-        # moment. Never in the first poll itself, where a clock ahead of ours must not turn
-        # baseline into counts.
-        cold, whole = p.cold, started is None or now <= started
-        final_after = math.inf if whole or started is None else started
+        cold, until = p.cold, self._baseline_until(now)
         counts_existing = self._count_existing
         density, submitted, known_series = p.density, c.submitted, c.series
-        finals = table.finals
+        # The entry of a final message by (series, status), one dict per state: the tuple
+        # made for the window counts is the key.
+        baseline_finals: dict[tuple[str, str], Final] = {}
+        counted_finals: dict[tuple[str, str], Final] = {}
         ids: list[int] = []
         created: list[float] = []
         entries: list[Final] = []
+        final_statuses = _FINAL
         ignored = 0
         for message in fresh:
-            created_at = message.created_at
+            created_at: float | None = message.created_at
             if created_at is None:
                 created_at = now
-            if created_at < horizon:
+            elif created_at < horizon:
                 ignored += 1  # already pruned, or older than the baseline
                 continue
             status = message.status
             series = message.channel if not labels else self._series_of(message)
-            baseline = cold and (whole or created_at <= started)  # type: ignore[operator]
+            key = (series, status)
+            baseline = cold and created_at <= until
             if not baseline:
                 submitted[series] = submitted.get(series, 0) + 1
             if series not in known_series:
@@ -410,27 +411,51 @@ class TargetTracker:
             minute = int(created_at // 60)
             density[minute] = density.get(minute, 0) + 1
             if created_at >= window_start:
-                window[series, status] = window.get((series, status), 0) + 1
-            if status not in _FINAL:
-                # No re-check time of its own: its tier decides (see due()).
-                deadline = created_at + self._lifetime(message)
-                table.add_pending(Row(message.id, created_at, series, status, None, deadline))
+                window[key] = window.get(key, 0) + 1
+            if status not in final_statuses:
+                self._first_pending(message, created_at, series)
                 continue
             reported = message.delivered_at
-            if baseline and not counts_existing and (reported is None or reported <= final_after):
-                state = _BASELINE
+            if baseline and not counts_existing and (reported is None or reported <= until):
+                entry = baseline_finals.get(key) or self._final(baseline_finals, key, _BASELINE)
             else:
-                state = _COUNTED
                 self._tally(series, message, now)
                 batch.finalized += 1
-            entry = finals.get((series, status, state))
+                entry = counted_finals.get(key) or self._final(counted_finals, key, _COUNTED)
             ids.append(message.id)
             created.append(created_at)
-            entries.append(entry or table.final(series, status, state))
+            entries.append(entry)
         table.add_finals(ids, created, entries)
         batch.new += len(fresh) - ignored
         batch.ignored += ignored
         self._density_index = None
+
+    def _first_pending(self, message: Message, created_at: float, series: str) -> None:
+        """Start following a message first seen pending."""
+        # No re-check time of its own: its tier decides (see due()).
+        deadline = created_at + self._lifetime(message)
+        row = Row(message.id, created_at, series, message.status, None, deadline)
+        self._table.add_pending(row)
+
+    def _final(
+        self, entries: dict[tuple[str, str], Final], key: tuple[str, str], state: int
+    ) -> Final:
+        """The table's shared entry for final messages of ``key`` (series, status) in ``state``,
+        remembered in ``entries``."""
+        entry = entries[key] = self._table.final(key[0], key[1], state)
+        return entry
+
+    def _baseline_until(self, now: float) -> float:
+        """While cold, the baseline is what was created, and final, up to this moment.
+
+        That is, up to the start of the first read: everything during the first poll itself
+        (where a clock ahead of ours must not turn baseline into counts). When the request
+        budget spreads that read over several polls, a message created after it began is new
+        like any other, and so is one whose delivery report came after it began: it was
+        pending at the baseline moment.
+        """
+        started = self._p.baseline_started
+        return math.inf if started is None or now <= started else started
 
     def _update_pending(self, row: Row, message: Message, now: float, batch: _Batch) -> None:
         """Follow a pending message; count it when it turns final."""
@@ -458,7 +483,7 @@ class TargetTracker:
         if entry.state == _COUNTED:
             add_to(self._c.changes, (entry.status, message.status))
             batch.changes += 1
-        created_at = message.created_at
+        created_at: float | None = message.created_at
         if created_at is None:
             created_at = self._table.created_at(message.id)
         if created_at is not None:
@@ -477,9 +502,10 @@ class TargetTracker:
         channel = channel_of(series) if self.labels else series
         key = (series, status)
         c.counted[key] = c.counted.get(key, 0) + 1
-        if message.cost_nanos is not None and message.currency:
-            cost_key = (series, status, message.currency)
-            c.cost[cost_key] = c.cost.get(cost_key, 0) + message.cost_nanos
+        nanos, currency = price_of(message.amount)
+        if nanos is not None and currency:
+            cost_key = (series, status, currency)
+            c.cost[cost_key] = c.cost.get(cost_key, 0) + nanos
         sent, delivered, created = message.sent_at, message.delivered_at, message.created_at
         if sent is not None and delivered is not None and status in DELIVERED_STATUSES:
             # Clock skew between the provider's systems can order the two stamps wrongly.
@@ -580,7 +606,7 @@ class TargetTracker:
         """The series key of a new message: its channel and the target's extra label values."""
         if not self.labels:
             return message.channel
-        values = [message.channel]
+        values: list[str] = [message.channel]
         for label in self.labels:
             raw = message.country if label == "country" else message.sender
             values.append(self._capped(label, (raw or "unknown").replace(SEP, " ")))
