@@ -7,7 +7,12 @@ import subprocess
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
@@ -305,3 +310,51 @@ def test_a_scrape_during_a_render_serves_the_parts_rendered_before_it() -> None:
     after = registry.exposition(encoder, content_type)
     assert after != before
     assert after == encoder(registry)
+
+
+def _families(values: list[float], extra_label: str = "") -> list[Metric]:
+    """A counter, a gauge with odd label values and a histogram, holding ``values``."""
+    counter = CounterMetricFamily("bsg_things", "Things.", labels=["target", "status"])
+    counter.add_metric(["otp", "sent"], values[0])
+    gauge = GaugeMetricFamily("bsg_level", 'A "level"\\ of\nthings.', labels=["target", "what"])
+    for index, value in enumerate(values[1:]):
+        gauge.add_metric(["otp", f'a "b" \\ {index}\n{extra_label}'], value)
+    histogram = HistogramMetricFamily("bsg_wait_seconds", "Waits.", labels=["target"])
+    histogram.add_metric(["otp"], [("1.0", 1), ("+Inf", 3)], sum_value=values[0])
+    return [counter, gauge, histogram]
+
+
+@pytest.mark.parametrize(
+    "accept",
+    ["", "text/plain;version=1.0.0;escaping=allow-utf-8", "application/openmetrics-text"],
+)
+def test_a_template_renders_what_the_encoder_renders_and_spares_it(accept: str) -> None:
+    encoder, _ = choose_encoder(accept)
+    calls: list[int] = []
+
+    def counting(collector: Collector) -> bytes:
+        calls.append(1)
+        return encoder(collector)
+
+    template = collector_module._Template()
+    rounds = [
+        [1.0, 0.0, -0.0, 2.5],
+        [2.0, float("nan"), float("inf"), -1e20],  # only values changed: no encoder call
+        [3.0, 1e-7, 123456789.0, -0.0],
+    ]
+    for values in rounds:
+        families = _families(values)
+        assert template.render(counting, families) == collector_module._render(encoder, families)
+    assert len(calls) == 1
+    changed = _families([4.0, 1.0, 2.0, 3.0], extra_label="new")  # a new label value
+    assert template.render(counting, changed) == collector_module._render(encoder, changed)
+    assert len(calls) == 2
+
+
+def test_a_sample_with_a_timestamp_is_never_templated() -> None:
+    encoder, _ = choose_encoder("")
+    template = collector_module._Template()
+    for value in (1.0, 2.0):
+        gauge = GaugeMetricFamily("bsg_level", "Level.", labels=["target"])
+        gauge.add_metric(["otp"], value, timestamp=1_700_000_000 + value)
+        assert template.render(encoder, [gauge]) == collector_module._render(encoder, [gauge])
