@@ -92,7 +92,8 @@ class BsgRegistry(CollectorRegistry):
         self._others_ttl = others_ttl
         self._ordered: list[Collector] = []  # registration order is exposition order
         self._parts: dict[str, dict[str, tuple[_Version, list[tuple[bytes, bytes]]]]] = {}
-        self._templates: dict[tuple[str, str], _Template] = {}  # by format and target
+        # By format and target, then family: a poll mostly changes values only.
+        self._templates: dict[tuple[str, str], dict[str, _Template]] = {}
         self._others: dict[str, tuple[float, bytes]] = {}  # rendered at (monotonic time)
         self._encoders: dict[str, Encoder] = {}  # the formats scraped so far
         # One thread renders the targets' parts at a time. A scrape arriving while a poll's
@@ -169,8 +170,11 @@ class BsgRegistry(CollectorRegistry):
             version = _version(status)
             part = previous.get(name)
             if part is None or not _same(part[0], version):
-                template = self._templates.setdefault((key, name), _Template())
-                rendered = template.render(encoder, list(_target_families({name: status})))
+                templates = self._templates.setdefault((key, name), {})
+                rendered = b"".join(
+                    templates.setdefault(family.name, _Template()).render(encoder, family)
+                    for family in _target_families({name: status})
+                )
                 part = (version, _split_families(rendered))
             parts[name] = part
         self._parts[key] = parts  # targets no longer configured are dropped
@@ -224,29 +228,30 @@ def _render(encoder: Encoder, families: Iterable[Metric]) -> bytes:
 
 
 class _Template:
-    """Renders families as an encoder does, reusing its text while only values change.
+    """Renders a family as an encoder does, reusing its text while only values change.
 
     prometheus_client's encoders take about 8 µs a sample (sorting and escaping labels), and
-    a poll changes only values: a target's ~300 samples cost a poll 2-3 ms, more than a
-    fifth of a steady poll (benchmarks/ingest.py). So the encoder renders once per shape
-    (family headers, sample names and labels), and each sample line is kept up to its value;
-    later renders of that shape only format the values, as the encoder does. A template is
-    used only once rebuilding the encoder's own output from it gave the same bytes.
+    a poll changes mostly values: a target's ~300 samples cost a poll 2-3 ms, more than a
+    tenth of a steady poll (benchmarks/ingest.py). So the encoder renders a family once per
+    shape (its header, its samples' names and labels), and each sample line is kept up to
+    its value; later renders of that shape only format the values, as the encoder does. A
+    template is used only once rebuilding the encoder's own output from it gave the same
+    bytes.
     """
 
     __slots__ = ("_lines", "_shape", "_slots")
 
     def __init__(self) -> None:
-        self._shape: tuple[list[object], list[object]] | None = None
+        self._shape: tuple[object, list[object]] | None = None
         self._lines: list[str] = []  # the rendered lines, each sample line without its value
         self._slots: list[int] = []  # the index in _lines of each sample's line
 
-    def render(self, encoder: Encoder, families: list[Metric]) -> bytes:
-        """What ``_render(encoder, families)`` returns."""
-        shape, values = _shape(families)
+    def render(self, encoder: Encoder, family: Metric) -> bytes:
+        """What ``_render(encoder, [family])`` returns."""
+        shape, values = _shape(family)
         if shape is not None and shape == self._shape:
             return self._fill(values)
-        body = _render(encoder, families)
+        body = _render(encoder, [family])
         self._shape = None
         if shape is not None and self._learn(body, values):
             self._shape = shape
@@ -271,24 +276,20 @@ class _Template:
         return "".join(lines).encode()
 
 
-def _shape(families: list[Metric]) -> tuple[tuple[list[object], list[object]] | None, list[float]]:
-    """What the text of ``families`` depends on, but their values; and the values in order.
+def _shape(family: Metric) -> tuple[tuple[object, list[object]] | None, list[float]]:
+    """What the text of ``family`` depends on, but its values; and the values in order.
 
     The shape is None when a sample carries more than a value (a timestamp, an exemplar, a
     native histogram): no template then.
     """
-    heads: list[object] = []
     samples: list[object] = []
     values: list[float] = []
-    for family in families:
-        heads.append((family.name, family.type, family.documentation, family.unit))
-        heads.append(len(family.samples))
-        for sample in family.samples:
-            if sample.timestamp is not None or sample.exemplar or sample.native_histogram:
-                return None, values
-            samples.append((sample.name, sample.labels))
-            values.append(sample.value)
-    return (heads, samples), values
+    for sample in family.samples:
+        if sample.timestamp is not None or sample.exemplar or sample.native_histogram:
+            return None, values
+        samples.append((sample.name, sample.labels))
+        values.append(sample.value)
+    return ((family.name, family.type, family.documentation, family.unit), samples), values
 
 
 _float_text: Callable[[float], str] = floatToGoString  # how both encoders write a value

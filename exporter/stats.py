@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_left
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
@@ -149,3 +149,9 @@ class ExporterState:
         """True once every target has completed a poll."""
         with self.lock:
             return all(status.polled_once for status in self.targets.values())
+
+
+def add_counts(counts: dict[K, int], more: Mapping[K, int]) -> None:
+    """Add counts (a Counter, say) into a dict of counts."""
+    for key, count in more.items():
+        counts[key] = counts.get(key, 0) + count

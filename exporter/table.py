@@ -18,7 +18,7 @@ import math
 import sys
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import msgspec
@@ -403,25 +403,14 @@ class MessageTable:
         filed[1].append(created_at)
 
     def _file_all(self, ids: list[int], created: list[float]) -> None:
-        """File new messages under their creation minutes, a run of one minute at a time.
-
-        New messages come mostly in creation order: slices of a minute are copied whole. A
-        slice found by bisection is used only when its bounds prove it (the order is not
-        guaranteed); otherwise one message is filed and the search goes on.
-        """
-        minutes, start, count = self._minutes, 0, len(ids)
-        while start < count:
-            minute = created[start] // 60
-            end = bisect_left(created, (minute + 1) * 60, start)
-            run = created[start:end]
-            if end == start or min(run) < minute * 60 or max(run) >= (minute + 1) * 60:
-                end, run = start + 1, created[start : start + 1]
-            filed = minutes.get(int(minute))
+        """File new messages under their creation minutes, a run of one minute at a time."""
+        minutes = self._minutes
+        for minute, start, end in minute_runs(created):
+            filed = minutes.get(minute)
             if filed is None:
-                filed = minutes[int(minute)] = (array("q"), array("d"))
+                filed = minutes[minute] = (array("q"), array("d"))
             filed[0].extend(ids[start:end])
-            filed[1].extend(run)
-            start = end
+            filed[1].extend(created[start:end])
 
     def _index(self, row: Row) -> None:
         """Index a pending row by creation minute, deadline and re-check time."""
@@ -452,6 +441,24 @@ class MessageTable:
             for minute in sorted(m for m in self._deadlines if m <= last)
             for row in self._deadlines[minute].values()
         ]
+
+
+def minute_runs(created: list[float]) -> Iterator[tuple[int, int, int]]:
+    """``(minute, start, end)``: ``created[start:end]`` are all of that creation minute.
+
+    New messages come mostly in creation order: a run is found by bisection, and used only
+    when its bounds prove it (the order is not guaranteed); otherwise the run is the one
+    message and the search goes on. Thousands of messages cost a few runs, not a loop.
+    """
+    start, count = 0, len(created)
+    while start < count:
+        minute = created[start] // 60
+        end = bisect_left(created, (minute + 1) * 60, start)
+        run = created[start:end]
+        if not run or min(run) < minute * 60 or max(run) >= (minute + 1) * 60:
+            end = start + 1
+        yield int(minute), start, end
+        start = end
 
 
 def _discard(index: dict[int, dict[int, Row]], key: int, msg_id: int) -> None:

@@ -15,20 +15,24 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 from bisect import bisect_left, bisect_right
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
-from itertools import accumulate
-from typing import Any
+from itertools import accumulate, compress
+from operator import attrgetter
+from typing import Any, TypeVar, cast
 
 import structlog
 
 from exporter.bsg.records import DELIVERED_STATUSES, FINAL_STATUSES, Message, is_final, price_of
-from exporter.stats import Histogram, add_to
+from exporter.stats import Histogram, add_counts, add_to
 from exporter.store import StateStore
-from exporter.table import Final, MessageTable, Row
+from exporter.table import Final, MessageTable, Row, minute_runs
 
+T = TypeVar("T")
 SEP = "\x1f"
 """Joins a message's channel and extra label values into one series key (ASCII unit separator:
 it cannot occur in a channel, a country code or a sender name)."""
@@ -374,61 +378,129 @@ class TargetTracker:
     def _first_sights(self, fresh: list[Message], now: float, batch: _Batch) -> None:
         """Start tracking messages never seen before.
 
-        Written out in one loop over locals rather than through helpers: a cold read passes
-        here for every message of the window, and the calls and attribute lookups were most of
-        the tracker's time (benchmarks/ingest.py). Final messages go to the table in one batch.
+        Done column by column with builtins (map, zip, Counter) rather than message by
+        message: a cold read passes here for every message of the window, and a Python loop
+        over them was most of the tracker's time (benchmarks/ingest.py). Only what differs
+        per message (a pending one, a count, a baseline decided by the delivery time) is
+        left to Python loops, over just those messages.
         """
-        p, c, table = self._p, self._c, self._table
-        horizon, labels, window = p.horizon, self.labels, self._window
-        window_start = self._window_start if self._window_start is not None else math.inf
-        cold, until = p.cold, self._baseline_until(now)
-        counts_existing = self._count_existing
-        density, submitted, known_series = p.density, c.submitted, c.series
-        # The entry of a final message by (series, status), one dict per state: the tuple
-        # made for the window counts is the key.
-        baseline_finals: dict[tuple[str, str], Final] = {}
-        counted_finals: dict[tuple[str, str], Final] = {}
-        ids: list[int] = []
-        created: list[float] = []
-        entries: list[Final] = []
-        final_statuses = _FINAL
-        ignored = 0
-        for message in fresh:
-            created_at: float | None = message.created_at
-            if created_at is None:
-                created_at = now
-            elif created_at < horizon:
-                ignored += 1  # already pruned, or older than the baseline
-                continue
-            status = message.status
-            series = message.channel if not labels else self._series_of(message)
-            key = (series, status)
-            baseline = cold and created_at <= until
-            if not baseline:
-                submitted[series] = submitted.get(series, 0) + 1
-            if series not in known_series:
-                self._add_series(series)
-            minute = int(created_at // 60)
-            density[minute] = density.get(minute, 0) + 1
-            if created_at >= window_start:
-                window[key] = window.get(key, 0) + 1
-            if status not in final_statuses:
-                self._first_pending(message, created_at, series)
-                continue
-            reported = message.delivered_at
-            if baseline and not counts_existing and (reported is None or reported <= until):
-                entry = baseline_finals.get(key) or self._final(baseline_finals, key, _BASELINE)
-            else:
-                self._tally(series, message, now)
-                batch.finalized += 1
-                entry = counted_finals.get(key) or self._final(counted_finals, key, _COUNTED)
-            ids.append(message.id)
-            created.append(created_at)
-            entries.append(entry)
-        table.add_finals(ids, created, entries)
-        batch.new += len(fresh) - ignored
-        batch.ignored += ignored
+        created: list[float | None] = list(map(_CREATED, fresh))
+        if None in created or min(created) < self._p.horizon:  # type: ignore[operator,type-var]
+            fresh, created = self._admit(fresh, created, now, batch)
+            if not fresh:
+                return
+        times = cast(list[float], created)
+        keys: list[tuple[str, str]] = (
+            list(map(_CHANNEL_STATUS, fresh))
+            if not self.labels
+            else [(self._series_of(message), message.status) for message in fresh]
+        )
+        counts = Counter(keys)
+        for series in sorted({series for series, _ in counts} - self._c.series):
+            self._add_series(series)
+        # The baseline (see _baseline_until): None is every message while cold, none after.
+        until = self._baseline_until(now)
+        baseline = list(map(until.__ge__, times)) if self._p.cold and until != math.inf else None
+        self._count_sights(keys, counts, times, baseline)
+        if any(status not in _FINAL for _, status in counts):
+            final = [status in _FINAL for _, status in keys]
+            for message, at, (series, _) in compress(
+                zip(fresh, times, keys, strict=True), map(operator.not_, final)
+            ):
+                self._first_pending(message, at, series)
+            fresh, times, keys = _kept(fresh, final), _kept(times, final), _kept(keys, final)
+            baseline = None if baseline is None else _kept(baseline, final)
+            batch.new += final.count(False)
+        if not self._p.cold:
+            entries = self._first_counted(fresh, keys, now, batch)
+        elif baseline is None and not self._count_existing:
+            entries = list(map(_Finals(self._table, _BASELINE).__getitem__, keys))
+        else:
+            entries = self._first_final_while_cold(fresh, keys, (baseline, until), now, batch)
+        self._table.add_finals(list(map(_ID, fresh)), times, entries)
+        batch.new += len(fresh)
         self._density_index = None
+
+    def _count_sights(
+        self,
+        keys: list[tuple[str, str]],
+        counts: Counter[tuple[str, str]],
+        created: list[float],
+        baseline: list[bool] | None,
+    ) -> None:
+        """Add new messages to the submitted counts, the density and the window counts."""
+        if not self._p.cold or baseline is not None:
+            submitted = self._c.submitted
+            after = (
+                counts
+                if baseline is None
+                else Counter(compress(keys, map(operator.not_, baseline)))
+            )
+            for (series, _), count in after.items():
+                submitted[series] = submitted.get(series, 0) + count
+        density = self._p.density
+        for minute, first, end in minute_runs(created):
+            density[minute] = density.get(minute, 0) + end - first
+        start = self._window_start if self._window_start is not None else math.inf
+        if min(created) >= start:
+            add_counts(self._window, counts)
+        else:
+            add_counts(self._window, Counter(compress(keys, map(start.__le__, created))))
+
+    def _admit(
+        self, fresh: list[Message], created: list[float | None], now: float, batch: _Batch
+    ) -> tuple[list[Message], list[float | None]]:
+        """Drop messages older than the horizon (already pruned, or older than the baseline);
+        a message without a creation time is taken as created now."""
+        horizon = self._p.horizon
+        kept: list[Message] = []
+        times: list[float | None] = []
+        for message, at in zip(fresh, created, strict=True):
+            moment = now if at is None else at
+            if moment < horizon:
+                batch.ignored += 1
+            else:
+                kept.append(message)
+                times.append(moment)
+        return kept, times
+
+    def _first_counted(
+        self, fresh: list[Message], keys: list[tuple[str, str]], now: float, batch: _Batch
+    ) -> list[Final]:
+        """Count final messages first seen after the baseline; their table entries."""
+        for message, (series, _) in zip(fresh, keys, strict=True):
+            self._tally(series, message, now)
+        batch.finalized += len(fresh)
+        return list(map(_Finals(self._table, _COUNTED).__getitem__, keys))
+
+    def _first_final_while_cold(
+        self,
+        fresh: list[Message],
+        keys: list[tuple[str, str]],
+        cut: tuple[list[bool] | None, float],
+        now: float,
+        batch: _Batch,
+    ) -> list[Final]:
+        """Sort final messages seen while cold into the baseline and the counted ones.
+
+        ``cut`` is whether each was created in the baseline (None: all were), and the moment
+        up to which a delivery report keeps it there.
+        """
+        baseline, until = cut
+        baseline_finals = _Finals(self._table, _BASELINE)
+        counted_finals = _Finals(self._table, _COUNTED)
+        counts_existing = self._count_existing
+        entries: list[Final] = []
+        for index, (message, key) in enumerate(zip(fresh, keys, strict=True)):
+            reported = message.delivered_at
+            in_baseline = baseline is None or baseline[index]
+            if in_baseline and not counts_existing and (reported is None or reported <= until):
+                entries.append(baseline_finals[key])
+            else:
+                self._tally(key[0], message, now)
+                batch.finalized += 1
+                entries.append(counted_finals[key])
+        return entries
 
     def _first_pending(self, message: Message, created_at: float, series: str) -> None:
         """Start following a message first seen pending."""
@@ -436,14 +508,6 @@ class TargetTracker:
         deadline = created_at + self._lifetime(message)
         row = Row(message.id, created_at, series, message.status, None, deadline)
         self._table.add_pending(row)
-
-    def _final(
-        self, entries: dict[tuple[str, str], Final], key: tuple[str, str], state: int
-    ) -> Final:
-        """The table's shared entry for final messages of ``key`` (series, status) in ``state``,
-        remembered in ``entries``."""
-        entry = entries[key] = self._table.final(key[0], key[1], state)
-        return entry
 
     def _baseline_until(self, now: float) -> float:
         """While cold, the baseline is what was created, and final, up to this moment.
@@ -671,6 +735,29 @@ class TargetTracker:
 _FINAL = frozenset(FINAL_STATUSES)
 _COUNTED, _BASELINE = int(State.COUNTED), int(State.BASELINE)
 """The final states as plain ints, as the table keeps and saves them."""
+
+
+_ID = attrgetter("id")
+_CREATED = attrgetter("created_at")
+_CHANNEL_STATUS = attrgetter("channel", "status")
+
+
+class _Finals(dict[tuple[str, str], Final]):
+    """The table's shared entries of final messages in one state, by (series, status)."""
+
+    def __init__(self, table: MessageTable, state: int) -> None:
+        super().__init__()
+        self._table = table
+        self._state = state
+
+    def __missing__(self, key: tuple[str, str]) -> Final:
+        entry = self[key] = self._table.final(key[0], key[1], self._state)
+        return entry
+
+
+def _kept(items: list[T], keep: list[bool]) -> list[T]:
+    """The items whose flag is set."""
+    return list(compress(items, keep))
 
 
 def channel_of(series: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections import defaultdict
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -336,19 +337,21 @@ def test_a_template_renders_what_the_encoder_renders_and_spares_it(accept: str) 
         calls.append(1)
         return encoder(collector)
 
-    template = collector_module._Template()
+    templates = defaultdict(collector_module._Template)
     rounds = [
         [1.0, 0.0, -0.0, 2.5],
         [2.0, float("nan"), float("inf"), -1e20],  # only values changed: no encoder call
         [3.0, 1e-7, 123456789.0, -0.0],
     ]
     for values in rounds:
-        families = _families(values)
-        assert template.render(counting, families) == collector_module._render(encoder, families)
-    assert len(calls) == 1
-    changed = _families([4.0, 1.0, 2.0, 3.0], extra_label="new")  # a new label value
-    assert template.render(counting, changed) == collector_module._render(encoder, changed)
-    assert len(calls) == 2
+        for family in _families(values):
+            rendered = templates[family.name].render(counting, family)
+            assert rendered == collector_module._render(encoder, [family])
+    assert len(calls) == 3  # once per family
+    _, changed, _ = _families([4.0, 1.0, 2.0, 3.0], extra_label="new")  # a new label value
+    rendered = templates[changed.name].render(counting, changed)
+    assert rendered == collector_module._render(encoder, [changed])
+    assert len(calls) == 4
 
 
 def test_a_sample_with_a_timestamp_is_never_templated() -> None:
@@ -357,4 +360,4 @@ def test_a_sample_with_a_timestamp_is_never_templated() -> None:
     for value in (1.0, 2.0):
         gauge = GaugeMetricFamily("bsg_level", "Level.", labels=["target"])
         gauge.add_metric(["otp"], value, timestamp=1_700_000_000 + value)
-        assert template.render(encoder, [gauge]) == collector_module._render(encoder, [gauge])
+        assert template.render(encoder, gauge) == collector_module._render(encoder, [gauge])
