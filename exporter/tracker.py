@@ -402,8 +402,9 @@ class TargetTracker:
         until = self._baseline_until(now)
         baseline = list(map(until.__ge__, times)) if self._p.cold and until != math.inf else None
         self._count_sights(keys, counts, times, baseline)
-        if any(status not in _FINAL for _, status in counts):
-            final = [status in _FINAL for _, status in keys]
+        finals = {key: key[1] in _FINAL for key in counts}
+        if not all(finals.values()):
+            final = list(map(finals.__getitem__, keys))
             for message, at, (series, _) in compress(
                 zip(fresh, times, keys, strict=True), map(operator.not_, final)
             ):
