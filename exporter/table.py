@@ -15,11 +15,13 @@ web modules.
 from __future__ import annotations
 
 import math
+import operator
 import sys
 from array import array
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import compress, islice
 
 import msgspec
 
@@ -452,19 +454,19 @@ class MessageTable:
 def minute_runs(created: list[float]) -> Iterator[tuple[int, int, int]]:
     """``(minute, start, end)``: ``created[start:end]`` are all of that creation minute.
 
-    New messages come mostly in creation order: a run is found by bisection, and used only
-    when its bounds prove it (the order is not guaranteed); otherwise the run is the one
-    message and the search goes on. Thousands of messages cost a few runs, not a loop.
+    New messages come in creation order, in a few stretches (a poll's new messages, then
+    older ones read again): within each, every minute's run is found by bisection, and
+    thousands of messages cost a few runs, not a loop.
     """
-    start, count = 0, len(created)
-    while start < count:
-        minute = created[start] // 60
-        end = bisect_left(created, (minute + 1) * 60, start)
-        run = created[start:end]
-        if not run or min(run) < minute * 60 or max(run) >= (minute + 1) * 60:
-            end = start + 1
-        yield int(minute), start, end
-        start = end
+    count = len(created)
+    descents = map(operator.gt, created, islice(created, 1, None))
+    start = 0
+    for stretch_end in [*compress(range(1, count), descents), count]:
+        while start < stretch_end:
+            minute = created[start] // 60
+            end = bisect_left(created, (minute + 1) * 60, start, stretch_end)
+            yield int(minute), start, end
+            start = end
 
 
 def _discard(index: dict[int, dict[int, Row]], key: int, msg_id: int) -> None:

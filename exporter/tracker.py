@@ -385,11 +385,15 @@ class TargetTracker:
         left to Python loops, over just those messages.
         """
         created: list[float | None] = list(map(_CREATED, fresh))
-        if None in created or min(created) < self._p.horizon:  # type: ignore[operator,type-var]
+        earliest = None if None in created else min(created)  # type: ignore[type-var]
+        if earliest is None or earliest < self._p.horizon:
             fresh, created = self._admit(fresh, created, now, batch)
             if not fresh:
                 return
+            earliest = None
         times = cast(list[float], created)
+        if earliest is None:
+            earliest = min(times)
         keys: list[tuple[str, str]] = (
             list(map(_CHANNEL_STATUS, fresh))
             if not self.labels
@@ -401,7 +405,7 @@ class TargetTracker:
         # The baseline (see _baseline_until): None is every message while cold, none after.
         until = self._baseline_until(now)
         baseline = list(map(until.__ge__, times)) if self._p.cold and until != math.inf else None
-        self._count_sights(keys, counts, times, baseline)
+        self._count_sights(keys, counts, (times, earliest), baseline)
         finals = {key: key[1] in _FINAL for key in counts}
         if not all(finals.values()):
             final = list(map(finals.__getitem__, keys))
@@ -426,10 +430,14 @@ class TargetTracker:
         self,
         keys: list[tuple[str, str]],
         counts: Counter[tuple[str, str]],
-        created: list[float],
+        times: tuple[list[float], float],
         baseline: list[bool] | None,
     ) -> None:
-        """Add new messages to the submitted counts, the density and the window counts."""
+        """Add new messages to the submitted counts, the density and the window counts.
+
+        ``times`` are their creation times, and the earliest of them.
+        """
+        created, earliest = times
         if not self._p.cold or baseline is not None:
             submitted = self._c.submitted
             after = (
@@ -443,7 +451,7 @@ class TargetTracker:
         for minute, first, end in minute_runs(created):
             density[minute] = density.get(minute, 0) + end - first
         start = self._window_start if self._window_start is not None else math.inf
-        if min(created) >= start:
+        if earliest >= start:
             add_counts(self._window, counts)
         else:
             add_counts(self._window, Counter(compress(keys, map(start.__le__, created))))

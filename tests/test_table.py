@@ -8,9 +8,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from exporter.bsg.records import Message
 from exporter.store import SCHEMA_VERSION, StateStore
-from exporter.table import Final, MessageTable, Row
+from exporter.table import Final, MessageTable, Row, minute_runs
 from exporter.tracker import TargetTracker
 
 NOW = 1_780_000_000.0
@@ -169,3 +171,22 @@ def test_chunks_are_replaced_by_a_snapshot_and_a_restart_resumes_from_it(
     no_histograms = {"delivery_latency": {}, "send_delay": {}}
     assert replace(loaded, **no_histograms) == replace(saved, **no_histograms)
     assert loaded.delivery_latency["sms"].counts == saved.delivery_latency["sms"].counts
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_minute_runs_cover_every_message_once_in_its_minute(seed: int) -> None:
+    rng = random.Random(seed)
+    stretches = [  # sorted stretches, as a poll's new messages then older ones read again
+        sorted(NOW - rng.uniform(0, 900) for _ in range(rng.randrange(0, 300)))
+        for _ in range(rng.randrange(1, 4))
+    ]
+    created = [t for stretch in stretches for t in stretch]
+    if seed % 5 == 0:
+        rng.shuffle(created)  # no order at all: still right, one message at a time
+    runs = list(minute_runs(created))
+    assert sum(end - start for _, start, end in runs) == len(created)
+    assert [start for _, start, _ in runs] == [0, *(end for _, _, end in runs[:-1])]
+    for minute, start, end in runs:
+        assert end > start
+        assert all(int(t // 60) == minute for t in created[start:end])
+    assert len(runs) <= 16 * len(stretches) or seed % 5 == 0  # a handful of runs per stretch
