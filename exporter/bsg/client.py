@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import tzinfo
+from operator import attrgetter
 from typing import Protocol, TypeVar
 
 import httpx
@@ -47,6 +48,7 @@ a revoked key must not turn every poll of every target into a login attempt."""
 
 T = TypeVar("T")
 log = structlog.get_logger("exporter.bsg")
+_ID = attrgetter("id")
 
 
 class RequestObserver(Protocol):
@@ -154,12 +156,13 @@ class MessagePass:
         """Merge one page; a row seen again keeps its newest version."""
         self.pages += 1
         self.rows += page.rows
-        ids = [message.id for message in page.messages]
+        ids = list(map(_ID, page.messages))
         known = len(self.messages)
         self.messages.update(zip(ids, page.messages, strict=True))
         self.duplicates += len(ids) - (len(self.messages) - known)
-        if ids and (self.last_id is None or max(ids) > self.last_id):
-            self.last_id = max(ids)
+        top = max(ids, default=None)
+        if top is not None and (self.last_id is None or top > self.last_id):
+            self.last_id = top
         for reason, count in page.rejected.items():
             self.rejected[reason] = self.rejected.get(reason, 0) + count
 
