@@ -349,14 +349,16 @@ def best(
 ) -> dict[str, dict[str, float]]:
     """The fastest of ``repeat`` runs of each path, phase by phase.
 
-    The paths take turns, round after round (each after a full collection): the VM's speed
-    drifts by a fifth over minutes, and a path run while it was slow must not stand alone.
+    The paths take turns, round after round, each round starting one path further (and each
+    run after a full collection): the VM's speed drifts by a fifth over minutes, and a path
+    run while it was slow, or always after the same other path, must not stand alone.
     """
     results: dict[str, list[dict[str, float]]] = {name: [] for name in runs}
+    names = list(runs)
     for round_ in range(repeat):
-        for name, run in runs.items():
+        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
             gc.collect()
-            results[name].append(run())
+            results[name].append(runs[name]())
         progress(f"round {round_ + 1} of {repeat} done")
     return {
         name: {phase: min(r[phase] for r in rounds) for phase in rounds[0]}
@@ -379,7 +381,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument(
         "--poll-pages", type=int, default=299, help="pages per cold poll (the request budget)"
     )
-    parser.add_argument("--repeat", type=int, default=3, help="runs per path; the best counts")
+    parser.add_argument("--repeat", type=int, default=5, help="rounds; each path's best counts")
     parser.add_argument("--seed", type=int, default=1)
     return parser.parse_args()
 
