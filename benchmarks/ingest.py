@@ -10,10 +10,7 @@ reads the same pages in this process, with no network, on one core:
   ``/metrics`` per poll, with the registry ``exporter.app`` builds, as ``exporter.web`` renders;
 * **baseline**: ``json.loads``, walking the dicts, and a ``prometheus_client``
   ``Counter.labels(...).inc()`` / ``Histogram.observe()`` per final message, one render per poll;
-* **ceiling**: decoding alone, with msgspec, into the exporter's typed records (``Message``), as
-  the exporter's page decoder does (``records.page_decoder``: its types check every field and
-  turn timestamps into epoch seconds); and, for reference, into the loose wire structs that odd
-  pages take (``WirePage``: no checks, timestamps left as text).
+* **ceiling**: decoding alone, with msgspec, into the exporter's own wire structs (``WirePage``).
 
 Two phases, like a big account's first hours: **cold**, the first poll of a 72 h window (every
 message is new; the final ones are the baseline), cut into polls of ``--poll-pages`` pages as
@@ -45,13 +42,7 @@ from prometheus_client.exposition import choose_encoder
 
 from exporter.app import _registry
 from exporter.bsg.client import MessagePass
-from exporter.bsg.records import (
-    DELIVERED_STATUSES,
-    FINAL_STATUSES,
-    WirePage,
-    decode_page,
-    page_decoder,
-)
+from exporter.bsg.records import DELIVERED_STATUSES, FINAL_STATUSES, WirePage, decode_page
 from exporter.config import DEFAULT_DELIVERY_LATENCY_BUCKETS, DEFAULT_SEND_DELAY_BUCKETS
 from exporter.poller import PollReads
 from exporter.simulator import CampaignProfile, ManualClock, Simulator, TrafficProfile
@@ -320,12 +311,7 @@ def run_baseline(phases: Sequence[Phase]) -> dict[str, float]:
 
 
 def run_ceiling(phases: Sequence[Phase]) -> dict[str, float]:
-    """msgspec decoding into the exporter's typed records, nothing else; seconds per phase."""
-    return _decode_only(phases, page_decoder(UTC).decode)
-
-
-def run_wire(phases: Sequence[Phase]) -> dict[str, float]:
-    """msgspec decoding into the loose wire structs, for reference; seconds per phase."""
+    """msgspec decoding into the exporter's wire structs, nothing else; seconds per phase."""
     return _decode_only(phases, msgspec.json.Decoder(WirePage).decode)
 
 
@@ -405,7 +391,6 @@ def main() -> None:
             "ours": ours_once,
             "baseline": lambda: run_baseline(phases),
             "ceiling": lambda: run_ceiling(phases),
-            "wire-only": lambda: run_wire(phases),
         },
         args.repeat,
     )

@@ -29,7 +29,7 @@ from typing import Any, TypeVar, cast
 
 import structlog
 
-from exporter.bsg.records import DELIVERED_STATUSES, FINAL_STATUSES, Message, is_final, price_of
+from exporter.bsg.records import DELIVERED_STATUSES, FINAL_STATUSES, Message, is_final
 from exporter.stats import Histogram, add_counts, add_to
 from exporter.store import StateStore
 from exporter.table import Final, MessageTable, Row, minute_runs
@@ -588,7 +588,7 @@ class TargetTracker:
         for message, key in zip(messages, keys, strict=True):
             counted[key] = counted.get(key, 0) + 1
             series, status = key
-            nanos, currency = price_of(message.amount)
+            nanos, currency = message.cost_nanos, message.currency
             if nanos is not None and currency:
                 cost_key = (series, status, currency)
                 cost[cost_key] = cost.get(cost_key, 0) + nanos

@@ -24,25 +24,11 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.app import App, build_app
-from exporter.bsg.records import (
-    NANOS,
-    Amount,
-    is_final,
-    normalize_channel,
-    normalize_status,
-    parse_price_nanos,
-)
+from exporter.bsg.records import is_final, normalize_channel, normalize_status, parse_price_nanos
 from exporter.config import Config, parse_config
 from exporter.web import WebServer
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def price(nanos: int | None, currency: str | None) -> Amount | None:
-    """The ``amount`` of a message costing ``nanos`` nano-units, as the API writes it."""
-    if nanos is None:
-        return None
-    return Amount(f"{nanos // NANOS}.{nanos % NANOS:09d}", currency)
 
 
 def parse_samples(text: str) -> Samples:

@@ -11,7 +11,6 @@ import pytest
 from exporter.bsg.records import FINAL_STATUSES, PENDING_STATUSES, Message, is_final
 from exporter.store import MEMORY, StateStore
 from exporter.tracker import PRUNE_MARGIN, TargetTracker
-from tests.harness import price
 
 NOW = 1_780_000_000.0
 WINDOW = 3600.0
@@ -51,7 +50,8 @@ def msg(
         created_at=created,
         sent_at=sent,
         delivered_at=delivered,
-        amount=price(cost, currency),
+        cost_nanos=cost,
+        currency=currency,
     )
 
 
