@@ -588,10 +588,10 @@ class TargetTracker:
         for message, key in zip(messages, keys, strict=True):
             counted[key] = counted.get(key, 0) + 1
             series, status = key
-            nanos, currency = message.cost_nanos, message.currency
-            if nanos is not None and currency:
-                cost_key = (series, status, currency)
-                cost[cost_key] = cost.get(cost_key, 0) + nanos
+            price = message.amount
+            if price is not None and price.nanos is not None and price.currency:
+                cost_key = (series, status, price.currency)
+                cost[cost_key] = cost.get(cost_key, 0) + price.nanos
             sent = message.sent_at
             if sent is None:
                 continue

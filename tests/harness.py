@@ -24,11 +24,22 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.app import App, build_app
-from exporter.bsg.records import is_final, normalize_channel, normalize_status, parse_price_nanos
+from exporter.bsg.records import (
+    Price,
+    is_final,
+    normalize_channel,
+    normalize_status,
+    parse_price_nanos,
+)
 from exporter.config import Config, parse_config
 from exporter.web import WebServer
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def price(nanos: int | None, currency: str | None) -> Price | None:
+    """The price of a message costing ``nanos`` nano-units."""
+    return None if nanos is None else Price(nanos, currency)
 
 
 def parse_samples(text: str) -> Samples:

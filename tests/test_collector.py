@@ -24,6 +24,7 @@ from exporter.collector import BsgCollector, BsgRegistry
 from exporter.stats import ExporterState, TargetStatus
 from exporter.store import MEMORY, StateStore
 from exporter.tracker import TargetTracker
+from tests.harness import price
 
 NOW = 1_780_000_000.0
 
@@ -40,8 +41,10 @@ def build_state() -> ExporterState:
     tracker.apply([], NOW)
     tracker.apply(
         [
-            Message(1, "delivered", "viber", 7, NOW - 30, NOW - 29, NOW - 25, 75_000_000, "EUR"),
-            Message(2, "failed", "sms", 7, NOW - 20, NOW - 19, None, 10_000_000, "UAH"),
+            Message(
+                1, "delivered", "viber", 7, NOW - 30, NOW - 29, NOW - 25, price(75_000_000, "EUR")
+            ),
+            Message(2, "failed", "sms", 7, NOW - 20, NOW - 19, None, price(10_000_000, "UAH")),
             Message(3, "sent", "sms", 7, NOW - 10, NOW - 9),
         ],
         NOW,
@@ -200,7 +203,7 @@ def test_the_cached_exposition_is_byte_for_byte_the_full_one(accept: str) -> Non
     state = build_state()
     other = _tracker("all", labels=("country",))
     other.apply(
-        [Message(8, "read", "viber", 7, NOW - 9, NOW - 8, NOW - 2, 5, "PLN", None, "PL")],
+        [Message(8, "read", "viber", 7, NOW - 9, NOW - 8, NOW - 2, price(5, "PLN"), None, "PL")],
         NOW,
     )
     state.targets["all"] = TargetStatus(snapshot=other.snapshot(NOW))

@@ -38,6 +38,7 @@ from exporter.bsg.records import (
 )
 from exporter.store import MEMORY, StateStore
 from exporter.tracker import TargetSnapshot, TargetTracker
+from tests.harness import price
 
 FUZZ = settings(
     max_examples=3000, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
@@ -282,8 +283,7 @@ class Seen:
             created_at=None if self.age < 0 else created,
             sent_at=created + 1 if self.age >= 0 else None,
             delivered_at=created + 5 if delivered and self.age >= 0 else None,
-            cost_nanos=self.cost,
-            currency="EUR" if self.cost is not None else None,
+            amount=price(self.cost, "EUR"),
         )
 
 

@@ -4,21 +4,29 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, get_args
 from zoneinfo import ZoneInfo
 
+import msgspec
 import pytest
 
 from exporter.bsg.records import (
+    ALL_STATUSES,
+    CHANNELS,
+    OTHER,
+    Channel,
     DecodeError,
     Message,
+    Status,
     TimestampParser,
+    _decode_page_tolerantly,
     decode_balance,
     decode_page,
     decode_token,
     format_api_time,
     normalize_channel,
     normalize_status,
+    page_decoder,
     parse_price_nanos,
 )
 
@@ -210,3 +218,67 @@ def test_country_is_derived_from_the_number_when_absent(phone: Any, country: str
 def test_the_api_country_wins_and_sender_is_kept() -> None:
     [message] = decode_page(page({**SAMPLE, "country": "pl", "sender": "Shop"}), UTC).messages
     assert message.country == "PL" and message.sender == "Shop"
+
+
+def test_the_vocabulary_types_are_the_vocabularies() -> None:
+    assert set(get_args(Status)) == set(ALL_STATUSES)
+    assert set(get_args(Channel)) == {*CHANNELS, OTHER}
+
+
+ODD = [  # each sends its page the tolerant way, which must read it as documented
+    {"status": "Delivered"},
+    {"type": None},
+    {"id": " 17 "},
+    {"country": ""},
+    {"amount": {"value": ["0.01"], "currency": "UAH"}},
+    {"validity": 0},
+    {"created_at": "soon"},
+    {"send_at": "2025-03-20 05:11:16", "sent_at": None},
+    {"campaign_id": "c-5"},
+]
+
+
+@pytest.mark.parametrize("odd", ODD, ids=lambda odd: next(iter(odd)))
+def test_an_odd_record_costs_its_page_the_fast_path_not_its_fields(odd: dict[str, Any]) -> None:
+    clean = {**SAMPLE, "id": 2}
+    body = page(clean, {**SAMPLE, **odd})
+    assert fast_path(body) is None
+    first, second = decode_page(body, UTC).messages
+    assert first == decode_page(page(clean), UTC).messages[0]  # the clean one, unchanged
+    assert second.id in (SAMPLE["id"], 17) and second.channel == "sms"
+    assert second.status == "delivered" and second.country == "UA"
+    assert second.sent_at == T0 + 1 and second.created_at in (T0, None)
+
+
+def fast_path(body: bytes) -> list[Message] | None:
+    """The messages of the fast path, or None when it gives the page up."""
+    try:
+        messages = page_decoder(UTC).decode(body).data
+    except msgspec.ValidationError:
+        return None
+    return None if any(m.country is None for m in messages) else messages
+
+
+def test_the_fast_path_and_the_tolerant_path_agree_on_ordinary_pages() -> None:
+    records = [
+        {**SAMPLE, "id": 1},
+        {**SAMPLE, "id": 2, "status": "sent", "delivered_at": None, "amount": None},
+        {**SAMPLE, "id": "3", "type": "viber", "validity": None, "campaign_id": "9"},
+        {**SAMPLE, "id": 4, "created_at": "2025-03-20T07:11:15+02:00", "sender": None},
+    ]
+    body = page(*records)
+    fast = decode_page(body, UTC)
+    assert fast.messages == fast_path(body)  # it took the fast path
+    assert fast.messages == _decode_page_tolerantly(body, UTC).messages
+    assert [m.cost_nanos for m in fast.messages] == [10_000_000, None, 10_000_000, 10_000_000]
+
+
+def test_prices_and_countries_are_shared_and_normalised_on_the_fast_path() -> None:
+    body = page({**SAMPLE, "id": 1, "country": " pl"}, {**SAMPLE, "id": 2, "country": "pl"})
+    first, second = fast_path(body) or []
+    assert first.country == second.country == "PL" and first.country is second.country
+    assert first.amount is second.amount  # one object for every equal amount
+    assert (first.cost_nanos, first.currency) == (10_000_000, "UAH")
+    odd = page({**SAMPLE, "amount": {"value": "abc", "currency": "uah"}})
+    [message] = fast_path(odd) or []
+    assert message.cost_nanos is None and message.currency is None  # unreadable: no price

@@ -11,6 +11,7 @@ import pytest
 from exporter.bsg.records import FINAL_STATUSES, PENDING_STATUSES, Message, is_final
 from exporter.store import MEMORY, StateStore
 from exporter.tracker import PRUNE_MARGIN, TargetTracker
+from tests.harness import price
 
 NOW = 1_780_000_000.0
 WINDOW = 3600.0
@@ -50,8 +51,7 @@ def msg(
         created_at=created,
         sent_at=sent,
         delivered_at=delivered,
-        cost_nanos=cost,
-        currency=currency,
+        amount=price(cost, currency),
     )
 
 

@@ -15,7 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from operator import attrgetter
+from typing import Annotated, Any, Literal, cast
 
 import msgspec
 
@@ -52,23 +53,42 @@ _MAX_VALIDITY_HOURS = 24 * 366 * 10
 """A validity beyond ten years is not one (``hours * 3600.0`` of a 400-digit int overflows)."""
 
 
+Status = Literal[
+    "scheduled", "moderation", "accepted", "sending", "sent", "delivered", "read", "expired",
+    "failed", "undelivered", "unknown", "not_viber_user", "not_service_user", "other",
+]  # fmt: skip
+"""A normalised status: :data:`ALL_STATUSES` as a type, for the decoder to check in C."""
+Channel = Literal["sms", "viber", "hlr", "rcs", "whatsapp", "other"]
+"""A normalised channel: :data:`CHANNELS` and ``other``."""
+
+
 def is_final(status: str) -> bool:
     """Tell whether a normalised status is final."""
     return status in _FINAL
 
 
-def normalize_status(raw: str) -> str:
+def normalize_status(raw: str) -> Status:
     """Map a status string onto the documented vocabulary, or ``other``."""
     status = raw.strip().lower()
-    return status if status in _KNOWN_STATUSES else OTHER
+    return cast(Status, status if status in _KNOWN_STATUSES else OTHER)
 
 
-def normalize_channel(raw: str | None) -> str:
+def normalize_channel(raw: str | None) -> Channel:
     """Map a message ``type`` onto the documented channels, or ``other``."""
     if raw is None:
         return "sms"  # the documentation page calls ``type`` "Campaign type: sms"
     channel = raw.strip().lower()
-    return channel if channel in _KNOWN_CHANNELS else OTHER
+    return cast(Channel, channel if channel in _KNOWN_CHANNELS else OTHER)
+
+
+class Epoch(float):
+    """Epoch seconds read from an API timestamp.
+
+    A type of its own so that the page decoder hands timestamps to :class:`Stamps` (msgspec
+    calls back for types it does not know); arithmetic on it gives plain floats.
+    """
+
+    __slots__ = ()
 
 
 class WireAmount(msgspec.Struct):
@@ -76,6 +96,38 @@ class WireAmount(msgspec.Struct):
 
     value: str | int | float | None = None
     currency: str | None = None
+
+
+class Price:
+    """A price: exact nano-units and an upper-case currency, both None when it is unusable.
+
+    The page decoder hands out one object per distinct ``amount`` (they repeat endlessly), so
+    that a poll's messages share them rather than each holding an object and two strings of
+    its own: held for a whole poll, those took VmRSS to 229 B per tracked message.
+    """
+
+    __slots__ = ("currency", "nanos")
+
+    def __init__(self, nanos: int | None, currency: str | None) -> None:
+        self.nanos = nanos
+        self.currency = currency
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Price):
+            return NotImplemented
+        return (self.nanos, self.currency) == (other.nanos, other.currency)
+
+    def __hash__(self) -> int:
+        return hash((self.nanos, self.currency))
+
+    def __repr__(self) -> str:
+        return f"Price({self.nanos!r}, {self.currency!r})"
+
+
+class CountryCode(str):
+    """A country code as the exporter labels it (``UA``): shared, like prices."""
+
+    __slots__ = ()
 
 
 class WireMessage(msgspec.Struct):
@@ -137,21 +189,49 @@ class WireToken(msgspec.Struct):
     bearer: str
 
 
-class Message(msgspec.Struct, frozen=True, gc=False):
-    """A message as the exporter understands it: normalised labels, epoch seconds, nano prices."""
+MessageId = Annotated[int, msgspec.Meta(gt=0, le=MAX_ID)]
+ValidityHours = Annotated[int, msgspec.Meta(gt=0, le=_MAX_VALIDITY_HOURS)]
 
-    id: int
-    status: str
-    channel: str
+
+class Message(msgspec.Struct, frozen=True, gc=False):
+    """A message as the exporter understands it: normalised labels, epoch seconds, the price.
+
+    The page decoder builds it straight from the JSON (see :func:`decode_page`): the field
+    types are the checks, and the fields msgspec cannot make (timestamps, price, country) come
+    from the decoder's caches, so that an ordinary record costs no Python code of ours.
+    """
+
+    id: MessageId
+    status: Status
+    channel: Channel = msgspec.field(name="type", default="sms")
     campaign_id: int | None = None
-    created_at: float | None = None
-    sent_at: float | None = None
-    delivered_at: float | None = None
-    cost_nanos: int | None = None
-    currency: str | None = None
-    validity_hours: int | None = None
-    country: str | None = None
+    created_at: Epoch | None = None
+    sent_at: Epoch | None = None
+    delivered_at: Epoch | None = None
+    amount: Price | None = None
+    validity_hours: ValidityHours | None = msgspec.field(name="validity", default=None)
+    country: CountryCode | None = None
     sender: str | None = None
+    # The documentation page's name for sent_at: the fast path would read such a message as
+    # never sent, so a page that uses it fails the type and takes the tolerant path.
+    _send_at: None = msgspec.field(name="send_at", default=None)
+
+    @property
+    def cost_nanos(self) -> int | None:
+        """The price in nano-units, or None when it is missing or unreadable."""
+        return None if self.amount is None else self.amount.nanos
+
+    @property
+    def currency(self) -> str | None:
+        """The upper-case currency of the price, or None with no usable price."""
+        return None if self.amount is None else self.amount.currency
+
+
+class MessagePage(msgspec.Struct):
+    """A ``GET /api/messages`` answer decoded straight into messages (the fast path)."""
+
+    data: list[Message]
+    meta: WireMeta | None = None
 
 
 @dataclass(slots=True)
@@ -177,20 +257,101 @@ class DecodeError(ValueError):
     """An answer whose body is not the JSON shape the API documents."""
 
 
-_PAGE_DECODER = msgspec.json.Decoder(WirePage)
+_WIRE_DECODER = msgspec.json.Decoder(WirePage)
 _BALANCE_DECODER = msgspec.json.Decoder(WireBalance)
 _TOKEN_DECODER = msgspec.json.Decoder(WireToken)
+_CACHE_SIZE = 4096
+"""Bound of the timestamp, price and country caches (they are cleared when full)."""
+
+
+class Stamps(dict[str, Epoch]):
+    """API timestamp text -> epoch seconds in one zone, parsed once: messages share seconds.
+
+    Zone-less text is in the zone given; text with an offset keeps it. Raises ValueError or
+    TypeError for anything else (the decoder turns them into a validation error: the page then
+    takes the tolerant path).
+    """
+
+    def __init__(self, tz: tzinfo) -> None:
+        super().__init__()
+        self.tz = tz
+
+    def __missing__(self, text: str) -> Epoch:
+        if type(text) is not str:  # a number where text belongs (msgspec passes it as is)
+            raise TypeError(f"not a timestamp: {text!r}")
+        moment = datetime.fromisoformat(text.strip())
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=self.tz)
+        if len(self) >= _CACHE_SIZE:
+            self.clear()  # a poll reads recent seconds: an old entry is seldom needed again
+        value = self[text] = Epoch(moment.timestamp())
+        return value
+
+
+class PageDecoder:
+    """The fast path of one zone: msgspec decodes a page straight into :class:`Message`."""
+
+    def __init__(self, tz: tzinfo) -> None:
+        self.stamps = Stamps(tz)
+        epoch = self.stamps.__getitem__
+
+        def convert(kind: type, value: Any) -> Any:
+            """msgspec's hook for the types it does not know; ValueError and TypeError (a
+            value that does not fit) fail the validation of the page."""
+            if kind is Epoch:
+                return epoch(value)
+            if kind is Price:
+                return price_of_json(value)
+            return country_code(value)
+
+        self._decoder = msgspec.json.Decoder(MessagePage, strict=False, dec_hook=convert)
+
+    def decode(self, body: bytes) -> MessagePage:
+        """Decode a page whose every record fits :class:`Message` as sent; raises otherwise."""
+        return self._decoder.decode(body)
+
+
+_DECODERS: dict[tzinfo, PageDecoder] = {}
+
+
+def page_decoder(tz: tzinfo) -> PageDecoder:
+    """The shared fast decoder of a zone (its timestamp cache is shared too)."""
+    decoder = _DECODERS.get(tz)
+    if decoder is None:
+        decoder = _DECODERS.setdefault(tz, PageDecoder(tz))
+    return decoder
 
 
 def decode_page(body: bytes, tz: tzinfo) -> Page:
-    """Decode a ``GET /api/messages`` body; bad records are counted, a bad envelope raises."""
+    """Decode a ``GET /api/messages`` body; bad records are counted, a bad envelope raises.
+
+    An ordinary page is decoded by msgspec alone, checked by the types of :class:`Message`. A
+    page with anything else in it (a status in capitals, an id as text with spaces, a missing
+    country, ``send_at`` for ``sent_at``...) is decoded again, record by record, tolerantly.
+    """
     try:
-        wire = _PAGE_DECODER.decode(body)
-    except msgspec.ValidationError:
-        return _decode_page_slowly(body, tz)
+        fast = page_decoder(tz).decode(body)
+    except msgspec.ValidationError:  # a DecodeError too: it comes first
+        return _decode_page_tolerantly(body, tz)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         # msgspec checks UTF-8 as it reads each string: a bad byte inside one raises
         # UnicodeDecodeError, which must be a bad answer (retried), not a crash of the poll.
+        raise DecodeError(f"malformed JSON: {exc}") from None
+    if None in map(_COUNTRY, fast.data):  # derived from the phone number, the tolerant way
+        return _decode_page_tolerantly(body, tz)
+    return Page(messages=fast.data, rows=len(fast.data), total=_page_total(fast.meta))
+
+
+_COUNTRY = attrgetter("country")
+
+
+def _decode_page_tolerantly(body: bytes, tz: tzinfo) -> Page:
+    """Decode a page record by record, normalising what the fast path refused."""
+    try:
+        wire = _WIRE_DECODER.decode(body)
+    except msgspec.ValidationError:
+        return _decode_page_slowly(body, tz)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise DecodeError(f"malformed JSON: {exc}") from None
     page = Page(messages=[], rows=len(wire.data), total=_page_total(wire.meta))
     _convert_rows(wire.data, tz, page)
@@ -257,83 +418,14 @@ def _reject(page: Page, reason: str) -> None:
 
 
 def _convert_rows(wires: Iterable[WireMessage], tz: tzinfo, page: Page) -> None:
-    """Turn wire rows into messages, counting the ones that cannot be used.
-
-    The ordinary row (an int id, a documented status and type in lower case, a price and
-    country seen before) takes a fast path that does what :func:`to_message` does with dict
-    lookups instead of calls: they were 40% of the exporter's ingest time (benchmarks/ingest.py).
-    Any other row goes through :func:`to_message` itself.
-    """
+    """Turn wire rows into messages, counting the ones that cannot be used."""
     parse = TimestampParser(tz)
-    stamps = parse.cache
-    append = page.messages.append
-    statuses, channels, prices, countries = _STATUS_OF, _CHANNEL_OF, _PRICES, _COUNTRIES
     for wire in wires:
-        msg_id, status, channel = wire.id, statuses.get(wire.status), channels.get(wire.type)
-        if type(msg_id) is not int or status is None or channel is None or not 0 < msg_id <= MAX_ID:
-            message = to_message(wire, parse)
-            if isinstance(message, str):
-                _reject(page, message)
-            else:
-                append(message)
-            continue
-        amount = wire.amount
-        if amount is None:
-            price = _NO_PRICE
+        message = to_message(wire, parse)
+        if isinstance(message, str):
+            _reject(page, message)
         else:
-            key = (amount.value, amount.currency)
-            cached_price = prices.get(key)
-            if cached_price is None:
-                cached_price = _price(amount)
-                # Only text values: True == 1 as a dict key, but a bool is no price.
-                if type(amount.value) is str and len(prices) < _CACHE_SIZE:
-                    prices[key] = cached_price
-            price = cached_price
-        country = wire.country
-        if country:
-            code = countries.get(country)
-            if code is None:
-                code = country.strip().upper()
-                if len(countries) < _CACHE_SIZE:
-                    countries[country] = code
-        else:
-            code = country_of(wire.phone)
-        campaign = wire.campaign_id
-        created_text, done_text = wire.created_at, wire.delivered_at
-        sent_text = wire.sent_at if wire.sent_at is not None else wire.send_at
-        created = stamps.get(created_text, _MISSING)
-        sent = stamps.get(sent_text, _MISSING)
-        delivered = stamps.get(done_text, _MISSING)
-        validity = wire.validity
-        append(
-            Message(
-                msg_id,
-                status,
-                channel,
-                campaign if type(campaign) is int or campaign is None else _as_int(campaign),
-                parse(created_text) if created is _MISSING else created,  # type: ignore[arg-type]
-                parse(sent_text) if sent is _MISSING else sent,  # type: ignore[arg-type]
-                parse(done_text) if delivered is _MISSING else delivered,  # type: ignore[arg-type]
-                price[0],
-                price[1],
-                validity if validity is None or 0 < validity <= _MAX_VALIDITY_HOURS else None,
-                code,
-                wire.sender,
-            )
-        )
-
-
-_STATUS_OF: dict[str | None, str] = {s: s for s in _KNOWN_STATUSES}
-"""The fast path's statuses: exactly as documented (anything else takes the slow path)."""
-_CHANNEL_OF: dict[str | None, str] = {None: "sms", **{c: c for c in CHANNELS}}
-"""The fast path's channels: a missing ``type`` is sms, as in :func:`normalize_channel`."""
-_CACHE_SIZE = 4096
-"""Bound of the price and country caches (an account has a few dozen of each)."""
-_NO_PRICE: tuple[int | None, str | None] = (None, None)
-_PRICES: dict[tuple[Any, Any], tuple[int | None, str | None]] = {}
-"""``(amount.value, amount.currency)`` -> :func:`_price`'s answer: prices repeat endlessly."""
-_COUNTRIES: dict[str, str] = {}
-"""A record's ``country`` -> the normalised code."""
+            page.messages.append(message)
 
 
 def to_message(wire: WireMessage, parse: TimestampParser) -> Message | str:
@@ -343,7 +435,6 @@ def to_message(wire: WireMessage, parse: TimestampParser) -> Message | str:
         return "missing_id" if wire.id is None else "bad_id"
     if wire.status is None or not wire.status.strip():
         return "missing_status"
-    cost_nanos, currency = _price(wire.amount)
     sent = wire.sent_at if wire.sent_at is not None else wire.send_at
     return Message(
         id=msg_id,
@@ -353,10 +444,9 @@ def to_message(wire: WireMessage, parse: TimestampParser) -> Message | str:
         created_at=parse(wire.created_at),
         sent_at=parse(sent),
         delivered_at=parse(wire.delivered_at),
-        cost_nanos=cost_nanos,
-        currency=currency,
+        amount=None if wire.amount is None else price_of(wire.amount.value, wire.amount.currency),
         validity_hours=_validity(wire.validity),
-        country=wire.country.strip().upper() if wire.country else country_of(wire.phone),
+        country=_country(wire.country.strip().upper() if wire.country else country_of(wire.phone)),
         sender=wire.sender,
     )
 
@@ -379,14 +469,69 @@ def _validity(hours: int | None) -> int | None:
     return hours if hours is not None and 0 < hours <= _MAX_VALIDITY_HOURS else None
 
 
-def _price(amount: WireAmount | None) -> tuple[int | None, str | None]:
-    """``amount`` as exact nano-units and an upper-case currency, or ``(None, None)``."""
-    if amount is None or amount.value is None or not amount.currency:
-        return None, None
-    nanos = parse_price_nanos(amount.value)
+_PRICES: dict[tuple[Any, Any], Price] = {}
+"""``(value, currency)`` of an ``amount`` -> its :class:`Price`."""
+_NO_PRICE = Price(None, None)
+
+
+def price_of(value: Any, currency: Any) -> Price:
+    """The price of an ``amount``'s value and currency, shared with every equal one."""
+    key = (value, currency)
+    price = _PRICES.get(key)
+    if price is None:
+        price = _price(value, currency)
+        # Only text values: True == 1 as a dict key, but a bool is no price.
+        if type(value) is str:
+            if len(_PRICES) >= _CACHE_SIZE:
+                _PRICES.clear()
+            _PRICES[key] = price
+    return price
+
+
+def price_of_json(amount: Any) -> Price:
+    """:func:`price_of` for an ``amount`` object as decoded JSON; TypeError when it is not one."""
+    if type(amount) is not dict:
+        raise TypeError("amount is not an object")
+    value, currency = amount.get("value"), amount.get("currency")
+    if type(value) not in _PRICE_TYPES or type(currency) not in (str, type(None)):
+        raise TypeError("amount has fields of the wrong type")
+    return price_of(value, currency)
+
+
+_PRICE_TYPES = (str, int, float, type(None))
+
+
+def _price(value: str | int | float | None, currency: str | None) -> Price:
+    """The uncached :func:`price_of`."""
+    if value is None or not currency:
+        return _NO_PRICE
+    nanos = parse_price_nanos(value)
     if nanos is None:
-        return None, None
-    return nanos, amount.currency.strip().upper()
+        return _NO_PRICE
+    return Price(nanos, currency.strip().upper())
+
+
+_COUNTRIES: dict[str, CountryCode] = {}
+
+
+def country_code(text: Any) -> CountryCode:
+    """A record's ``country`` as a code, shared; ValueError when empty (the phone decides)."""
+    code = _COUNTRIES.get(text)
+    if code is None:
+        if type(text) is not str:
+            raise TypeError(f"not a country: {text!r}")
+        normalised = text.strip().upper()
+        if not normalised:
+            raise ValueError("empty country")
+        if len(_COUNTRIES) >= _CACHE_SIZE:
+            _COUNTRIES.clear()
+        code = _COUNTRIES[text] = _COUNTRIES.setdefault(normalised, CountryCode(normalised))
+    return code
+
+
+def _country(code: str | None) -> CountryCode | None:
+    """A derived or normalised code as the type messages hold."""
+    return None if code is None else CountryCode(code)
 
 
 def parse_price_nanos(value: str | int | float) -> int | None:
@@ -411,39 +556,21 @@ def parse_price_nanos(value: str | int | float) -> int | None:
 
 
 class TimestampParser:
-    """Parse API timestamps into epoch seconds; zone-less ones are in the configured zone."""
+    """Parse API timestamps into epoch seconds, with the zone's shared cache."""
 
-    __slots__ = ("_tz", "cache")
+    __slots__ = ("_stamps",)
 
     def __init__(self, tz: tzinfo) -> None:
-        self._tz = tz
-        # Messages of a page share few distinct seconds; caching them skips most parsing.
-        # Public, and None in it, so that the page's fast path looks up without a call.
-        self.cache: dict[str | None, float | None] = {None: None}
+        self._stamps = page_decoder(tz).stamps
 
-    def __call__(self, text: str | None) -> float | None:
+    def __call__(self, text: str | None) -> Epoch | None:
         """Epoch seconds for ``text``, or None when absent or unreadable."""
-        cached = self.cache.get(text, _MISSING)
-        if cached is not _MISSING:
-            return cached  # type: ignore[return-value]
-        assert text is not None  # None is always in the cache
-        value = self._parse(text)
-        if len(self.cache) < _CACHE_SIZE:
-            self.cache[text] = value
-        return value
-
-    def _parse(self, text: str) -> float | None:
-        """Parse one timestamp, uncached."""
+        if text is None:
+            return None
         try:
-            moment = datetime.fromisoformat(text.strip())
+            return self._stamps[text]
         except ValueError:
             return None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=self._tz)
-        return moment.timestamp()
-
-
-_MISSING = object()
 
 
 def decode_balance(body: bytes) -> Balance:
