@@ -1,9 +1,11 @@
 """Typed records of the BSG One API and their tolerant decoding.
 
-Owns the wire shapes (msgspec structs), the status and channel vocabularies, and the parsing of
-timestamps and prices. The real API disagrees with its own documents (``sent_at`` or ``send_at``,
-``phone`` as int or string, zone-less or ISO 8601 timestamps, ``amount`` missing), so decoding
-accepts every documented variant and rejects only records it cannot make sense of.
+Owns the typed records and the wire shapes (msgspec structs), the status and channel
+vocabularies, and the parsing of timestamps and prices. An ordinary page is decoded by msgspec
+straight into :class:`Message`. The real API disagrees with its own documents (``sent_at`` or
+``send_at``, ``phone`` as int or string, zone-less or ISO 8601 timestamps, ``amount`` missing),
+so any other page is decoded again tolerantly: every documented variant is accepted, and only
+records that make no sense are rejected.
 
 Must not import: prometheus_client, httpx, or any other exporter module.
 """
@@ -488,6 +490,9 @@ def price_of(value: Any, currency: Any) -> Price:
     return price
 
 
+_PRICE_TYPES = (str, int, float, type(None))
+
+
 def price_of_json(amount: Any) -> Price:
     """:func:`price_of` for an ``amount`` object as decoded JSON; TypeError when it is not one."""
     if type(amount) is not dict:
@@ -496,9 +501,6 @@ def price_of_json(amount: Any) -> Price:
     if type(value) not in _PRICE_TYPES or type(currency) not in (str, type(None)):
         raise TypeError("amount has fields of the wrong type")
     return price_of(value, currency)
-
-
-_PRICE_TYPES = (str, int, float, type(None))
 
 
 def _price(value: str | int | float | None, currency: str | None) -> Price:
