@@ -97,7 +97,9 @@ def test_zone_less_timestamps_use_the_configured_zone() -> None:
     assert message.created_at == T0 - 2 * 3600  # Kyiv is UTC+2 in March
 
 
-@pytest.mark.parametrize("amount", [None, {"value": None, "currency": "UAH"}, {}])
+@pytest.mark.parametrize(
+    "amount", [None, {"value": None, "currency": "UAH"}, {}, {"value": "0", "currency": " "}]
+)
 def test_missing_or_null_amount(amount: Any) -> None:
     record = {**SAMPLE, "amount": amount}
     [message] = decode_page(page(record), UTC).messages

@@ -505,12 +505,9 @@ def price_of_json(amount: Any) -> Price:
 
 def _price(value: str | int | float | None, currency: str | None) -> Price:
     """The uncached :func:`price_of`."""
-    if value is None or not currency:
-        return _NO_PRICE
-    nanos = parse_price_nanos(value)
-    if nanos is None:
-        return _NO_PRICE
-    return Price(nanos, currency.strip().upper())
+    code = currency.strip().upper() if currency else ""
+    nanos = None if value is None or not code else parse_price_nanos(value)
+    return _NO_PRICE if nanos is None else Price(nanos, code)
 
 
 _COUNTRIES: dict[str, CountryCode] = {}
