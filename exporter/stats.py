@@ -154,4 +154,4 @@ class ExporterState:
 def add_counts(counts: dict[K, int], more: Mapping[K, int]) -> None:
     """Add counts (a Counter, say) into a dict of counts."""
     for key, count in more.items():
-        counts[key] = counts.get(key, 0) + count
+        add_to(counts, key, count)

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
-from exporter.table import Final, MessageTable, Row
+from exporter.table import MessageTable, Row
 
 SCHEMA_VERSION = 2
 MEMORY = ":memory:"
@@ -146,7 +146,7 @@ def _upgrade_from_1(db: sqlite3.Connection) -> None:
                 if state == 0:
                     table.add_pending(Row(msg_id, created, series, status, next_check, deadline))
                 else:
-                    table.add_final(msg_id, created, Final(series, status, state))
+                    table.add_final(msg_id, created, table.final(series, status, state))
             db.execute("INSERT INTO chunks VALUES (?, 1, ?)", (target, table.snapshot()))
         db.execute("DROP TABLE messages")
         db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))

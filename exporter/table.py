@@ -22,6 +22,7 @@ from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import compress, islice
+from typing import Any
 
 import msgspec
 
@@ -344,11 +345,11 @@ class MessageTable:
         chunk = _CHUNK_DECODER.decode(blob)
         ids, created, kinds, next_checks, deadlines = chunk.pending
         pending = zip(
-            _ints("q", ids),
-            _floats(created),
-            _ints("I", kinds),
-            _floats(next_checks),
-            _floats(deadlines),
+            _unpack("q", ids),
+            _unpack("d", created),
+            _unpack("I", kinds),
+            _unpack("d", next_checks),
+            _unpack("d", deadlines),
             strict=True,
         )
         for msg_id, created_at, kind, next_check, deadline in pending:
@@ -359,11 +360,14 @@ class MessageTable:
         finals = [self.final(*kind) for kind in chunk.kinds]
         final_ids, final_created, final_kinds = chunk.final
         final = zip(
-            _ints("q", final_ids), _floats(final_created), _ints("I", final_kinds), strict=True
+            _unpack("q", final_ids),
+            _unpack("d", final_created),
+            _unpack("I", final_kinds),
+            strict=True,
         )
         for msg_id, created_at, kind in final:
             self._put_final(msg_id, created_at, finals[kind])
-        deleted = _ints("q", chunk.deleted)
+        deleted = _unpack("q", chunk.deleted)
         for msg_id in deleted:
             row = self.entries.get(msg_id)
             if isinstance(row, Row):
@@ -501,18 +505,9 @@ def _pack(typecode: str, values: list[int] | list[float]) -> bytes:
     return packed.tobytes()
 
 
-def _ints(typecode: str, data: bytes) -> array[int]:
-    """Little-endian bytes as an array of integers."""
+def _unpack(typecode: str, data: bytes) -> array[Any]:
+    """Little-endian bytes as an array of ``typecode`` (what :func:`_pack` wrote)."""
     values = array(typecode)
-    values.frombytes(data)
-    if _SWAP:  # pragma: no cover - big-endian machines only
-        values.byteswap()
-    return values
-
-
-def _floats(data: bytes) -> array[float]:
-    """Little-endian bytes as an array of floats."""
-    values = array("d")
     values.frombytes(data)
     if _SWAP:  # pragma: no cover - big-endian machines only
         values.byteswap()

@@ -441,17 +441,15 @@ class TargetTracker:
         """
         created, earliest = times
         if not self._p.cold or baseline is not None:
-            submitted = self._c.submitted
             after = (
                 counts
                 if baseline is None
                 else Counter(compress(keys, map(operator.not_, baseline)))
             )
             for (series, _), count in after.items():
-                submitted[series] = submitted.get(series, 0) + count
-        density = self._p.density
+                add_to(self._c.submitted, series, count)
         for minute, first, end in minute_runs(created):
-            density[minute] = density.get(minute, 0) + end - first
+            add_to(self._p.density, minute, end - first)
         start = self._window_start if self._window_start is not None else math.inf
         if earliest >= start:
             add_counts(self._window, counts)
