@@ -12,8 +12,8 @@ reads the same pages in this process, with no network, on one core:
   ``Counter.labels(...).inc()`` / ``Histogram.observe()`` per final message, one render per poll;
 * **ceiling**: decoding alone, with msgspec, into the exporter's wire structs (``WirePage``:
   every field as sent, no checks or conversions); ``typed`` is printed beside it for
-  reference: msgspec decoding into the typed records the way ``decode_page`` does
-  (``records.page_decoder``), whose hooks (timestamps, prices, countries) are our Python.
+  reference: decoding into the typed records the way ``decode_page`` does
+  (``records.page_decoder``: msgspec, then our shared timestamps, prices and countries).
 
 Two phases, like a big account's first hours: **cold**, the first poll of a 72 h window (every
 message is new; the final ones are the baseline), cut into polls of ``--poll-pages`` pages as

@@ -11,12 +11,14 @@ import msgspec
 import pytest
 
 from exporter.bsg.records import (
+    _CACHE_SIZE,
     ALL_STATUSES,
     CHANNELS,
     OTHER,
     Channel,
     DecodeError,
     Message,
+    PageDecoder,
     Status,
     TimestampParser,
     _decode_page_tolerantly,
@@ -284,3 +286,17 @@ def test_prices_and_countries_are_shared_and_normalised_on_the_fast_path() -> No
     odd = page({**SAMPLE, "amount": {"value": "abc", "currency": "uah"}})
     [message] = fast_path(odd) or []
     assert message.cost_nanos is None and message.currency is None  # unreadable: no price
+
+
+def test_the_fast_path_reads_right_across_its_caches_filling_up() -> None:
+    decoder = PageDecoder(UTC)
+    stamps = [format_api_time(T0 + i, UTC) for i in range(2 * _CACHE_SIZE + 7)]
+    for start in range(0, len(stamps), 500):
+        records = [
+            {**SAMPLE, "id": i + 1, "created_at": stamps[i], "delivered_at": None}
+            for i in range(start, min(start + 500, len(stamps)))
+        ]
+        messages = decoder.decode(page(*records)).data
+        assert [m.created_at for m in messages] == [T0 + r["id"] - 1 for r in records]
+        assert {m.delivered_at for m in messages} == {None}  # None survives each clearing
+    assert len(decoder.stamps) <= _CACHE_SIZE
