@@ -4,8 +4,9 @@ Run: ``.venv/bin/python benchmarks/ingest.py`` (``--help`` for the knobs). The s
 the API pages first (500 messages each, its realistic fields and status mix), then each path
 reads the same pages in this process, with no network, on one core:
 
-* **ours**: ``decode_page`` -> ``MessagePass``/``PollReads`` (as the client and the poller merge
-  pages) -> ``TargetTracker.apply`` on a real ``StateStore`` (a file in a temporary directory,
+* **ours**: ``decode_page`` (with the label fields of the target, none here, as the poller
+  asks) -> ``MessagePass``/``PollReads`` (as the client and the poller merge pages) ->
+  ``TargetTracker.apply`` on a real ``StateStore`` (a file in a temporary directory,
   the product default) -> ``snapshot`` -> published into ``ExporterState`` -> one render of
   ``/metrics`` per poll, with the registry ``exporter.app`` builds, as ``exporter.web`` renders;
 * **baseline**: ``json.loads``, walking the dicts, and a ``prometheus_client``
@@ -208,13 +209,13 @@ def _our_poll(
     """One poll as the poller runs it: merge the pages, apply, publish, render once."""
     fresh = MessagePass()
     for body in poll.new:
-        fresh.add_page(decode_page(body, UTC))
+        fresh.add_page(decode_page(body, UTC, tracker.labels))
     reads = PollReads()
     reads.add(fresh, ())
     if poll.recheck:
         again = MessagePass()
         for body in poll.recheck:
-            again.add_page(decode_page(body, UTC))
+            again.add_page(decode_page(body, UTC, tracker.labels))
         reads.add(again, tuple(again.messages))
     if fresh.last_id is not None:
         created = fresh.messages[fresh.last_id].created_at

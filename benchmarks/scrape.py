@@ -165,8 +165,8 @@ def serve(args: argparse.Namespace) -> None:  # noqa: PLR0915 - set-up, poller a
     sources = {name: Pages(i, START - 2 * HOUR, 2.0) for i, name in enumerate(names)}
     clock = {"now": START}
     for name, tracker in trackers.items():  # a baseline, then a poll of counted messages
-        tracker.apply(decode_page(sources[name].page(), UTC).messages, START - 2 * HOUR)
-        tracker.apply(decode_page(sources[name].page(), UTC).messages, START)
+        for at in (START - 2 * HOUR, START):
+            tracker.apply(decode_page(sources[name].page(), UTC, tracker.labels).messages, at)
     state = ExporterState(
         targets={n: TargetStatus(snapshot=t.snapshot(START)) for n, t in trackers.items()},
         version="bench",
@@ -188,9 +188,8 @@ def serve(args: argparse.Namespace) -> None:  # noqa: PLR0915 - set-up, poller a
                 started = time.perf_counter()
                 clock["now"] += 1.0
                 now = clock["now"]
-                messages = [
-                    m for _ in range(2) for m in decode_page(sources[name].page(), UTC).messages
-                ]
+                pages = [decode_page(sources[name].page(), UTC, tracker.labels) for _ in range(2)]
+                messages = [m for page in pages for m in page.messages]
                 tracker.apply(messages, now, read_to=now)
                 snapshot = tracker.snapshot(now)
                 with state.lock:
@@ -281,7 +280,7 @@ def memory(args: argparse.Namespace) -> None:
         while True:
             read = MessagePass()
             for _, body in zip(range(args.poll_pages), pages, strict=False):
-                read.add_page(decode_page(body, UTC))
+                read.add_page(decode_page(body, UTC, tracker.labels))
             if not read.pages:
                 break
             tracker.apply(read.messages, now, resume=(now - WINDOW, 0), cursor=None)

@@ -188,7 +188,7 @@ class Poller:
     ) -> PollReads:
         """Run a plan: the new messages first, then the re-checks the budget leaves room for."""
         reads = PollReads()
-        query = MessageQuery(plan.new_from, now, target.campaign_id, offset)
+        query = MessageQuery(plan.new_from, now, target.campaign_id, offset, target.labels)
         fresh = self._client.read_messages(query)
         reads.add(fresh, plan.new_covers)
         if fresh.last_id is not None:
@@ -209,7 +209,9 @@ class Poller:
             if reads.short:
                 break
             if check.by_range:
-                query = MessageQuery(check.start, check.end, target.campaign_id)
+                query = MessageQuery(
+                    check.start, check.end, target.campaign_id, labels=target.labels
+                )
                 reads.add(self._client.read_messages(query), check.ids)
             else:
                 for msg_id in check.ids:

@@ -14,11 +14,13 @@ from exporter.bsg.records import (
     _CACHE_SIZE,
     ALL_STATUSES,
     CHANNELS,
+    LABEL_FIELDS,
     OTHER,
     Channel,
     DecodeError,
     Message,
     PageDecoder,
+    Stamps,
     Status,
     TimestampParser,
     _decode_page_tolerantly,
@@ -31,6 +33,7 @@ from exporter.bsg.records import (
     page_decoder,
     parse_price_nanos,
 )
+from exporter.config import LABEL_DIMENSIONS
 
 SAMPLE = {  # the provider's own sample from openapi.yaml
     "id": 4419393338,
@@ -289,7 +292,7 @@ def test_prices_and_countries_are_shared_and_normalised_on_the_fast_path() -> No
 
 
 def test_the_fast_path_reads_right_across_its_caches_filling_up() -> None:
-    decoder = PageDecoder(UTC)
+    decoder = PageDecoder(Stamps(UTC), frozenset(LABEL_FIELDS))
     stamps = [format_api_time(T0 + i, UTC) for i in range(2 * _CACHE_SIZE + 7)]
     for start in range(0, len(stamps), 500):
         records = [
@@ -300,3 +303,31 @@ def test_the_fast_path_reads_right_across_its_caches_filling_up() -> None:
         assert [m.created_at for m in messages] == [T0 + r["id"] - 1 for r in records]
         assert {m.delivered_at for m in messages} == {None}  # None survives each clearing
     assert len(decoder.stamps) <= _CACHE_SIZE
+
+
+@pytest.mark.parametrize("labels", [(), ("country",), ("sender",), ("country", "sender")])
+def test_the_fast_path_reads_the_label_fields_of_the_target_only(labels: tuple[str, ...]) -> None:
+    body = page({**SAMPLE, "id": 1, "sender": "Shop"}, {**SAMPLE, "id": 2, "sender": "Shop"})
+    everything = decode_page(body, UTC).messages
+    messages = decode_page(body, UTC, labels).messages
+    assert [m.country for m in messages] == ["UA" if "country" in labels else None] * 2
+    assert [m.sender for m in messages] == ["Shop" if "sender" in labels else None] * 2
+    unlabelled = {"country": None, "sender": None}
+    assert [msgspec.structs.replace(m, **unlabelled) for m in messages] == [
+        msgspec.structs.replace(m, **unlabelled) for m in everything
+    ]
+    assert everything[0].sender is everything[1].sender  # shared, like countries
+
+
+def test_a_missing_country_costs_the_fast_path_only_when_it_is_a_label() -> None:
+    record = {**SAMPLE}
+    del record["country"]
+    [unlabelled] = decode_page(page(record), UTC, ("sender",)).messages
+    assert unlabelled.country is None and unlabelled.sender == "testsms"
+    assert page_decoder(UTC, ("sender",)).decode(page(record)).data == [unlabelled]
+    [labelled] = decode_page(page(record), UTC, ("country",)).messages
+    assert labelled.country == "UA"  # derived from the number, the tolerant way
+
+
+def test_the_label_fields_are_the_label_dimensions_of_the_config() -> None:
+    assert LABEL_FIELDS == LABEL_DIMENSIONS

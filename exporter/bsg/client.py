@@ -26,6 +26,7 @@ import structlog
 
 from exporter.bsg.budget import RequestBudget
 from exporter.bsg.records import (
+    LABEL_FIELDS,
     Balance,
     DecodeError,
     Message,
@@ -136,6 +137,7 @@ class MessageQuery:
     end: float
     campaign_id: int | None = None
     offset: int = 0  # rows of this query already read by an earlier, unfinished pass
+    labels: tuple[str, ...] = LABEL_FIELDS  # the label fields read (the others are None)
 
 
 @dataclass(slots=True)
@@ -246,13 +248,13 @@ class BsgClient:
         }
         if query.campaign_id is not None:
             params["filter[campaign_id]"] = query.campaign_id
-        result, total = self._read_pass(params, query.offset)
+        result, total = self._read_pass(params, query.offset, query.labels)
         if result.complete and _rows_skipped(result, total, query.offset):
             # Rows shifted between two pages (a page repeated some rows, and fewer distinct rows
             # came than the total says): some were skipped, and a skipped row below the cursor
             # is never read as new again. One more pass finds them; known rows cost nothing.
             log.info("pass_reread", reason="rows shifted between pages", rows=result.rows)
-            again, _ = self._read_pass(params, query.offset)
+            again, _ = self._read_pass(params, query.offset, query.labels)
             again.messages = {**result.messages, **again.messages}
             again.pages += result.pages
             again.rows += result.rows
@@ -263,7 +265,7 @@ class BsgClient:
         return result
 
     def _read_pass(
-        self, params: Mapping[str, str | int], offset: int
+        self, params: Mapping[str, str | int], offset: int, labels: tuple[str, ...]
     ) -> tuple[MessagePass, int | None]:
         """Page through one pass from ``offset``; also returns the total of its first page."""
         result = MessagePass()
@@ -271,7 +273,7 @@ class BsgClient:
         max_pages: int | None = None
         while True:
             try:
-                page = self._get_page({**params, "page[offset]": offset})
+                page = self._get_page({**params, "page[offset]": offset}, labels)
             except BudgetExhaustedError:
                 result.complete = False
                 result.next_offset = offset
@@ -302,11 +304,17 @@ class BsgClient:
         """Read the account balance and credit limit."""
         return self._call("balance", "GET", "/api/accounts/balance", decode=decode_balance)
 
-    def _get_page(self, params: Mapping[str, str | int]) -> Page:
-        """One ``GET /api/messages`` page, decoded."""
+    def _get_page(
+        self, params: Mapping[str, str | int], labels: tuple[str, ...] = LABEL_FIELDS
+    ) -> Page:
+        """One ``GET /api/messages`` page, decoded, with the label fields in ``labels``."""
         tz = self._tz
         return self._call(
-            "messages", "GET", "/api/messages", params=params, decode=lambda b: decode_page(b, tz)
+            "messages",
+            "GET",
+            "/api/messages",
+            params=params,
+            decode=lambda body: decode_page(body, tz, labels),
         )
 
     def _call(

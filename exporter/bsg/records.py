@@ -18,7 +18,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from decimal import Decimal, InvalidOperation
+from functools import partial
+from itertools import repeat
 from operator import attrgetter
+from types import GenericAlias
 from typing import Annotated, Any, Literal, cast
 
 import msgspec
@@ -232,6 +235,10 @@ class _Amount(msgspec.Struct, frozen=True, gc=False):
     currency: str | None = None
 
 
+LABEL_FIELDS: tuple[str, ...] = ("country", "sender")
+"""The fields of :class:`Message` read only to label series by (a target's ``labels``)."""
+
+
 class _Row(msgspec.Struct, gc=False):
     """A record of an ordinary page: :class:`Message`'s fields by their JSON names, as sent.
 
@@ -253,13 +260,6 @@ class _Row(msgspec.Struct, gc=False):
     # The documentation page's name for sent_at: the fast path would read such a message as
     # never sent, so a page that uses it fails the type and takes the tolerant path.
     send_at: None = None
-
-
-class _RowPage(msgspec.Struct):
-    """A ``GET /api/messages`` answer as the fast path decodes it."""
-
-    data: list[_Row]
-    meta: WireMeta | None = None
 
 
 class MessagePage(msgspec.Struct):
@@ -349,67 +349,108 @@ class PageDecoder:
     msgspec can make these shared objects itself only by calling a Python hook for each field
     (five a message), which cost more than the decoding. A dict lookup mapped over a column
     costs a few tens of nanoseconds; the rows' own strings live only while their page is read.
+    The label fields (:data:`LABEL_FIELDS`) not in ``labels`` are not read at all: None.
     """
 
-    def __init__(self, tz: tzinfo) -> None:
-        self.stamps = Stamps(tz)
-        shared = {
-            "created_at": self.stamps,
-            "sent_at": self.stamps,
-            "delivered_at": self.stamps,
+    def __init__(self, stamps: Stamps, labels: frozenset[str]) -> None:
+        self.stamps = stamps
+        shared: dict[str, _Shared] = {
+            "created_at": stamps,
+            "sent_at": stamps,
+            "delivered_at": stamps,
             "amount": _PRICE_OF_AMOUNT,
             "country": _COUNTRY_CODES,
+            "sender": _SENDERS,
         }
-        # Message's fields in order, read from the row by their JSON names.
+        row = _row_type(labels)
+        # Message's fields in order, each as a function of a page's rows; read from the row
+        # by their JSON names.
         self._columns = tuple(
-            (attrgetter(name), shared[name].__getitem__ if name in shared else None)
+            _column(name, shared.get(name)) if name in row.__struct_fields__ else _absent
             for name in Message.__struct_encode_fields__
         )
-        self._decoder = msgspec.json.Decoder(_RowPage, strict=False)
+        self._decoder = msgspec.json.Decoder(_page_type(row), strict=False)
 
     def decode(self, body: bytes) -> MessagePage:
         """Decode a page whose every record fits :class:`_Row`; ValidationError otherwise."""
         page = self._decoder.decode(body)
         rows = page.data
-        columns = [
-            map(get, rows) if share is None else map(share, map(get, rows))
-            for get, share in self._columns
-        ]
         try:
-            messages = list(map(Message, *columns))
+            messages = list(map(Message, *[column(rows) for column in self._columns]))
         except (ValueError, TypeError) as exc:  # a timestamp it cannot read, a blank country
             raise msgspec.ValidationError(str(exc)) from None
         return MessagePage(messages, page.meta)
 
 
-_DECODERS: dict[tzinfo, PageDecoder] = {}
+def _row_type(labels: frozenset[str]) -> type[Any]:
+    """:class:`_Row` without the label fields that are not in ``labels``."""
+    fields = msgspec.structs.fields(_Row)
+    if all(field.name in labels for field in fields if field.name in LABEL_FIELDS):
+        return _Row
+    kept = [
+        (field.name, field.type) if field.required else (field.name, field.type, field.default)
+        for field in fields
+        if field.name not in LABEL_FIELDS or field.name in labels
+    ]
+    return msgspec.defstruct("_Row", kept, gc=False, module=__name__)
 
 
-def page_decoder(tz: tzinfo) -> PageDecoder:
-    """The shared fast decoder of a zone (its timestamp cache is shared too)."""
-    decoder = _DECODERS.get(tz)
+def _page_type(row: type[Any]) -> type[Any]:
+    """A page of ``row`` records."""
+    return msgspec.defstruct(
+        "_RowPage",
+        [("data", GenericAlias(list, (row,))), ("meta", WireMeta | None, None)],
+        module=__name__,
+    )
+
+
+def _column(name: str, shared: _Shared | None) -> Callable[[list[Any]], Iterable[Any]]:
+    """The column of a field, shared through ``shared`` when given."""
+    get = attrgetter(name)
+    if shared is None:
+        return partial(map, get)
+    share = shared.__getitem__
+    return lambda rows: map(share, map(get, rows))
+
+
+def _absent(rows: list[Any]) -> Iterable[None]:
+    """The column of a field not read."""
+    return repeat(None)
+
+
+_STAMPS: dict[tzinfo, Stamps] = {}
+_DECODERS: dict[tuple[tzinfo, frozenset[str]], PageDecoder] = {}
+
+
+def page_decoder(tz: tzinfo, labels: Iterable[str] = LABEL_FIELDS) -> PageDecoder:
+    """The shared fast decoder of a zone and the label fields read (one timestamp cache a
+    zone)."""
+    key = (tz, frozenset(labels))
+    decoder = _DECODERS.get(key)
     if decoder is None:
-        decoder = _DECODERS.setdefault(tz, PageDecoder(tz))
+        stamps = _STAMPS.setdefault(tz, Stamps(tz))
+        decoder = _DECODERS.setdefault(key, PageDecoder(stamps, key[1]))
     return decoder
 
 
-def decode_page(body: bytes, tz: tzinfo) -> Page:
+def decode_page(body: bytes, tz: tzinfo, labels: Iterable[str] = LABEL_FIELDS) -> Page:
     """Decode a ``GET /api/messages`` body; bad records are counted, a bad envelope raises.
 
-    An ordinary page is decoded by msgspec alone, checked by the types of :class:`Message`. A
-    page with anything else in it (a status in capitals, an id as text with spaces, a missing
-    country, ``send_at`` for ``sent_at``...) is decoded again, record by record, tolerantly.
+    An ordinary page takes the fast path (:class:`PageDecoder`), which reads the label fields
+    in ``labels`` only. A page with anything else in it (a status in capitals, an id as text
+    with spaces, a missing country, ``send_at`` for ``sent_at``...) is decoded again, record by
+    record, tolerantly.
     """
     try:
-        fast = page_decoder(tz).decode(body)
+        fast = page_decoder(tz, labels).decode(body)
     except msgspec.ValidationError:  # a DecodeError too: it comes first
         return _decode_page_tolerantly(body, tz)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         # msgspec checks UTF-8 as it reads each string: a bad byte inside one raises
         # UnicodeDecodeError, which must be a bad answer (retried), not a crash of the poll.
         raise DecodeError(f"malformed JSON: {exc}") from None
-    if None in map(_COUNTRY, fast.data):  # derived from the phone number, the tolerant way
-        return _decode_page_tolerantly(body, tz)
+    if "country" in labels and None in map(_COUNTRY, fast.data):
+        return _decode_page_tolerantly(body, tz)  # the country derived from the phone number
     return Page(messages=fast.data, rows=len(fast.data), total=_page_total(fast.meta))
 
 
@@ -588,6 +629,8 @@ def _country_code(text: Any) -> CountryCode:
 
 _COUNTRY_CODES = _Shared(_country_code)
 """A record's ``country`` -> its shared code."""
+_SENDERS = _Shared(str)
+"""A record's ``sender`` -> the first equal string seen (senders repeat, like countries)."""
 
 
 def _country(code: str | None) -> CountryCode | None:
