@@ -89,6 +89,9 @@ class App:
                 self.client.close()
                 self.client = client
             self.config = config
+        # Render /metrics again now: until the next poll publishes, a scrape could be served
+        # the targets' part rendered before the reload (without a target just added).
+        self.state.published()
         log.info("config_reloaded", targets=[t.name for t in config.targets])
 
     def reload_with(self, load: Callable[[], Config]) -> str | None:

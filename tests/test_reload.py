@@ -114,3 +114,22 @@ def test_post_reload_applies_or_refuses(tmp_path: Path) -> None:
             assert ("bsg_up", frozenset({("target", "otp")})) in samples  # still the good config
         finally:
             exporter.stop()
+
+
+def test_a_target_added_is_scraped_at_once_even_while_a_poll_renders() -> None:
+    clock = ManualClock(start=START)
+    sim = traffic(clock, scenario="paused")
+    with SimulatorServer(sim) as server:
+        exporter = in_process(server.url, TARGETS[:1], DEMO_API_KEY, clock.now)
+        try:
+            exporter.cycle()
+            otp_up = ("bsg_up", frozenset({("target", "otp")}))
+            assert otp_up not in exporter.samples()  # the targets' part is rendered, kept
+            text = config_yaml(server.url, TARGETS)
+            assert exporter.app.reload_with(lambda: parse_config(text, environ=ENV)) is None
+            # A poll rendering holds this lock: a scrape meanwhile serves the parts rendered
+            # last, which the reload must have rendered again.
+            with exporter.app.registry._rendering:
+                assert otp_up in exporter.samples()
+        finally:
+            exporter.close()
