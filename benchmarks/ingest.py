@@ -4,11 +4,12 @@ Run: ``.venv/bin/python benchmarks/ingest.py`` (``--help`` for the knobs). The s
 the API pages first (500 messages each, its realistic fields and status mix), then each path
 reads the same pages in this process, with no network, on one core:
 
-* **ours**: ``decode_page`` (with the label fields of the target, none here, as the poller
-  asks) -> ``MessagePass``/``PollReads`` (as the client and the poller merge pages) ->
-  ``TargetTracker.apply`` on a real ``StateStore`` (a file in a temporary directory,
-  the product default) -> ``snapshot`` -> published into ``ExporterState`` -> one render of
-  ``/metrics`` per poll, with the registry ``exporter.app`` builds, as ``exporter.web`` renders;
+* **ours**: ``decode_page`` (reading the label fields of the target, ``--labels``, none by
+  default, as the poller asks) -> ``MessagePass``/``PollReads`` (as the client and the poller
+  merge pages) -> ``TargetTracker.apply`` on a real ``StateStore`` (a file in a temporary
+  directory, the product default) -> ``snapshot`` -> published into ``ExporterState`` -> one
+  render of ``/metrics`` per poll, with the registry ``exporter.app`` builds, as
+  ``exporter.web`` renders;
 * **baseline**: ``json.loads``, walking the dicts, and a ``prometheus_client``
   ``Counter.labels(...).inc()`` / ``Histogram.observe()`` per final message, one render per poll;
 * **ceiling**: decoding alone, with msgspec, into the exporter's wire structs (``WirePage``:
@@ -53,7 +54,11 @@ from exporter.bsg.records import (
     decode_page,
     page_decoder,
 )
-from exporter.config import DEFAULT_DELIVERY_LATENCY_BUCKETS, DEFAULT_SEND_DELAY_BUCKETS
+from exporter.config import (
+    DEFAULT_DELIVERY_LATENCY_BUCKETS,
+    DEFAULT_SEND_DELAY_BUCKETS,
+    LABEL_DIMENSIONS,
+)
 from exporter.poller import PollReads
 from exporter.simulator import CampaignProfile, ManualClock, Simulator, TrafficProfile
 from exporter.simulator.render import PageRenderer
@@ -177,8 +182,10 @@ def record_phases(args: argparse.Namespace) -> list[Phase]:
 # --- ours --------------------------------------------------------------------------------
 
 
-def run_ours(phases: Sequence[Phase], state_dir: Path) -> dict[str, float]:
-    """The exporter's path; seconds per phase."""
+def run_ours(
+    phases: Sequence[Phase], state_dir: Path, labels: Sequence[str] = ()
+) -> dict[str, float]:
+    """The exporter's path for a target with extra ``labels``; seconds per phase."""
     store = StateStore(str(state_dir / "bsg-exporter.db"))
     tracker = TargetTracker(
         store,
@@ -186,6 +193,7 @@ def run_ours(phases: Sequence[Phase], state_dir: Path) -> dict[str, float]:
         WINDOW,
         delivery_latency_buckets=DEFAULT_DELIVERY_LATENCY_BUCKETS,
         send_delay_buckets=DEFAULT_SEND_DELAY_BUCKETS,
+        labels=labels,
     )
     state = ExporterState(
         targets={TARGET: TargetStatus(snapshot=tracker.snapshot(START))},
@@ -384,7 +392,22 @@ def arguments() -> argparse.Namespace:
     )
     parser.add_argument("--repeat", type=int, default=5, help="rounds; each path's best counts")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--labels",
+        type=label_list,
+        default=(),
+        help="extra labels of ours' target, comma-separated: country, sender (default none)",
+    )
     return parser.parse_args()
+
+
+def label_list(text: str) -> tuple[str, ...]:
+    """``--labels``: extra label dimensions, comma-separated."""
+    labels = tuple(filter(None, text.split(",")))
+    unknown = set(labels) - set(LABEL_DIMENSIONS)
+    if unknown or len(set(labels)) != len(labels):
+        raise argparse.ArgumentTypeError(f"each of {', '.join(LABEL_DIMENSIONS)} at most once")
+    return labels
 
 
 def main() -> None:
@@ -399,7 +422,7 @@ def main() -> None:
 
     def ours_once() -> dict[str, float]:
         with tempfile.TemporaryDirectory() as tmp:
-            return run_ours(phases, Path(tmp))
+            return run_ours(phases, Path(tmp), args.labels)
 
     timed = best(
         {
@@ -413,7 +436,8 @@ def main() -> None:
     print(
         f"ingest benchmark: {total:,} rows in {pages:,} pages of up to {LIMIT} "
         f"({size / pages / 1024:.0f} KiB a page on average), simulator seed {args.seed}, "
-        f"{args.per_day:,.0f} messages/day"
+        f"{args.per_day:,.0f} messages/day; ours' target labels by "
+        f"{', '.join(('channel', *args.labels))}"
     )
     cold, steady = phases
     print(
