@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, get_args
 from zoneinfo import ZoneInfo
 
@@ -331,3 +331,35 @@ def test_a_missing_country_costs_the_fast_path_only_when_it_is_a_label() -> None
 
 def test_the_label_fields_are_the_label_dimensions_of_the_config() -> None:
     assert LABEL_FIELDS == LABEL_DIMENSIONS
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Kyiv", "America/St_Johns", "Australia/Lord_Howe"])
+def test_stamps_read_a_minute_at_a_time_agree_with_a_whole_parse(zone: str) -> None:
+    tz = ZoneInfo(zone)
+    step = 7919.0  # seconds: a spread over 2025
+    moments = [datetime(2025, 1, 1, tzinfo=UTC).timestamp() + step * i for i in range(4000)]
+    changes = [
+        datetime.fromtimestamp(m, tz).replace(tzinfo=None)
+        for m in moments
+        if tz.utcoffset(datetime.fromtimestamp(m, UTC))
+        != tz.utcoffset(datetime.fromtimestamp(m + step, UTC))
+    ]
+    # Every wall-clock minute (with varying seconds) around each offset change: the hour
+    # skipped, the hour repeated.
+    walls = [c + timedelta(minutes=k, seconds=k % 60) for c in changes for k in range(-300, 300)]
+    texts = {datetime.fromtimestamp(m, tz).strftime("%Y-%m-%d %H:%M:%S") for m in moments}
+    texts |= {wall.strftime("%Y-%m-%d %H:%M:%S") for wall in walls}
+    texts |= {f"2025-{month:02d}-15T12:34:56" for month in range(1, 13)}
+    stamps = Stamps(tz)
+    for text in sorted(texts):
+        whole = datetime.fromisoformat(text).replace(tzinfo=tz).timestamp()
+        assert stamps[text] == whole, text
+    assert changes or zone == "UTC"
+
+
+@pytest.mark.parametrize(
+    "text", ["2025-03-20 05:11:60", "2025-03-20 05:11:5x", "2025-02-30 05:11:15"]
+)
+def test_stamps_refuse_what_a_whole_parse_refuses(text: str) -> None:
+    with pytest.raises(ValueError):
+        Stamps(UTC)[text]
