@@ -124,6 +124,22 @@ class _Counters:
     rejected: dict[str, int] = field(default_factory=dict)
 
 
+class _SeriesKeys(dict[tuple[Any, ...], str]):
+    """(channel, extra label fields as read) -> series key, kept once the label caps admitted
+    every value: most messages of a labelled target then cost a lookup. A value over its cap is
+    not kept, so that each message with it is counted in the overflow."""
+
+    def __init__(self, make: Callable[[tuple[Any, ...]], tuple[str, bool]]) -> None:
+        super().__init__()
+        self._make = make
+
+    def __missing__(self, read: tuple[Any, ...]) -> str:
+        key, admitted = self._make(read)
+        if admitted:
+            self[read] = key
+        return key
+
+
 @dataclass(slots=True)
 class _Progress:
     """Where reading stands: the cold flag, the cursor, the horizon and the id density."""
@@ -187,6 +203,8 @@ class TargetTracker:
         self._on_count = on_count  # told of every count with the poll's now (benchmarks)
         self._c = _Counters()
         self._p = _Progress()
+        self._read_labels = attrgetter("channel", *self.labels)
+        self._series_keys = _SeriesKeys(self._series_key)
         self._window: dict[tuple[str, str], int] = {}
         self._window_start: float | None = None
         self._table = MessageTable()
@@ -396,11 +414,7 @@ class TargetTracker:
         times = cast(list[float], created)
         if earliest is None:
             earliest = min(times)
-        keys: list[tuple[str, str]] = (
-            list(map(_CHANNEL_STATUS, fresh))
-            if not self.labels
-            else [(self._series_of(message), message.status) for message in fresh]
-        )
+        keys = self._keys_of(fresh)
         counts = Counter(keys)
         for series in sorted({series for series, _ in counts} - self._c.series):
             self._add_series(series)
@@ -427,6 +441,13 @@ class TargetTracker:
         self._table.add_finals(list(map(_ID, fresh)), times, entries)
         batch.new += len(fresh)
         self._density_index = None
+
+    def _keys_of(self, fresh: list[Message]) -> list[tuple[str, str]]:
+        """The (series, status) of each message."""
+        if not self.labels:
+            return list(map(_CHANNEL_STATUS, fresh))
+        series = map(self._series_keys.__getitem__, map(self._read_labels, fresh))
+        return list(zip(series, map(_STATUS, fresh), strict=True))
 
     def _count_sights(
         self,
@@ -691,15 +712,17 @@ class TargetTracker:
             add_to(self._window, (series, old), -1)
             add_to(self._window, (series, new), 1)
 
-    def _series_of(self, message: Message) -> str:
-        """The series key of a new message: its channel and the target's extra label values."""
-        if not self.labels:
-            return message.channel
-        values: list[str] = [message.channel]
-        for label in self.labels:
-            raw = message.country if label == "country" else message.sender
-            values.append(self._capped(label, (raw or "unknown").replace(SEP, " ")))
-        return SEP.join(values)
+    def _series_key(self, read: tuple[Any, ...]) -> tuple[str, bool]:
+        """The series key of a new message from its channel and extra label fields as read;
+        and whether every value was admitted (not over its label's cap)."""
+        channel, *raws = read
+        values: list[str] = [channel]
+        admitted = True
+        for label, raw in zip(self.labels, raws, strict=True):
+            value = (raw or "unknown").replace(SEP, " ")
+            values.append(self._capped(label, value))
+            admitted = admitted and value in self._c.label_values[label]
+        return SEP.join(values), admitted
 
     def _capped(self, label: str, value: str) -> str:
         """``value``, or ``other`` once the label already has its maximum of distinct values."""
@@ -722,6 +745,7 @@ class TargetTracker:
     def _load(self) -> None:
         """Read the saved state, or start cold; a target whose identity changed starts over."""
         self._c, self._p = _Counters(), _Progress()
+        self._series_keys = _SeriesKeys(self._series_key)  # admitted values are the counters'
         self._table = MessageTable()
         self._window_start = None
         self._density_index = None
@@ -765,6 +789,7 @@ _COUNTED, _BASELINE = int(State.COUNTED), int(State.BASELINE)
 _ID = attrgetter("id")
 _CREATED = attrgetter("created_at")
 _CHANNEL_STATUS = attrgetter("channel", "status")
+_STATUS = attrgetter("status")
 
 
 class _CollectionPause:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import gc
 import random
+import sqlite3
 from typing import Any
 
+import msgspec
 import pytest
 
 from exporter.bsg.records import FINAL_STATUSES, PENDING_STATUSES, Message, is_final
 from exporter.store import MEMORY, StateStore
-from exporter.tracker import PRUNE_MARGIN, TargetTracker
+from exporter.tracker import PRUNE_MARGIN, SEP, TargetTracker
 from tests.harness import price
 
 NOW = 1_780_000_000.0
@@ -286,3 +288,37 @@ def test_collection_is_paused_during_an_apply_and_left_as_it_was(enabled_before:
         assert gc.isenabled() is enabled_before
     finally:
         gc.enable()
+
+
+def labelled(msg_id: int, country: str) -> Message:
+    """A delivered message of ``country``."""
+    return msgspec.structs.replace(msg(msg_id, "delivered"), country=country)
+
+
+def test_a_value_over_its_cap_is_counted_as_overflow_every_time() -> None:
+    t = tracker(labels=("country",), max_label_values=1)
+    t.apply([labelled(1, "UA"), labelled(2, "PL"), labelled(3, "UA"), labelled(4, "PL")], NOW)
+    t.apply([labelled(5, "PL"), labelled(6, "UA"), labelled(7, "PL")], NOW + 60)
+    snap = t.snapshot(NOW + 60)
+    assert snap.overflow == {"country": 4}  # every PL, each time
+    assert snap.messages == {(f"sms{SEP}UA", "delivered"): 1, (f"sms{SEP}other", "delivered"): 2}
+
+
+def test_label_values_admitted_by_a_failed_poll_are_not_remembered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = StateStore(MEMORY)
+    t = tracker(store=store, labels=("country",), max_label_values=1)
+    t.apply([], NOW)  # the baseline
+    with monkeypatch.context() as patch:
+
+        def refuse(*args: Any) -> None:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        patch.setattr(store, "append_chunk", refuse)  # the poll's save fails: all of it undone
+        with pytest.raises(sqlite3.OperationalError):
+            t.apply([labelled(1, "UA")], NOW + 60)
+    t.apply([labelled(2, "PL"), labelled(3, "UA")], NOW + 120)
+    snap = t.snapshot(NOW + 120)
+    assert snap.messages == {(f"sms{SEP}PL", "delivered"): 1, (f"sms{SEP}other", "delivered"): 1}
+    assert snap.overflow == {"country": 1}
