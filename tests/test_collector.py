@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector
 from exporter import collector as collector_module
 from exporter.bsg.records import FINAL_STATUSES, Balance, Message
 from exporter.collector import BsgCollector, BsgRegistry
-from exporter.stats import ExporterState, TargetStatus
+from exporter.stats import ExporterState, Histogram, TargetStatus
 from exporter.store import MEMORY, StateStore
 from exporter.tracker import TargetTracker
 from tests.harness import price
@@ -361,3 +361,16 @@ def test_a_sample_with_a_timestamp_is_never_templated() -> None:
         gauge = GaugeMetricFamily("bsg_level", "Level.", labels=["target"])
         gauge.add_metric(["otp"], value, timestamp=1_700_000_000 + value)
         assert template.render(encoder, gauge) == collector_module._render(encoder, [gauge])
+
+
+@pytest.mark.parametrize("bounds", [(0.5, 1.0, 10.0), (), (-1.0, 0.0, 2.5)])
+def test_histogram_samples_are_those_prometheus_client_adds(bounds: tuple[float, ...]) -> None:
+    histogram = Histogram(bounds)
+    for value in (-3.0, 0.0, 0.5, 0.7, 2.0, 99.0):
+        histogram.observe(value)
+    ours = HistogramMetricFamily("h", "help", labels=["target", "channel"])
+    collector_module._add_histogram(ours, {"target": "t", "channel": "sms"}, histogram)
+    theirs = HistogramMetricFamily("h", "help", labels=["target", "channel"])
+    theirs.add_metric(["t", "sms"], buckets=histogram.cumulative(), sum_value=histogram.total)
+    assert ours.samples == theirs.samples
+    assert [list(s.labels) for s in ours.samples] == [list(s.labels) for s in theirs.samples]
