@@ -31,6 +31,7 @@ from exporter.simulator import (
     Simulator,
     SimulatorServer,
     TrafficProfile,
+    status_at,
 )
 
 START = 1_780_000_000.0
@@ -201,16 +202,6 @@ def index_truth(truth: Mapping[str, Any]) -> dict[int, Truth]:
             price,
         )
     return rows
-
-
-def status_at(history: Sequence[tuple[float, str]], moment: float) -> str | None:
-    """A message's status at ``moment``, None before it existed."""
-    current = None
-    for when, status in history:
-        if when > moment:
-            break
-        current = status
-    return current
 
 
 @dataclass

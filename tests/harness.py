@@ -32,6 +32,7 @@ from exporter.bsg.records import (
     parse_price_nanos,
 )
 from exporter.config import Config, parse_config
+from exporter.simulator import status_at
 from exporter.web import WebServer
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -227,16 +228,6 @@ class ExporterProcess:
     def log(self) -> str:
         """Everything the process wrote."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-
-def status_at(history: list[list[Any]], moment: float) -> str | None:
-    """A message's status at ``moment`` from its history, None before it existed."""
-    current = None
-    for when, status in history:
-        if when > moment:
-            break
-        current = status
-    return current
 
 
 @dataclass

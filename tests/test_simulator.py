@@ -32,6 +32,7 @@ from exporter.simulator import (
     TrafficProfile,
     demo_profile,
     start_demo,
+    status_at,
 )
 from exporter.simulator.__main__ import duration
 from exporter.simulator.traffic import COUNTRIES, FINAL_STATUSES, PENDING_STATUSES
@@ -816,3 +817,11 @@ def test_prices_table_matches_the_brief() -> None:
         0.035,
         0.042,
     )
+
+
+def test_status_at_reads_the_truth_history() -> None:
+    history = [[10.0, "accepted"], [12.0, "sent"], [20.0, "delivered"]]
+    moments = [9.9, 10.0, 11.0, 12.0, 19.9, 20.0, 99.0]
+    assert [status_at(history, m) for m in moments] == [
+        None, "accepted", "accepted", "sent", "sent", "delivered", "delivered",
+    ]  # fmt: skip

@@ -9,7 +9,7 @@ Must not import: anything from exporter outside exporter.simulator, prometheus_c
 """
 
 from .clock import Clock, ManualClock, RealClock, ScaledClock
-from .engine import DEMO_API_KEY, Simulator
+from .engine import DEMO_API_KEY, Simulator, status_at
 from .server import SimulatorServer, start_demo
 from .traffic import SCENARIOS, CampaignProfile, TrafficProfile, demo_profile
 
@@ -26,4 +26,5 @@ __all__ = [
     "TrafficProfile",
     "demo_profile",
     "start_demo",
+    "status_at",
 ]

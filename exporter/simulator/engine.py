@@ -421,3 +421,14 @@ class Simulator:
             "amount": None if amount is None else {"value": amount[0], "currency": amount[1]},
             "history": [[t, s] for t, s in m.events(now)],
         }
+
+
+def status_at(history: Iterable[Sequence[Any]], moment: float) -> str | None:
+    """A message's status at ``moment`` from its ground-truth history (``[time, status]``
+    pairs, as :meth:`Simulator.truth` gives them), None before it existed."""
+    current = None
+    for when, status in history:
+        if when > moment:
+            break
+        current = status
+    return current
