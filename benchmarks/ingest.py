@@ -15,7 +15,8 @@ reads the same pages in this process, with no network, on one core:
 * **ceiling**: decoding alone, with msgspec, into the exporter's wire structs (``WirePage``:
   every field as sent, no checks or conversions); ``typed`` is printed beside it for
   reference: decoding into the typed records the way ``decode_page`` does
-  (``records.page_decoder``: msgspec, then our shared timestamps, prices and countries).
+  (``records.page_decoder``: msgspec, then our shared timestamps, prices, countries and
+  senders; every label field read).
 
 Two phases, like a big account's first hours: **cold**, the first poll of a 72 h window (every
 message is new; the final ones are the baseline), cut into polls of ``--poll-pages`` pages as

@@ -203,8 +203,7 @@ class TargetTracker:
         self._on_count = on_count  # told of every count with the poll's now (benchmarks)
         self._c = _Counters()
         self._p = _Progress()
-        self._read_labels = attrgetter("channel", *self.labels)
-        self._series_keys = _SeriesKeys(self._series_key)
+        self._read_labels = attrgetter("channel", *self.labels)  # the fields labelled by
         self._window: dict[tuple[str, str], int] = {}
         self._window_start: float | None = None
         self._table = MessageTable()
@@ -745,7 +744,8 @@ class TargetTracker:
     def _load(self) -> None:
         """Read the saved state, or start cold; a target whose identity changed starts over."""
         self._c, self._p = _Counters(), _Progress()
-        self._series_keys = _SeriesKeys(self._series_key)  # admitted values are the counters'
+        # Remembers the label values the counters admitted: dropped with them.
+        self._series_keys = _SeriesKeys(self._series_key)
         self._table = MessageTable()
         self._window_start = None
         self._density_index = None

@@ -14,7 +14,7 @@ Must not import: prometheus_client, httpx, or any other exporter module.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from decimal import Decimal, InvalidOperation
@@ -242,8 +242,8 @@ LABEL_FIELDS: tuple[str, ...] = ("country", "sender")
 class _Row(msgspec.Struct, gc=False):
     """A record of an ordinary page: :class:`Message`'s fields by their JSON names, as sent.
 
-    msgspec checks them in C (numeric text is accepted for numbers); timestamps, price and
-    country are turned into shared objects by :class:`PageDecoder` afterwards.
+    msgspec checks them in C (numeric text is accepted for numbers); timestamps, price,
+    country and sender are turned into shared objects by :class:`PageDecoder` afterwards.
     """
 
     id: MessageId
@@ -332,8 +332,8 @@ class Stamps(_Shared):
         super().__init__(self._parse)
         self.tz = tz
         # The API's own format, "2025-03-20 05:11:15", is parsed a minute at a time: a sparse
-        # account's read has few messages a second, so most of its stamps are parsed, and
-        # parsing a whole stamp cost three times a lookup of its minute and an int().
+        # account's read has few messages a second, so most of its stamps are parsed, and a
+        # whole parse takes twice as long as these checks, a lookup of the minute and an int().
         self._minutes = _Shared(self._epoch)
 
     def _parse(self, text: Any) -> Epoch:
@@ -362,7 +362,7 @@ class Stamps(_Shared):
 
 class PageDecoder:
     """The fast path of one zone: msgspec decodes and checks a page's rows in C, then shared
-    timestamps, prices and countries replace the text, a column at a time.
+    timestamps, prices, countries and senders replace the text, a column at a time.
 
     msgspec can make these shared objects itself only by calling a Python hook for each field
     (five a message), which cost more than the decoding. A dict lookup mapped over a column
@@ -440,7 +440,7 @@ _STAMPS: dict[tzinfo, Stamps] = {}
 _DECODERS: dict[tuple[tzinfo, frozenset[str]], PageDecoder] = {}
 
 
-def page_decoder(tz: tzinfo, labels: Iterable[str] = LABEL_FIELDS) -> PageDecoder:
+def page_decoder(tz: tzinfo, labels: Collection[str] = LABEL_FIELDS) -> PageDecoder:
     """The shared fast decoder of a zone and the label fields read (one timestamp cache a
     zone)."""
     key = (tz, frozenset(labels))
@@ -451,7 +451,7 @@ def page_decoder(tz: tzinfo, labels: Iterable[str] = LABEL_FIELDS) -> PageDecode
     return decoder
 
 
-def decode_page(body: bytes, tz: tzinfo, labels: Iterable[str] = LABEL_FIELDS) -> Page:
+def decode_page(body: bytes, tz: tzinfo, labels: Collection[str] = LABEL_FIELDS) -> Page:
     """Decode a ``GET /api/messages`` body; bad records are counted, a bad envelope raises.
 
     An ordinary page takes the fast path (:class:`PageDecoder`), which reads the label fields
