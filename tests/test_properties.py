@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from exporter.bsg.records import (
     ALL_STATUSES,
     CHANNELS,
+    LABEL_FIELDS,
     OTHER,
     DecodeError,
     Message,
@@ -173,6 +174,50 @@ VALID_RECORD = {
     "validity": 72,
     "country": "UA",
 }
+
+
+def plausible(over: dict[str, Any]) -> dict[str, Any]:
+    """A valid record with some fields changed."""
+    return {**VALID_RECORD, **over}
+
+
+plausible_records = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": st.integers(min_value=1, max_value=10**6),
+        "status": st.sampled_from(["delivered", "sent", "failed", "other", "Delivered"]),
+        "country": st.sampled_from(["UA", " pl ", "", None]),
+        "sender": st.sampled_from(["Shop", "", None, 5]),
+        "validity": st.sampled_from([1, 72, 0, None]),
+        "created_at": st.sampled_from(["2025-03-20 05:12:15", "2025-03-20T07:11:15+02:00", None]),
+        "amount": st.sampled_from([None, {"value": "0.02", "currency": "uah"}]),
+    },
+).map(plausible)
+
+
+@SHAPED
+@given(
+    st.lists(st.one_of(plausible_records, plausible_records, records), max_size=6),
+    st.sampled_from([(), ("country",), ("sender",)]),
+)
+def test_a_target_reads_the_same_messages_whatever_its_labels(
+    rows: list[Any], labels: tuple[str, ...]
+) -> None:
+    """Reading fewer label fields changes those fields only: not which records are used."""
+    body = msgspec.json.encode({"data": rows})
+    full = decode_or_reject(body)
+    try:
+        lean = decode_page(body, UTC, labels)
+    except DecodeError:
+        assert full is None
+        return
+    assert full is not None
+    check_page(lean)
+    unread = {name: None for name in LABEL_FIELDS if name not in labels}
+    assert [msgspec.structs.replace(m, **unread) for m in lean.messages] == [
+        msgspec.structs.replace(m, **unread) for m in full.messages
+    ]
+    assert (lean.rows, lean.total, lean.rejected) == (full.rows, full.total, full.rejected)
 
 
 @FUZZ
