@@ -96,8 +96,11 @@ class Epoch(float):
     __slots__ = ()
 
 
-class WireAmount(msgspec.Struct):
-    """``amount`` as sent: value is documented as a decimal string, accepted as a number too."""
+class WireAmount(msgspec.Struct, frozen=True, gc=False):
+    """``amount`` as sent: value is documented as a decimal string, accepted as a number too.
+
+    Hashable: the key of its shared :class:`Price`.
+    """
 
     value: str | int | float | None = None
     currency: str | None = None
@@ -228,13 +231,6 @@ class Message(msgspec.Struct, frozen=True, gc=False):
         return None if self.amount is None else self.amount.currency
 
 
-class _Amount(msgspec.Struct, frozen=True, gc=False):
-    """``amount`` as sent on an ordinary page: hashable, the key of its shared price."""
-
-    value: str | int | float | None = None
-    currency: str | None = None
-
-
 LABEL_FIELDS: tuple[str, ...] = ("country", "sender")
 """The fields of :class:`Message` read only to label series by (a target's ``labels``)."""
 
@@ -253,7 +249,7 @@ class _Row(msgspec.Struct, gc=False):
     created_at: str | None = None
     sent_at: str | None = None
     delivered_at: str | None = None
-    amount: _Amount | None = None
+    amount: WireAmount | None = None
     validity: ValidityHours | None = None
     country: str | None = None
     sender: str | None = None
@@ -574,7 +570,7 @@ def to_message(wire: WireMessage, parse: TimestampParser) -> Message | str:
         created_at=parse(wire.created_at),
         sent_at=parse(sent),
         delivered_at=parse(wire.delivered_at),
-        amount=None if wire.amount is None else price_of(wire.amount.value, wire.amount.currency),
+        amount=_PRICE_OF_AMOUNT[wire.amount],
         validity_hours=_validity(wire.validity),
         country=_country(wire.country.strip().upper() if wire.country else country_of(wire.phone)),
         sender=wire.sender,
@@ -599,39 +595,19 @@ def _validity(hours: int | None) -> int | None:
     return hours if hours is not None and 0 < hours <= _MAX_VALIDITY_HOURS else None
 
 
-_PRICES: dict[tuple[Any, Any], Price] = {}
-"""``(value, currency)`` of an ``amount`` -> its :class:`Price`."""
 _NO_PRICE = Price(None, None)
 
 
-def price_of(value: Any, currency: Any) -> Price:
-    """The price of an ``amount``'s value and currency, shared with every equal one."""
-    key = (value, currency)
-    price = _PRICES.get(key)
-    if price is None:
-        price = _price(value, currency)
-        # Only text values: True == 1 as a dict key, but a bool is no price.
-        if type(value) is str:
-            if len(_PRICES) >= _CACHE_SIZE:
-                _PRICES.clear()
-            _PRICES[key] = price
-    return price
-
-
-def _amount_price(amount: _Amount) -> Price:
-    """The shared price of an ordinary page's ``amount``."""
-    return price_of(amount.value, amount.currency)
-
-
-_PRICE_OF_AMOUNT = _Shared(_amount_price)
-"""An ordinary page's ``amount`` -> its :class:`Price`."""
-
-
-def _price(value: str | int | float | None, currency: str | None) -> Price:
-    """The uncached :func:`price_of`."""
-    code = currency.strip().upper() if currency else ""
+def _price(amount: WireAmount) -> Price:
+    """The price of an ``amount``: nano-units and an upper-case currency, or none usable."""
+    code = amount.currency.strip().upper() if amount.currency else ""
+    value = amount.value  # never a bool: the wire types refuse one (True == 1 as a key)
     nanos = None if value is None or not code else parse_price_nanos(value)
     return _NO_PRICE if nanos is None else Price(nanos, code)
+
+
+_PRICE_OF_AMOUNT = _Shared(_price)
+"""A record's ``amount`` -> its :class:`Price`, shared by both paths."""
 
 
 def _country_code(text: Any) -> CountryCode:
