@@ -70,6 +70,12 @@ class Chunk(msgspec.Struct, array_like=True):
     deleted: bytes  # ids
 
 
+_PENDING_TYPES = "qdIdd"
+"""The array typecodes of ``Chunk.pending``, in order."""
+_FINAL_TYPES = "qdI"
+"""The array typecodes of ``Chunk.final``, in order."""
+
+
 _CHUNK_ENCODER = msgspec.msgpack.Encoder()
 _CHUNK_DECODER = msgspec.msgpack.Decoder(Chunk)
 
@@ -141,8 +147,8 @@ class _Changes:
         kinds = [key for key, _ in sorted(self._kinds.items(), key=lambda item: item[1])]
         chunk = Chunk(
             kinds=kinds,
-            pending=tuple(_pack(c, v) for c, v in zip("qdIdd", self.pending, strict=True)),  # type: ignore[arg-type]
-            final=tuple(_pack(c, v) for c, v in zip("qdI", self.final, strict=True)),  # type: ignore[arg-type]
+            pending=_pack_all(_PENDING_TYPES, self.pending),  # type: ignore[arg-type]
+            final=_pack_all(_FINAL_TYPES, self.final),  # type: ignore[arg-type]
             deleted=_pack("q", self.deleted),
         )
         return _CHUNK_ENCODER.encode(chunk)
@@ -343,28 +349,14 @@ class MessageTable:
     def replay(self, blob: bytes) -> None:
         """Apply a saved chunk (a snapshot, or the changes of one poll)."""
         chunk = _CHUNK_DECODER.decode(blob)
-        ids, created, kinds, next_checks, deadlines = chunk.pending
-        pending = zip(
-            _unpack("q", ids),
-            _unpack("d", created),
-            _unpack("I", kinds),
-            _unpack("d", next_checks),
-            _unpack("d", deadlines),
-            strict=True,
-        )
+        pending = zip(*_unpack_all(_PENDING_TYPES, chunk.pending), strict=True)
         for msg_id, created_at, kind, next_check, deadline in pending:
             series, status, _state = chunk.kinds[kind]
             self._put_pending(
                 Row(msg_id, created_at, series, status, _value(next_check), _value(deadline))
             )
         finals = [self.final(*kind) for kind in chunk.kinds]
-        final_ids, final_created, final_kinds = chunk.final
-        final = zip(
-            _unpack("q", final_ids),
-            _unpack("d", final_created),
-            _unpack("I", final_kinds),
-            strict=True,
-        )
+        final = zip(*_unpack_all(_FINAL_TYPES, chunk.final), strict=True)
         for msg_id, created_at, kind in final:
             self._put_final(msg_id, created_at, finals[kind])
         deleted = _unpack("q", chunk.deleted)
@@ -372,7 +364,7 @@ class MessageTable:
             row = self.entries.get(msg_id)
             if isinstance(row, Row):
                 self._drop_pending(row)
-        self.written += (len(ids) + len(final_ids) + len(chunk.deleted)) // 8
+        self.written += (len(chunk.pending[0]) + len(chunk.final[0]) + len(chunk.deleted)) // 8
 
     # --- internals ------------------------------------------------------------------------
 
@@ -503,6 +495,16 @@ def _pack(typecode: str, values: list[int] | list[float]) -> bytes:
     if _SWAP:  # pragma: no cover - big-endian machines only
         packed.byteswap()
     return packed.tobytes()
+
+
+def _pack_all(typecodes: str, columns: Iterable[list[Any]]) -> tuple[bytes, ...]:
+    """Columns packed by :func:`_pack`, one typecode each."""
+    return tuple(_pack(code, values) for code, values in zip(typecodes, columns, strict=True))
+
+
+def _unpack_all(typecodes: str, blobs: Iterable[bytes]) -> list[array[Any]]:
+    """What :func:`_pack_all` wrote, unpacked."""
+    return [_unpack(code, data) for code, data in zip(typecodes, blobs, strict=True)]
 
 
 def _unpack(typecode: str, data: bytes) -> array[Any]:
