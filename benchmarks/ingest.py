@@ -16,7 +16,13 @@ reads the same pages in this process, with no network, on one core:
   every field as sent, no checks or conversions); ``typed`` is printed beside it for
   reference: decoding into the typed records the way ``decode_page`` does
   (``records.page_decoder``: msgspec, then our shared timestamps, prices, countries and
-  senders; every label field read).
+  senders; every label field read); and ``floor``: the least any tracker written in Python
+  does per message, with nothing of the exporter's own: msgspec decodes the fields an
+  unlabelled target reads (unchecked), each id is looked up and remembered with its creation
+  time, and new ones are counted by channel and status. No dedupe within a poll, pending
+  messages, costs, histograms, window, persistence or /metrics: every correct tracker is
+  slower, and whatever time per message a goal allows beyond the floor's is all the rest of
+  a tracker has.
 
 Two phases, like a big account's first hours: **cold**, the first poll of a 72 h window (every
 message is new; the final ones are the baseline), cut into polls of ``--poll-pages`` pages as
@@ -35,9 +41,12 @@ import os
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import compress
+from operator import attrgetter, not_
 from pathlib import Path
 
 import msgspec
@@ -51,6 +60,8 @@ from exporter.bsg.client import MessagePass
 from exporter.bsg.records import (
     DELIVERED_STATUSES,
     FINAL_STATUSES,
+    Stamps,
+    WireAmount,
     WirePage,
     decode_page,
     page_decoder,
@@ -351,6 +362,56 @@ def _decode_only(phases: Sequence[Phase], decode: Callable[[bytes], object]) -> 
     return times
 
 
+# --- the floor ---------------------------------------------------------------------------
+
+
+class FloorRow(msgspec.Struct, gc=False):
+    """The fields the fast path reads for an unlabelled target, without its checks."""
+
+    id: int
+    status: str
+    type: str = "sms"
+    created_at: str | None = None
+    sent_at: str | None = None
+    delivered_at: str | None = None
+    amount: WireAmount | None = None
+    validity: int | None = None
+
+
+class FloorPage(msgspec.Struct):
+    """A page of :class:`FloorRow`."""
+
+    data: list[FloorRow]
+
+
+_ID = attrgetter("id")
+_CREATED = attrgetter("created_at")
+_KEY = attrgetter("type", "status")
+
+
+def run_floor(phases: Sequence[Phase]) -> dict[str, float]:
+    """The per-message minimum of a Python tracker (see the module docstring); seconds per
+    phase."""
+    decode = msgspec.json.Decoder(FloorPage).decode
+    stamps = Stamps(UTC)
+    created_at: dict[int, float | None] = {}  # every id seen, with its creation time
+    counts: Counter[tuple[str, str]] = Counter()  # new messages by (channel, status)
+    times: dict[str, float] = {}
+    for phase in phases:
+        started = time.perf_counter()
+        for poll in phase.polls:
+            for body in (*poll.new, *poll.recheck):
+                rows = decode(body).data
+                ids = list(map(_ID, rows))
+                new = list(map(not_, map(created_at.__contains__, ids)))
+                created_at.update(
+                    zip(ids, map(stamps.__getitem__, map(_CREATED, rows)), strict=True)
+                )
+                counts.update(compress(map(_KEY, rows), new))
+        times[phase.name] = time.perf_counter() - started
+    return times
+
+
 # --- the report --------------------------------------------------------------------------
 
 
@@ -431,6 +492,7 @@ def main() -> None:
             "baseline": lambda: run_baseline(phases),
             "ceiling": lambda: run_ceiling(phases),
             "typed": lambda: run_typed(phases),
+            "floor": lambda: run_floor(phases),
         },
         args.repeat,
     )
@@ -461,6 +523,10 @@ def main() -> None:
         )
         rates[name] = total / sum(times.values())
         print(f"{name:>9}: {rates[name]:>10,.0f} messages/s  [{parts}]")
+    print(
+        f"floor ratio (floor/ceiling): {rates['floor'] / rates['ceiling']:.2f}; "
+        f"(ours/typed): {rates['ours'] / rates['typed']:.2f}"
+    )
     print(
         f"ingest ratio (ours/baseline): {rates['ours'] / rates['baseline']:.2f}, "
         f"(ours/ceiling): {rates['ours'] / rates['ceiling']:.2f}"
