@@ -21,8 +21,8 @@ from exporter import __version__
 from exporter.app import App, build_app
 from exporter.config import ApiConfig, Config, ConfigError, load_config
 from exporter.logs import FORMATS, LEVELS, configure_logging
-from exporter.store import MEMORY, StateError, set_aside
-from exporter.web import WebServer, serve_promptly
+from exporter.store import MEMORY, StateAccessError, StateError, set_aside
+from exporter.web import MAX_REQUESTS, WebServer, serve_promptly
 from exporter.webconfig import load_web_config
 
 if TYPE_CHECKING:
@@ -31,6 +31,14 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 SHUTDOWN_GRACE = 4.0
 """Seconds the poll in flight gets to notice the stop before the process exits anyway."""
+WEB_STOP_GRACE = 2.0
+"""Seconds the web server gets to close its socket before the process exits anyway."""
+SUPERVISE_EVERY = 0.5
+"""Seconds between two looks at signals, reloads and the poll loop's health: short waits keep
+the main thread responsive to signals."""
+UNHEALTHY_LINGER = 5.0
+"""Seconds /-/healthy answers 503 with the reason before the process exits: a probe, or a
+person, sees why it is about to be restarted."""
 
 log = structlog.get_logger("exporter")
 
@@ -66,6 +74,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         dest="web_config_file",
         metavar="PATH",
         help="TLS, basic auth and headers, in the exporter-toolkit format (default: none)",
+    )
+    parser.add_argument(
+        "--web.max-requests",
+        dest="max_requests",
+        type=int,
+        default=MAX_REQUESTS,
+        metavar="N",
+        help="requests served at once, 503 beyond; 0 means no limit (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--web.enable-lifecycle",
+        dest="enable_lifecycle",
+        action="store_true",
+        help="allow POST /-/reload to re-read the configuration (default: off, 403)",
     )
     parser.add_argument(
         "--log.level",
@@ -106,6 +128,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not args.telemetry_path.startswith("/") or args.telemetry_path in ("/", "/-/healthy"):
         parser.error(f"--web.telemetry-path must be a path of its own, got {args.telemetry_path!r}")
+    if args.max_requests < 0:
+        parser.error(f"--web.max-requests must be 0 (no limit) or more, got {args.max_requests}")
     return args
 
 
@@ -194,7 +218,8 @@ def _serve(config: Config, args: argparse.Namespace, load: Callable[[], Config])
             app.state,
             telemetry_path=args.telemetry_path,
             web_config=args.web_config,
-            reload=lambda: app.reload_with(load),
+            max_requests=args.max_requests,
+            reload=(lambda: app.reload_with(load)) if args.enable_lifecycle else None,
         )
     except (OSError, ValueError) as exc:
         log.error("listen_failed", address=args.listen_address, error=str(exc))
@@ -202,7 +227,7 @@ def _serve(config: Config, args: argparse.Namespace, load: Callable[[], Config])
     _warn_about_the_key(config)
     _install_signal_handlers(stop, reload_requested)
     web.start()
-    poll_thread = threading.Thread(target=app.poller.run, name="poller", daemon=True)
+    poll_thread = threading.Thread(target=_run_poll_loop, args=(app,), name="poller", daemon=True)
     poll_thread.start()
     log.info(
         "exporter_started",
@@ -212,18 +237,66 @@ def _serve(config: Config, args: argparse.Namespace, load: Callable[[], Config])
         targets=[t.name for t in config.targets],
         interval_s=config.poll.interval,
     )
-    while not stop.wait(0.5):  # short waits keep the main thread responsive to signals
-        if reload_requested.is_set():
-            reload_requested.clear()
-            app.reload_with(load)
+    status = _supervise(app, poll_thread, stop, reload_requested, load)
     log.info("exporter_stopping")
-    web.stop()
+    _within(WEB_STOP_GRACE, web.stop, "web-stop")
     poll_thread.join(timeout=SHUTDOWN_GRACE)
     clean = not poll_thread.is_alive()
     if clean:  # a poll still running owns the store: leave it to die with the process
         app.close()
     log.info("exporter_stopped", clean=clean)
+    return status
+
+
+def _run_poll_loop(app: App) -> None:
+    """The poll thread: whatever ends it other than the stop is the loop's death, said loudly."""
+    try:
+        app.poller.run()
+    except BaseException as exc:  # the thread must not die with only a traceback on stderr
+        log.critical("poll_loop_died", error=repr(exc), exc_info=True)
+        app.state.liveness.fail(f"poll loop died: {type(exc).__name__}")
+
+
+def _supervise(
+    app: App,
+    poll_thread: threading.Thread,
+    stop: threading.Event,
+    reload_requested: threading.Event,
+    load: Callable[[], Config],
+) -> int:
+    """Wait for the stop, run reloads, and watch the poll loop; returns the exit status.
+
+    A dead or stuck loop ends the process (status 1) so that its supervisor restarts it:
+    serving numbers that no longer change, with every check saying fine, is the worst outcome.
+    """
+    reloader: threading.Thread | None = None
+    while not stop.wait(SUPERVISE_EVERY):
+        if reload_requested.is_set() and (reloader is None or not reloader.is_alive()):
+            # In a thread of its own: a reload waits for the target poll in flight, and the
+            # main thread must stay free to act on SIGTERM meanwhile.
+            reload_requested.clear()
+            reloader = threading.Thread(
+                target=app.reload_with, args=(load,), name="reload", daemon=True
+            )
+            reloader.start()
+        if not poll_thread.is_alive() and not stop.is_set():
+            app.state.liveness.fail("poll loop ended")
+        healthy, reason = app.state.healthy()
+        if not healthy:
+            log.error("exporter_unhealthy", reason=reason, action="exiting to be restarted")
+            stop.wait(UNHEALTHY_LINGER)
+            stop.set()
+            return EXIT_FAILURE
     return EXIT_OK
+
+
+def _within(seconds: float, action: Callable[[], None], name: str) -> None:
+    """Run ``action`` in a thread and wait for it at most ``seconds``: shutdown never hangs."""
+    thread = threading.Thread(target=action, name=name, daemon=True)
+    thread.start()
+    thread.join(timeout=seconds)
+    if thread.is_alive():
+        log.warning("shutdown_step_timed_out", step=name, waited_s=seconds)
 
 
 def _build(config: Config, stop: threading.Event, args: argparse.Namespace) -> App:
@@ -231,6 +304,8 @@ def _build(config: Config, stop: threading.Event, args: argparse.Namespace) -> A
     path = args.state_path or config.state.path
     try:
         return build_app(config, stop=stop, state_path=path)
+    except StateAccessError:
+        raise  # a directory that cannot be written: renaming the file aside cannot fix it
     except StateError:
         if not args.state_reset or path == MEMORY:
             raise

@@ -22,8 +22,9 @@ from exporter.bsg.budget import RequestBudget
 from exporter.bsg.client import BsgClient, RetryPolicy
 from exporter.collector import BsgRegistry
 from exporter.config import ApiConfig, Config, ConfigError, TargetConfig
+from exporter.liveness import Liveness, stall_limit
 from exporter.poller import Poller
-from exporter.stats import ExporterState, TargetStatus
+from exporter.stats import ApiStats, ExporterState, TargetStatus
 from exporter.store import StateStore
 from exporter.tracker import TargetTracker
 
@@ -56,10 +57,18 @@ class App:
             test_key=config.api.key.is_test_key,
             budget=budget,
             reload_success=now,
+            liveness=Liveness(_stall_limit(config)),
         )
         self.client = self._client(config.api, budget)
         self.poller = Poller(
-            config, self.client, self.state, trackers, stop=stop, clock=clock, budget=budget
+            config,
+            self.client,
+            self.state,
+            trackers,
+            stop=stop,
+            clock=clock,
+            budget=budget,
+            store=self.store,
         )
         self.registry = _registry(self.state, process_metrics)
 
@@ -85,6 +94,7 @@ class App:
                 self.state.test_key = config.api.key.is_test_key
                 self.state.budget = budget
             self.poller.reconfigure(config, client, trackers, budget)
+            self.state.liveness.set_stall_limit(_stall_limit(config))
             if client is not self.client:
                 self.client.close()
                 self.client = client
@@ -122,11 +132,12 @@ class App:
             tz=api.tz,
             timeout=api.timeout,
             retry=RetryPolicy(max_retries=api.max_retries),
-            observer=self.state.api,
+            observer=_BeatingObserver(self.state.api, self.state.liveness),
             stop=self._stop,
             user_agent=f"bsg-exporter/{__version__}",
             clock=self._clock,
             budget=budget,
+            max_response_size=api.max_response_size,
         )
 
 
@@ -145,6 +156,27 @@ def build_app(
     return App(
         config, stop=stop, clock=clock, process_metrics=process_metrics, state_path=state_path
     )
+
+
+class _BeatingObserver:
+    """Counts each API request and takes its end as a sign of the poll loop's progress."""
+
+    def __init__(self, stats: ApiStats, liveness: Liveness) -> None:
+        self._stats = stats
+        self._liveness = liveness
+
+    def observe_request(self, endpoint: str, code: str, duration: float) -> None:
+        """Record the request, then beat."""
+        self._stats.observe_request(endpoint, code, duration)
+        self._liveness.beat()
+
+
+def _stall_limit(config: Config) -> float:
+    """How long the poll loop may go without progress before it counts as stuck."""
+    retry = RetryPolicy(max_retries=config.api.max_retries)
+    # Between two request outcomes: one wait before a retry, then one whole request.
+    longest = config.api.timeout + max(retry.max_delay, retry.retry_after_wait)
+    return stall_limit(config.poll.interval, longest)
 
 
 def _budget(config: Config, clock: Callable[[], float]) -> RequestBudget | None:

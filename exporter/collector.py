@@ -190,9 +190,9 @@ class BsgRegistry(CollectorRegistry):
         return b"".join(joined)
 
 
-_Version = tuple[TargetSnapshot, bool, float | None, tuple[int, ...], float]
+_Version = tuple[TargetSnapshot, bool, float | None, tuple[int, ...], float, int]
 """What a target's families are rendered from: its snapshot (immutable, compared by identity),
-whether it is up, its last success, and its poll durations."""
+whether it is up, its last success, its poll durations and its page-total mismatches."""
 
 
 def _version(status: TargetStatus) -> _Version:
@@ -204,6 +204,7 @@ def _version(status: TargetStatus) -> _Version:
         status.last_success,
         tuple(durations.counts),
         durations.total,
+        status.total_mismatches,
     )
 
 
@@ -343,6 +344,7 @@ def _copy_status(status: TargetStatus) -> TargetStatus:
         polled_once=status.polled_once,
         last_success=status.last_success,
         durations=status.durations.copy(),
+        total_mismatches=status.total_mismatches,
     )
 
 
@@ -519,8 +521,15 @@ def _poll_families(targets: dict[str, TargetStatus]) -> Iterator[Metric]:
         "Pending messages whose re-check was due but left for a later cycle (request budget).",
         labels=["target"],
     )
+    mismatches = CounterMetricFamily(
+        "bsg_page_total_mismatches",
+        "Passes over /api/messages whose meta.page.total disagreed with the rows read "
+        "(paging goes by the rows, never by the total).",
+        labels=["target"],
+    )
     for name, status in targets.items():
         up.add_metric([name], 1.0 if status.up else 0.0)
+        mismatches.add_metric([name], status.total_mismatches)
         if status.last_success is not None:
             last.add_metric([name], status.last_success)
         _add_histogram(durations, {"target": name}, status.durations)
@@ -530,7 +539,7 @@ def _poll_families(targets: dict[str, TargetStatus]) -> Iterator[Metric]:
         for reason in _with_known(snap.rejected, REJECT_REASONS):
             rejected.add_metric([name, reason], snap.rejected.get(reason, 0))
         backlog.add_metric([name], snap.backlog)
-    yield from (up, last, durations, errors, rejected, backlog)
+    yield from (up, last, durations, errors, rejected, backlog, mismatches)
 
 
 def _with_known(counts: Mapping[str, int], known: tuple[str, ...]) -> list[str]:

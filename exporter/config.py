@@ -73,6 +73,8 @@ DEFAULT_MAX_RETRIES = 3
 MAX_RETRIES_LIMIT = 10
 DEFAULT_MAX_REQUESTS_PER_MINUTE = 300
 MAX_REQUESTS_PER_MINUTE_LIMIT = 100_000
+DEFAULT_MAX_RESPONSE_SIZE = 64 * 2**20
+MAX_RESPONSE_SIZE_RANGE = (2**10, 2**30)
 DEFAULT_POLL_INTERVAL = 60.0
 DEFAULT_ABANDON_GRACE = 3600.0
 DEFAULT_STATE_PATH = "bsg-exporter.db"
@@ -89,6 +91,7 @@ DEFAULT_SEND_DELAY_BUCKETS: tuple[float, ...] = (
 _TOP_KEYS = ("api", "poll", "targets", "count_existing_on_start", "metrics", "state")
 _API_KEYS = (
     "url", "key", "key_file", "timeout", "timezone", "max_retries", "max_requests_per_minute",
+    "max_response_size",
 )  # fmt: skip
 _POLL_KEYS = ("interval", "recheck", "abandon_grace")
 _RECHECK_KEYS = ("max_age", "every")
@@ -180,6 +183,7 @@ class ApiConfig:
     tz: datetime.tzinfo
     max_retries: int
     max_requests_per_minute: int = DEFAULT_MAX_REQUESTS_PER_MINUTE  # 0: no limit
+    max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE  # bytes of a body, after decompression
 
 
 @dataclass(frozen=True, slots=True)
@@ -760,6 +764,31 @@ def _count(limit: int) -> Callable[[_Scalar], int]:
     return convert
 
 
+_SIZE_UNITS = {
+    "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30,
+}  # fmt: skip
+_SIZE = re.compile(r"([0-9]{1,12})\s*([a-zA-Z]*)")
+
+
+def _size(scalar: _Scalar) -> int:
+    """A size in bytes: an integer, or a number with a unit (``64MiB``, ``500kB``)."""
+    low, high = MAX_RESPONSE_SIZE_RANGE
+    if scalar.kind == "int" or (scalar.expanded and scalar.text.strip().isdigit()):
+        value = _integer(scalar)
+    else:
+        match = _SIZE.fullmatch(scalar.text.strip()) if scalar.kind == "str" else None
+        unit = _SIZE_UNITS.get(match.group(2).lower() or "b") if match else None
+        if match is None or unit is None:
+            raise _LeafError(
+                f'expected a size in bytes like 67108864 or "64MiB" (units B, kB, MB, GB, KiB, '
+                f"MiB, GiB), got {_show(scalar)}"
+            )
+        value = int(match.group(1)) * unit
+    if not low <= value <= high:
+        raise _LeafError(f"must be between 1KiB and 1GiB ({low}..{high} bytes), got {value}")
+    return value
+
+
 def _campaign_id(scalar: _Scalar) -> int | None:
     """A positive int64 campaign id."""
     try:
@@ -877,6 +906,9 @@ def _read_api(reader: _Reader, node: yaml.Node, path: str) -> ApiConfig | None:
         _leaf(_count(MAX_REQUESTS_PER_MINUTE_LIMIT)),
         DEFAULT_MAX_REQUESTS_PER_MINUTE,
     )
+    size = reader.optional(
+        fields, "max_response_size", path, _leaf(_size), DEFAULT_MAX_RESPONSE_SIZE
+    )
     if (
         url is None
         or key is None
@@ -884,9 +916,10 @@ def _read_api(reader: _Reader, node: yaml.Node, path: str) -> ApiConfig | None:
         or zone is None
         or retries is None
         or rate is None
+        or size is None
     ):
         return None
-    return ApiConfig(url, key[0], key[1], timeout, zone[0], zone[1], retries, rate)
+    return ApiConfig(url, key[0], key[1], timeout, zone[0], zone[1], retries, rate, size)
 
 
 def _read_poll(reader: _Reader, node: yaml.Node, path: str) -> PollConfig | None:

@@ -32,6 +32,7 @@ from exporter.bsg.records import Message
 from exporter.config import Config, TargetConfig
 from exporter.planner import Density, ReadPlan, plan_reads, within_allowance
 from exporter.stats import ExporterState
+from exporter.store import StateError, StateStore
 from exporter.tracker import ApplyResult, TargetSnapshot, TargetTracker
 
 log = structlog.get_logger("exporter.poller")
@@ -52,6 +53,7 @@ class PollReads:
     duplicates: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
     short: bool = False  # the budget ran out before the plan was done
+    total_mismatches: int = 0  # passes whose meta.page.total disagreed with the rows read
 
     def add(self, read: MessagePass, covers: list[int] | tuple[int, ...]) -> None:
         """Merge one pass; due messages it covered count as checked."""
@@ -59,6 +61,7 @@ class PollReads:
         self.pages += read.pages
         self.rows += read.rows
         self.duplicates += read.duplicates
+        self.total_mismatches += read.total_mismatch
         for reason, count in read.rejected.items():
             self.rejected[reason] = self.rejected.get(reason, 0) + count
         if read.complete:
@@ -82,8 +85,10 @@ class Poller:
         stop: threading.Event,
         clock: Callable[[], float] = time.time,
         budget: RequestBudget | None = None,
+        store: StateStore | None = None,
     ) -> None:
         self._config = config
+        self._store = store
         self._client = client
         self._state = state
         self._trackers = trackers
@@ -109,12 +114,18 @@ class Poller:
         """Run cycles until the stop event is set; each starts one interval after the last."""
         while not self._stop.is_set():
             started = time.monotonic()
-            self.run_cycle()
+            try:
+                self.run_cycle()
+            except Exception:  # a bug outside one target's poll: report it, keep polling
+                log.exception("poll_cycle_crashed")
             elapsed = time.monotonic() - started
             self._stop.wait(max(0.0, self._config.poll.interval - elapsed))
 
     def run_cycle(self) -> None:
         """Poll every target, then read the balance."""
+        self._state.liveness.beat()
+        with self.lock:
+            self._watch_state_file()
         done: set[str] = set()
         while not self._stop.is_set():
             with self.lock:  # the config may change between two polls: look again each time
@@ -124,6 +135,48 @@ class Poller:
                     return
                 self.poll_target(targets[0], share=len(targets))
                 done.add(targets[0].name)
+            self._state.liveness.beat()
+
+    def _watch_state_file(self) -> None:
+        """Write the state into a new file when the open one was deleted, moved or replaced.
+
+        Every target's state is in memory: a new file holding it loses nothing, where going on
+        with the unlinked one would lose everything counted since at the next restart.
+        """
+        problem = self._store.file_problem() if self._store is not None else None
+        if self._store is None or problem is None:
+            return
+        try:
+            aside = self._store.recreate()
+            for tracker in self._trackers.values():
+                tracker.save_all()
+        except (StateError, sqlite3.Error) as exc:
+            log.error("state_file_lost", path=self._store.path, problem=problem, error=str(exc))
+            recreated = False
+        else:
+            log.error(
+                "state_file_lost",
+                path=self._store.path,
+                problem=problem,
+                action="re-created from memory",
+                foreign_file_moved_to=aside,
+            )
+            recreated = True
+        for tracker in self._trackers.values():
+            self._count_state_failure(tracker, problem if recreated else f"{problem}; not saved")
+
+    def _count_state_failure(self, tracker: TargetTracker, problem: str) -> None:
+        """Count a state-file failure against a target without marking it down."""
+        try:
+            tracker.record_failure("state")
+        except Exception:  # the new file may be unusable too: the count stays in memory
+            log.exception("state_write_failed", target=tracker.name)
+        snapshot = tracker.snapshot(self._clock())
+        with self._state.lock:
+            status = self._state.targets[tracker.name]
+            status.snapshot = snapshot
+            status.last_error = f"state file: {problem}"
+        self._state.published()
 
     def poll_target(self, target: TargetConfig, share: int = 1) -> bool:
         """Poll one target and publish the outcome; True when the poll completed.
@@ -196,9 +249,9 @@ class Poller:
             reads.cursor = (fresh.last_id, created if created is not None else now)
         if not fresh.complete or (fresh.ended_early and cold):
             reads.resume = (plan.new_from, fresh.next_offset)
-        elif not fresh.ended_early:
-            # Only a read that got to its end moves the read position to now; after an early
-            # end the next read starts again from the cursor (known rows cost nothing).
+        elif not fresh.ended_early and not fresh.total_mismatch:
+            # Only a read that got to its end, with a total that agreed, moves the read position
+            # to now; otherwise the next read starts again from the cursor (known rows are free).
             reads.read_to = now
         allowance = None
         if self._budget is not None:
@@ -246,7 +299,16 @@ class Poller:
             status.last_success = self._clock()
             status.durations.observe(duration)
             status.last_error = None
+            status.total_mismatches += reads.total_mismatches
         self._state.published()
+        self._state.liveness.beat()
+        if reads.total_mismatches:
+            log.warning(
+                "page_total_mismatch",
+                target=tracker.name,
+                passes=reads.total_mismatches,
+                action="paged until a short page; the total is not trusted",
+            )
         log.info(
             "poll_finished",
             target=tracker.name,
@@ -288,6 +350,7 @@ class Poller:
             status.durations.observe(duration)
             status.last_error = error
         self._state.published()
+        self._state.liveness.beat()
         log.warning(
             "poll_failed",
             target=tracker.name,
@@ -308,5 +371,10 @@ class Poller:
         except BsgError as exc:
             log.warning("balance_failed", reason=exc.reason, error=str(exc))
             return
+        except Exception:  # a bug must not end the loop: the targets still get polled
+            log.exception("balance_crashed")
+            return
+        finally:
+            self._state.liveness.beat()
         with self._state.lock:
             self._state.balances = {balance.currency: balance}

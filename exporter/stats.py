@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from exporter.bsg.budget import RequestBudget
 from exporter.bsg.records import Balance
+from exporter.liveness import Liveness
 
 if TYPE_CHECKING:
     from exporter.tracker import TargetSnapshot
@@ -38,7 +39,14 @@ POLL_ERROR_REASONS = (
     "internal",
 )
 """Every reason a poll can fail with; each has a series from the first scrape."""
-REJECT_REASONS = ("missing_id", "bad_id", "missing_status", "not_an_object")
+REJECT_REASONS = (
+    "missing_id",
+    "bad_id",
+    "missing_status",
+    "not_an_object",
+    "bad_created_at",
+    "bad_price",  # the message is still counted, without a price
+)
 """Every reason a record can be rejected for; each has a series from the first scrape."""
 
 
@@ -100,6 +108,7 @@ class TargetStatus:
     last_success: float | None = None
     durations: Histogram = field(default_factory=lambda: Histogram(POLL_DURATION_BUCKETS))
     last_error: str | None = None
+    total_mismatches: int = 0  # passes whose meta.page.total disagreed with the rows read
 
 
 @dataclass(slots=True)
@@ -137,6 +146,7 @@ class ExporterState:
     budget: RequestBudget | None = None
     reload_ok: bool = True
     reload_success: float = 0.0
+    liveness: Liveness = field(default_factory=lambda: Liveness(float("inf")))
     lock: threading.Lock = field(default_factory=threading.Lock)
     listeners: list[Callable[[], None]] = field(default_factory=list)  # told of each publish
 
@@ -144,6 +154,10 @@ class ExporterState:
         """Tell the listeners that a target's values changed (call without the lock held)."""
         for listener in list(self.listeners):
             listener()
+
+    def healthy(self) -> tuple[bool, str]:
+        """Whether the poll loop lives and makes progress; when not, why."""
+        return self.liveness.check()
 
     def ready(self) -> bool:
         """True once every target has completed a poll."""

@@ -44,13 +44,35 @@ class StateError(Exception):
     """The state file cannot be used; the message says why and what to do."""
 
 
+class StateAccessError(StateError):
+    """The state file or its directory cannot be reached or written: setting it aside won't help."""
+
+
 class StateStore:
     """The SQLite file behind every tracker (or ``:memory:``)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self._db = self._connect(path)
+        self._identity = _file_identity(path)
+
+    @staticmethod
+    def _connect(path: str) -> sqlite3.Connection:
+        """Open the file, turning each way it can fail into a StateError that names the fix."""
+        if path != MEMORY:
+            _check_access(path)
         try:
-            self._db = self._open(path)
+            return StateStore._open(path)
+        except OSError as exc:
+            raise StateAccessError(
+                f"state file {path!r} cannot be created or opened ({exc.strerror}); "
+                "set --state.path (state.path in the config) to a writable file"
+            ) from None
+        except sqlite3.OperationalError as exc:  # cannot open, read-only, disk I/O
+            raise StateAccessError(
+                f"state file {path!r} cannot be opened for writing ({exc}); check that the "
+                "exporter's user can write it and its directory, or set --state.path"
+            ) from None
         except sqlite3.DatabaseError as exc:
             raise StateError(
                 f"state file {path!r} is unreadable ({exc}); move it aside or start with "
@@ -60,6 +82,10 @@ class StateStore:
     @staticmethod
     def _open(path: str) -> sqlite3.Connection:
         """Open, check and migrate the database."""
+        if path != MEMORY:
+            # Counts and message ids are the account's business: readable by its owner only.
+            # SQLite gives the -wal and -shm files the database file's mode.
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         # The poller thread owns the connection; check_same_thread only guards misuse.
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         if path != MEMORY:
@@ -79,6 +105,33 @@ class StateStore:
         elif int(version[0]) != SCHEMA_VERSION:
             raise sqlite3.DatabaseError(f"schema version {version[0]}, expected {SCHEMA_VERSION}")
         return db
+
+    def file_problem(self) -> str | None:
+        """Why the file at ``path`` is no longer the one open (deleted, replaced, moved), or None.
+
+        SQLite goes on writing to an open file that was unlinked or renamed: without this
+        check, everything counted since would be lost at the next restart, without a word.
+        """
+        if self.path == MEMORY:
+            return None
+        current = _file_identity(self.path)
+        if current is None:
+            return "the state file was deleted or moved away"
+        if current != self._identity:
+            return "the state file was replaced by another file"
+        return None
+
+    def recreate(self) -> str | None:
+        """Open a new file at ``path`` (a foreign file there is set aside first); returns where
+        the foreign file went, if any. The caller writes the state into it again."""
+        aside = None
+        if os.path.exists(self.path):
+            aside = set_aside(self.path, "replaced")
+        db = self._connect(self.path)
+        self._db.close()
+        self._db = db
+        self._identity = _file_identity(self.path)
+        return aside
 
     def close(self) -> None:
         """Close the database."""
@@ -165,10 +218,50 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
     db.execute("COMMIT")
 
 
-def set_aside(path: str) -> str:
+def set_aside(path: str, why: str = "corrupt") -> str:
     """Rename a state file (and its WAL files) out of the way; returns the new name."""
-    aside = f"{path}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}"
-    for suffix in ("", "-wal", "-shm"):
-        if os.path.exists(path + suffix):
-            os.replace(path + suffix, aside + suffix)
+    aside = f"{path}.{why}-{time.strftime('%Y%m%dT%H%M%S')}"
+    try:
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.replace(path + suffix, aside + suffix)
+    except OSError as exc:
+        raise StateAccessError(
+            f"state file {path!r} cannot be renamed aside ({exc.strerror}); its directory "
+            "must be writable by the exporter's user"
+        ) from None
     return aside
+
+
+def _file_identity(path: str) -> tuple[int, int] | None:
+    """The device and inode of the file at ``path`` (None when there is none)."""
+    if path == MEMORY:
+        return None
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
+def _check_access(path: str) -> None:
+    """Refuse, naming the path and the fix, a state file this process cannot create or write."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise StateAccessError(
+            f"state file {path!r}: directory {directory!r} does not exist; create it or set "
+            "--state.path (state.path in the config) to a writable place"
+        )
+    if not os.access(directory, os.W_OK | os.X_OK):
+        # SQLite's WAL mode creates -wal and -shm files beside the database, so a writable
+        # file in a read-only directory is not enough.
+        raise StateAccessError(
+            f"state file {path!r}: directory {directory!r} is not writable by this user "
+            f"(uid {os.getuid()}); make it writable (chown, or a writable volume) or set "
+            "--state.path (state.path in the config) elsewhere"
+        )
+    if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
+        raise StateAccessError(
+            f"state file {path!r} is not readable and writable by this user (uid {os.getuid()}); "
+            "fix its owner or mode, or set --state.path elsewhere"
+        )

@@ -324,6 +324,13 @@ class TargetTracker:
         with self._store.transaction():
             self._save()
 
+    def save_all(self) -> None:
+        """Write the whole state anew (a state file re-created under a running exporter)."""
+        self._table.take_changes()  # the snapshot holds them
+        with self._store.transaction():
+            self._store.replace_chunks(self.name, self._table.snapshot())
+            self._store.save_target(self.name, self._identity, _dump(self._c, self._p))
+
     def _reload_keeping_failures(self) -> None:
         """Drop what a failed apply did in memory (the store is the truth), except the failed
         polls counted while the store refused writes: they happened, and are saved later."""

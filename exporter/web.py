@@ -5,18 +5,25 @@ HTML status page is rendered by :mod:`exporter.landing`. It reads :class:`Export
 the registry; it never polls. With a :class:`~exporter.webconfig.WebConfig` it serves TLS,
 requires basic auth (except on /-/healthy, for probes) and adds the configured headers.
 
+Every connection and request is bounded: how many at once, how long a client may take to send
+a request, and how much of a body is read (none, except on /-/reload).
+
 Must not import: httpx, the client or the poller.
 """
 
 from __future__ import annotations
 
 import gzip
+import io
+import math
 import socket
 import ssl
 import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.message import Message
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -35,9 +42,28 @@ log = structlog.get_logger("exporter.web")
 
 HANDSHAKE_TIMEOUT = 10.0
 """Seconds a client gets to complete the TLS handshake before its connection is dropped."""
+HEADER_TIMEOUT = 10.0
+"""Seconds a client gets to send a request's line and headers (and a reload's body)."""
+IDLE_TIMEOUT = 30.0
+"""Seconds a kept-alive connection may wait for its next request, and a client to take an answer."""
+MAX_CONNECTIONS = 1024
+"""Connections served at once (a thread each, ~26 KiB of memory idle); beyond, a new one gets a
+503 and is closed."""
+MAX_REQUESTS = 40
+"""Requests served at once by default (--web.max-requests), the official exporters' default."""
+MAX_BODY = 64 * 1024
+"""Bytes of a request body read, on /-/reload, the one endpoint that takes one; beyond, 413."""
+LISTEN_BACKLOG = 1024
+"""Connections the kernel queues for accept (capped by net.core.somaxconn)."""
 HEALTH_PATH = "/-/healthy"
+READY_PATH = "/-/ready"
+RELOAD_PATH = "/-/reload"
+UNLIMITED_PATHS = frozenset({HEALTH_PATH, READY_PATH})
+"""Paths that need no request slot: probes must be answered however busy the scrapes keep it."""
 SWITCH_INTERVAL = 0.001
 """Seconds a thread holds the GIL while another waits for it (Python's default is 0.005)."""
+
+Answer = tuple[int, dict[str, str], bytes]
 
 
 def serve_promptly() -> None:
@@ -63,19 +89,37 @@ def parse_listen_address(address: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
+@dataclass
+class _Limits:
+    """How long a client may take to send a request, and how many are served at once."""
+
+    header_timeout: float
+    idle_timeout: float
+    max_requests: int
+    slots: threading.BoundedSemaphore | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.slots = threading.BoundedSemaphore(self.max_requests) if self.max_requests else None
+
+
 class _Server(ThreadingHTTPServer):
     """A threading server that binds IPv6 and dual-stack addresses as well as IPv4."""
 
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default of 5 left a burst of 30 scrapes waiting on SYN retries (1-3 s).
+    request_queue_size = LISTEN_BACKLOG
 
     def __init__(
         self,
         host: str,
         port: int,
         handler: type[BaseHTTPRequestHandler],
+        *,
         tls: ssl.SSLContext | None = None,
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
+        refusal: bytes = b"",
     ) -> None:
         # An empty host means every address: dual-stack where the system has it.
         self.dual_stack = not host and socket.has_dualstack_ipv6()
@@ -83,6 +127,8 @@ class _Server(ThreadingHTTPServer):
             host = "::"
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.handshake_timeout = handshake_timeout
+        self._connections = threading.BoundedSemaphore(max_connections)
+        self._refusal = refusal
         super().__init__((host, port), handler)
         if tls is not None:
             # accept() stays a plain accept: the handshake runs in the connection's own thread
@@ -91,6 +137,40 @@ class _Server(ThreadingHTTPServer):
             self.socket = tls.wrap_socket(
                 self.socket, server_side=True, do_handshake_on_connect=False
             )
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Serve the connection in a thread of its own, or turn it away when all are taken."""
+        if not self._connections.acquire(blocking=False):
+            log.debug("connection_refused", client=client_address[0], reason="too many")
+            self._turn_away(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except RuntimeError as exc:  # no thread to be had (a pids limit): as good as full
+            self._connections.release()
+            log.warning("connection_refused", client=client_address[0], reason=str(exc))
+            self._turn_away(request)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """Handle the connection, then give its place back."""
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._connections.release()
+
+    def _turn_away(self, request: socket.socket) -> None:
+        """Answer 503 without a thread (a TLS client is closed: no handshake for it), and close.
+
+        The accept loop must not wait on this client: one non-blocking send of a few hundred
+        bytes fits an empty socket buffer, and what does not is dropped.
+        """
+        if not isinstance(request, ssl.SSLSocket):
+            try:
+                request.setblocking(False)
+                request.send(self._refusal)
+            except OSError:
+                pass
+        self.shutdown_request(request)
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         """Complete the TLS handshake, if any, then handle the connection."""
@@ -101,13 +181,13 @@ class _Server(ThreadingHTTPServer):
             except (ssl.SSLError, OSError) as exc:  # OSError includes the timeout
                 log.debug("tls_handshake_failed", client=client_address[0], error=str(exc))
                 return
-            request.settimeout(None)  # as a plain connection: the handler sets no timeout
         super().finish_request(request, client_address)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that breaks its connection is routine; anything else gets a traceback."""
-        if isinstance(sys.exc_info()[1], ssl.SSLError | ConnectionError):
-            log.debug("connection_error", client=client_address[0], error=str(sys.exc_info()[1]))
+        """A connection that breaks or times out is routine; anything else gets a traceback."""
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):  # resets, broken pipes, timeouts, TLS errors
+            log.debug("connection_error", client=client_address[0], error=str(error))
             return
         super().handle_error(request, client_address)
 
@@ -116,6 +196,39 @@ class _Server(ThreadingHTTPServer):
         if self.dual_stack:
             self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         super().server_bind()
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A connection's reading side, where each read waits only until the current deadline.
+
+    A per-read timeout alone would let a client that sends a byte every few seconds hold its
+    thread forever; a deadline bounds the whole request head however it is dribbled.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._deadline = math.inf
+        self._then: float | None = None
+
+    def expect(self, timeout: float, then: float | None = None) -> None:
+        """Data is due within ``timeout`` s; with ``then``, once some came, the rest in that."""
+        self._deadline = time.monotonic() + timeout
+        self._then = then
+
+    def readable(self) -> bool:
+        """Always: this is the reading side."""
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        """Read what the socket has, waiting at most until the deadline."""
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the client took too long to send its request")
+        self._sock.settimeout(remaining)
+        count = self._sock.recv_into(buffer)
+        if count and self._then is not None:
+            self.expect(self._then)
+        return count
 
 
 class WebServer:
@@ -131,14 +244,34 @@ class WebServer:
         clock: Callable[[], float] = time.time,
         web_config: WebConfig | None = None,
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        header_timeout: float = HEADER_TIMEOUT,
+        idle_timeout: float = IDLE_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
+        max_requests: int = MAX_REQUESTS,
         reload: Callable[[], str | None] | None = None,
     ) -> None:
+        """Bind ``listen_address``; ``reload`` (None: the lifecycle API is off) backs /-/reload.
+
+        ``max_requests`` 0 means no limit on requests served at once.
+        """
         host, port = parse_listen_address(listen_address)
         app = _App(registry, state, telemetry_path, clock, reload)
         web_config = web_config or WebConfig()
         tls = web_config.tls.ssl_context() if web_config.tls is not None else None
-        handler = _handler_for(app, web_config.authenticator(), web_config.headers)
-        self._server = _Server(host, port, handler, tls, handshake_timeout)
+        limits = _Limits(header_timeout, idle_timeout, max_requests)
+        handler = _handler_for(app, web_config.authenticator(), web_config.headers, limits)
+        refusal = _raw_answer(
+            HTTPStatus.SERVICE_UNAVAILABLE, "Too many open connections\n", web_config.headers
+        )
+        self._server = _Server(
+            host,
+            port,
+            handler,
+            tls=tls,
+            handshake_timeout=handshake_timeout,
+            max_connections=max_connections,
+            refusal=refusal,
+        )
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="web", kwargs={"poll_interval": 0.2}
         )
@@ -177,43 +310,54 @@ class _App:
         self.reload = reload
         self._last_gzip = (b"", gzip.compress(b""))  # the last body compressed, and its gzip
 
-    def post(self, handler: BaseHTTPRequestHandler) -> tuple[int, dict[str, str], bytes]:
-        """Answer a POST: only /-/reload takes one (like Prometheus' own)."""
-        if urlsplit(handler.path).path != "/-/reload":
-            return _text(HTTPStatus.METHOD_NOT_ALLOWED, "Method Not Allowed\n")
+    def post(self, path: str, headers: Message) -> Answer | None:
+        """Refuse a POST, or None when it may reload (only /-/reload takes one, as Prometheus)."""
+        if path != RELOAD_PATH:
+            return _text(HTTPStatus.METHOD_NOT_ALLOWED, "Method Not Allowed\n", Allow="GET, HEAD")
         if self.reload is None:
-            return _text(HTTPStatus.NOT_FOUND, "Reload is not available\n")
+            return _text(HTTPStatus.FORBIDDEN, "Lifecycle API is not enabled.\n")
+        if _cross_site(headers):
+            return _text(HTTPStatus.FORBIDDEN, "Cross-site requests are refused\n")
+        return None
+
+    def do_reload(self) -> Answer:
+        """Reload the configuration (:meth:`post` said it may)."""
+        assert self.reload is not None
         error = self.reload()
         if error is not None:
             return _text(HTTPStatus.INTERNAL_SERVER_ERROR, f"failed to reload config: {error}\n")
         return _text(HTTPStatus.OK, "Reloaded\n")
 
-    def route(self, handler: BaseHTTPRequestHandler) -> tuple[int, dict[str, str], bytes]:
+    def route(self, path: str, headers: Message) -> Answer:
         """Answer one GET request."""
-        path = urlsplit(handler.path).path
         if path == self.telemetry_path:
-            return self.metrics(handler)
+            return self.metrics(headers)
         if path == HEALTH_PATH:
-            return _text(HTTPStatus.OK, "Healthy\n")
-        if path == "/-/ready":
+            healthy, reason = self.state.healthy()
+            if healthy:
+                return _text(HTTPStatus.OK, "Healthy\n")
+            return _text(HTTPStatus.SERVICE_UNAVAILABLE, f"Unhealthy: {reason}\n")
+        if path == READY_PATH:
             if self.state.ready():
                 return _text(HTTPStatus.OK, "Ready\n")
             return _text(HTTPStatus.SERVICE_UNAVAILABLE, "Not ready: a target has not polled\n")
         if path == "/":
             return _html(render_landing(self.state, self.telemetry_path, self.clock()))
-        if path == "/-/reload":
-            return _text(HTTPStatus.METHOD_NOT_ALLOWED, "Only POST requests allowed\n")
+        if path == RELOAD_PATH:
+            return _text(
+                HTTPStatus.METHOD_NOT_ALLOWED, "Only POST requests allowed\n", Allow="POST"
+            )
         return _text(HTTPStatus.NOT_FOUND, "Not Found\n")
 
-    def metrics(self, handler: BaseHTTPRequestHandler) -> tuple[int, dict[str, str], bytes]:
+    def metrics(self, request_headers: Message) -> Answer:
         """Render the registry in the format and encoding the scraper asks for."""
-        encoder, content_type = choose_encoder(handler.headers.get("Accept", ""))
+        encoder, content_type = choose_encoder(request_headers.get("Accept", ""))
         if isinstance(self.registry, BsgRegistry):  # the message families rendered once a poll
             body = self.registry.exposition(encoder, content_type)
         else:
             body = encoder(self.registry)
         headers = {"Content-Type": content_type}
-        if "gzip" in handler.headers.get("Accept-Encoding", ""):
+        if "gzip" in request_headers.get("Accept-Encoding", ""):
             body = self._compressed(body)
             headers["Content-Encoding"] = "gzip"
         return HTTPStatus.OK, headers, body
@@ -232,23 +376,79 @@ class _App:
         return compressed
 
 
-def _text(status: int, text: str) -> tuple[int, dict[str, str], bytes]:
+def _cross_site(headers: Message) -> bool:
+    """True when a browser sent this request from a page of another origin.
+
+    A page elsewhere can make a visitor's browser POST here with a form (no CORS preflight),
+    basic-auth credentials included. Browsers say where a request comes from: Sec-Fetch-Site
+    (current browsers, on every request) and Origin (on every cross-origin POST, form posts
+    included); either pointing elsewhere refuses it. Tools (curl, scripts) send neither and
+    pass. Content-Type is not judged: a cross-site form is caught by those headers whatever its
+    type, while refusing form types would refuse ``curl -d ''``.
+    """
+    site = headers.get("Sec-Fetch-Site")
+    if site is not None and site.strip().lower() not in ("same-origin", "none"):
+        return True
+    origin = headers.get("Origin")
+    if origin is None:
+        return False
+    try:
+        origin_host = urlsplit(origin.strip()).netloc.lower()
+    except ValueError:
+        return True
+    # "null" (a sandboxed or file: page) has no host, and never matches.
+    return not origin_host or origin_host != headers.get("Host", "").strip().lower()
+
+
+def _body_length(headers: Message) -> int | None:
+    """The request body's length in bytes (0 without one); None when it is chunked.
+
+    Raises ValueError on a Content-Length that is not one plain number.
+    """
+    if headers.get("Transfer-Encoding") is not None:
+        return None
+    values = {v.strip() for v in headers.get_all("Content-Length") or ()}
+    if not values:
+        return 0
+    value = values.pop() if len(values) == 1 else "two values"
+    if not (value.isascii() and value.isdigit()):
+        raise ValueError(f"bad Content-Length: {value!r}")
+    return int(value) if len(value) <= 18 else sys.maxsize  # int() refuses 4,300+ digits
+
+
+def _text(status: int, text: str, **extra: str) -> Answer:
     """A plain-text answer."""
-    return status, {"Content-Type": "text/plain; charset=utf-8"}, text.encode()
+    return status, {"Content-Type": "text/plain; charset=utf-8", **extra}, text.encode()
 
 
-def _html(text: str) -> tuple[int, dict[str, str], bytes]:
+def _html(text: str) -> Answer:
     """An HTML answer."""
     return HTTPStatus.OK, {"Content-Type": "text/html; charset=utf-8"}, text.encode()
 
 
+def _raw_answer(status: HTTPStatus, text: str, extra: tuple[tuple[str, str], ...]) -> bytes:
+    """A whole HTTP/1.1 answer that closes the connection, as bytes to send at once."""
+    body = text.encode()
+    lines = [
+        f"HTTP/1.1 {status.value} {status.phrase}",
+        "Content-Type: text/plain; charset=utf-8",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+        *(f"{name}: {value}" for name, value in extra),
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
 def _handler_for(
-    app: _App, auth: BasicAuth | None, extra_headers: tuple[tuple[str, str], ...]
+    app: _App,
+    auth: BasicAuth | None,
+    extra_headers: tuple[tuple[str, str], ...],
+    limits: _Limits,
 ) -> type[BaseHTTPRequestHandler]:
-    """A request handler class bound to ``app``, the credentials check and the extra headers."""
+    """A request handler class bound to ``app``, the credentials check, headers and limits."""
 
     class Handler(BaseHTTPRequestHandler):
-        """Serves GET and HEAD; everything else is 405."""
+        """Serves GET, HEAD and POST /-/reload; other methods get http.server's 501."""
 
         protocol_version = "HTTP/1.1"
         server_version = "bsg-exporter"
@@ -256,6 +456,29 @@ def _handler_for(
         # a segment (a gzipped scrape) waited for the client's delayed ACK of the headers,
         # 40 ms on Linux (benchmarks/scrape.py).
         disable_nagle_algorithm = True
+
+        def setup(self) -> None:
+            """Read the connection through a deadline: the first request's head is due now."""
+            super().setup()
+            self.rfile.close()  # the stdlib's reader, replaced (closing it keeps no fd)
+            self.reader = _DeadlineReader(self.connection)
+            self.rfile = io.BufferedReader(self.reader)
+            self.reader.expect(limits.header_timeout)
+            self.unread_body = False
+
+        def handle_one_request(self) -> None:
+            """Handle a request, then wait idle for the next, whose head is due once it starts."""
+            super().handle_one_request()
+            self.reader.expect(limits.idle_timeout, then=limits.header_timeout)
+
+        def handle_expect_100(self) -> bool:
+            """Send no "100 Continue" yet: only a reload that passed every check reads a body."""
+            return True
+
+        def send_response(self, code: int, message: str | None = None) -> None:
+            """Start an answer, which the client gets the idle timeout to take."""
+            self.connection.settimeout(limits.idle_timeout)
+            super().send_response(code, message)
 
         def do_GET(self) -> None:
             """Answer a GET."""
@@ -267,11 +490,7 @@ def _handler_for(
 
         def do_POST(self) -> None:
             """Answer a POST (reload); it needs the credentials like every other path."""
-            if self._refused(send_body=True):
-                return
-            # The body is not used, but it must be read for the connection to stay usable.
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            self._send(*app.post(self), True)
+            self._answer(send_body=True)
 
         def end_headers(self) -> None:
             """Add the configured headers to every answer, errors of http.server included."""
@@ -279,9 +498,55 @@ def _handler_for(
                 self.send_header(name, value)
             super().end_headers()
 
-        def _refused(self, send_body: bool) -> bool:
+        def _answer(self, send_body: bool) -> None:
+            """Check framing, credentials and load, in that order, then route."""
+            try:
+                path = urlsplit(self.path).path
+                length = _body_length(self.headers)
+            except ValueError as exc:
+                log.debug("http_bad_request", client=self.client_address[0], error=str(exc))
+                self.unread_body = True  # where this request ends is unknown
+                self._send(*_text(HTTPStatus.BAD_REQUEST, "Bad Request\n"), send_body)
+                return
+            self.unread_body = length != 0  # until a reload reads it
+            if self._refused(path, send_body):
+                return
+            if path in UNLIMITED_PATHS or limits.slots is None:
+                self._send(*self._route(path, length), send_body)
+            elif limits.slots.acquire(blocking=False):
+                try:
+                    self._send(*self._route(path, length), send_body)
+                finally:
+                    limits.slots.release()
+            else:
+                log.debug("http_too_many_requests", client=self.client_address[0], path=path)
+                text = f"Too many requests at once (limit {limits.max_requests}), retry later\n"
+                self._send(*_text(HTTPStatus.SERVICE_UNAVAILABLE, text), send_body)
+
+        def _route(self, path: str, length: int | None) -> Answer:
+            """The answer of the app, or a 500 when rendering fails."""
+            try:
+                if self.command != "POST":
+                    return app.route(path, self.headers)
+                return app.post(path, self.headers) or self._reload(length)
+            except Exception:  # a rendering bug must not take the server down
+                log.exception("http_error", path=path)
+                return _text(HTTPStatus.INTERNAL_SERVER_ERROR, "Error\n")
+
+        def _reload(self, length: int | None) -> Answer:
+            """Read the (unused) body when small enough to keep the connection, then reload."""
+            if length is not None and length > MAX_BODY:
+                return _text(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"Body over {MAX_BODY} bytes\n")
+            if length:
+                if self.headers.get("Expect", "").lower() == "100-continue":
+                    super().handle_expect_100()
+                self.reader.expect(limits.header_timeout)
+                self.unread_body = len(self.rfile.read(length)) < length
+            return app.do_reload()
+
+        def _refused(self, path: str, send_body: bool) -> bool:
             """Answer 401 and return True when credentials are required and not given."""
-            if auth is None or urlsplit(self.path).path == HEALTH_PATH:
+            if auth is None or path == HEALTH_PATH:
                 return False
             if auth.check(self.headers.get("Authorization")):
                 return False
@@ -291,21 +556,13 @@ def _handler_for(
             self._send(status, headers, body, send_body)
             return True
 
-        def _answer(self, send_body: bool) -> None:
-            if self._refused(send_body):
-                return
-            try:
-                status, headers, body = app.route(self)
-            except Exception:  # a rendering bug must not take the server down
-                log.exception("http_error", path=self.path)
-                status, headers, body = _text(HTTPStatus.INTERNAL_SERVER_ERROR, "Error\n")
-            self._send(status, headers, body, send_body)
-
         def _send(self, status: int, headers: dict[str, str], body: bytes, send_body: bool) -> None:
             self.send_response(status)
             for name, value in headers.items():
                 self.send_header(name, value)
             self.send_header("Content-Length", str(len(body)))
+            if self.unread_body:  # the rest of the request is still on the wire
+                self.send_header("Connection", "close")
             self.end_headers()
             if send_body:
                 self.wfile.write(body)

@@ -65,6 +65,9 @@ def test_missing_config_file_exits_2(tmp_path: Path) -> None:
 def test_bad_flag_exits_2() -> None:
     assert run_cli("--log.level=loud").returncode == 2
     assert run_cli("--web.telemetry-path=metrics").returncode == 2
+    for count in ("-1", "many"):
+        result = run_cli(f"--web.max-requests={count}")
+        assert result.returncode == 2 and "--web.max-requests" in result.stderr
 
 
 def test_demo_serves_metrics_that_promtool_accepts_and_stops_on_sigterm(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from exporter.bsg.client import (
     BsgClient,
     ClientError,
     MessageQuery,
+    RateLimitedError,
     RetryPolicy,
     ServerError,
     StoppedError,
@@ -28,7 +29,7 @@ from exporter.bsg.client import (
 )
 
 KEY = "live_secretkey_1234567890"
-FAST = RetryPolicy(max_retries=3, base_delay=0.001, max_delay=0.01, retry_after_cap=0.05)
+FAST = RetryPolicy(max_retries=3, base_delay=0.001, max_delay=0.01, retry_after_wait=0.2)
 
 
 def token(exp: float, tag: str = "a") -> str:
@@ -76,42 +77,57 @@ class ScriptedApi:
 EMPTY_PAGE = {"data": [], "meta": {"page": {"total": 0, "offset": 0, "limit": 500}}}
 
 
-def test_relogin_once_per_request_then_auth_error() -> None:
+def test_a_401_logs_in_again_once_and_a_token_refused_when_fresh_backs_off() -> None:
     logins = 0
+    balances = 0
 
     def handler(request: httpx.Request) -> httpx.Response:
-        nonlocal logins
+        nonlocal logins, balances
         if request.url.path == "/api/auth/login":
             logins += 1
             return httpx.Response(200, json={"bearer": token(time.time() + 9e6, str(logins))})
+        balances += 1
+        if balances == 1:  # the first token works once, then every token is refused
+            return httpx.Response(200, json={"data": {"balance": 1, "currency": "EUR"}})
         return httpx.Response(401, json={"message": "Unauthenticated."})
 
     recorder = Recorder()
-    with client(handler, observer=recorder) as c, pytest.raises(AuthError) as info:
+    with client(handler, observer=recorder) as c:
         c.read_balance()
+        with pytest.raises(AuthError) as info:
+            c.read_balance()
+        with pytest.raises(AuthError, match="next attempt in 30s"):
+            c.read_balance()  # held off: no login, no request
     assert logins == 2
     assert recorder.seen == [
         ("login", "200"),
-        ("balance", "401"),
+        ("balance", "200"),
+        ("balance", "401"),  # a token that worked: log in again at once
         ("login", "200"),
-        ("balance", "401"),
+        ("balance", "401"),  # a token refused as soon as issued: back off
     ]
     assert KEY not in str(info.value)
 
 
-def test_retry_after_is_honoured_and_capped() -> None:
+def test_a_short_retry_after_is_waited_and_a_long_one_fails_at_once() -> None:
     answers = iter(
         [
-            httpx.Response(429, headers={"Retry-After": "3600"}, json={"message": "Too many"}),
+            httpx.Response(429, headers={"Retry-After": "0.1"}, json={"message": "Too many"}),
             httpx.Response(200, json={"data": {"balance": 1, "currency": "EUR", "credit": 0}}),
+            httpx.Response(429, headers={"Retry-After": "3600"}, json={"message": "Too many"}),
         ]
     )
-
+    api = ScriptedApi(lambda _: next(answers))
     started = time.monotonic()
-    with client(ScriptedApi(lambda _: next(answers))) as c:
+    with client(api) as c:
         assert c.read_balance().balance == 1.0
-    elapsed = time.monotonic() - started
-    assert 0.05 <= elapsed < 1.0  # waited the cap (0.05 s), not the hour the server asked
+        assert time.monotonic() - started >= 0.1  # waited what the server asked
+        assert c.rate_limited_until is None
+        with pytest.raises(RateLimitedError, match="asked for 3600s, no request for 900s"):
+            c.read_balance()
+        until = c.rate_limited_until  # believed up to the cap, 15 minutes
+        assert until is not None and 890 < until - time.time() <= 900
+    assert api.calls == 3  # the long one is not retried
 
 
 def test_5xx_retries_are_bounded() -> None:

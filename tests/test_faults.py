@@ -8,6 +8,7 @@ rejected records) is checked exactly too, so that each case can fail.
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -627,3 +628,63 @@ def test_poll_errors_are_kept_while_the_state_file_is_read_only(
     for target in WINDOWS:
         assert errors(during, target) == {"state": 3}  # visible while it lasts
         assert errors(after, target) == {"state": 3}  # and not lost once it is over
+
+
+# --- prices, rate limits -------------------------------------------------------------------------
+
+
+def costs(samples: Samples) -> dict[Any, float]:
+    """Every ``bsg_message_cost_total`` series."""
+    return {k: v for k, v in samples.items() if k[0] == "bsg_message_cost_total"}
+
+
+def test_a_negative_price_is_rejected_the_message_counts_and_no_cost_goes_down(
+    make_rig: Callable[..., Rig],
+) -> None:
+    rig = make_rig()
+    rig.cycles(2)
+    faulted_from = len(rig.polls["all"])
+    rig.sim.add_fault("negative_price")  # every amount on every page, until cleared
+    seen = [costs(rig.samples())]
+    for _ in range(3):
+        rig.cycles(1)
+        seen.append(costs(rig.samples()))
+    for before, after in itertools.pairwise(seen):
+        assert all(after.get(key, 0.0) >= total for key, total in before.items())
+    faulted = set(rig.polls["all"][faulted_from:])
+    rig.sim.clear_faults()
+    rig.cycles(2)
+    samples = rig.samples()
+    both_up(samples, 1)
+    for target in WINDOWS:
+        expected = rig.expected(target)
+        for message, poll in counted_at(rig, target):  # counted while priced below zero: no cost
+            if poll in faulted and message["amount"]:
+                status = status_at(message["history"], poll)
+                key = (message["type"], status, message["amount"]["currency"].upper())
+                expected.cost_nanos[key] -= parse_price_nanos(message["amount"]["value"]) or 0
+        expected.cost_nanos = +expected.cost_nanos
+        assert_matches(samples, target, expected)  # every message counted all the same
+    assert set(rejected(samples, "all")) == {"bad_price"} and faulted
+
+
+def test_a_long_retry_after_marks_every_target_down_at_once_and_holds_requests(
+    make_rig: Callable[..., Rig],
+) -> None:
+    rig = make_rig(max_retries=3)
+    rig.cycles(2)
+    sent = rig.sim.request_counts()
+    rig.sim.add_fault("http_status", status=429, retry_after=600, count=1)
+    started = time.monotonic()
+    rig.cycles(1)
+    assert time.monotonic() - started < 10  # not parked inside the poll while bsg_up says 1
+    samples = rig.samples()
+    both_up(samples, 0)
+    for target in WINDOWS:
+        assert errors(samples, target) == {"rate_limited": 1}
+    assert codes(samples, "messages").get("429") == 1  # one answer; the rest never sent
+    assert rig.sim.request_counts()["messages"] == sent["messages"] + 1
+    assert rig.exporter.app.client.rate_limited_until == pytest.approx(rig.clock.now() + 540)
+    rig.cycles(10)  # the ten simulated minutes asked for, a cycle a minute
+    both_up(rig.samples(), 1)
+    rig.check_truth()

@@ -28,6 +28,7 @@ from exporter.bsg.records import (
     decode_page,
     decode_token,
     format_api_time,
+    nested_too_deeply,
     normalize_channel,
     normalize_status,
     page_decoder,
@@ -239,7 +240,6 @@ ODD = [  # each sends its page the tolerant way, which must read it as documente
     {"country": ""},
     {"amount": {"value": ["0.01"], "currency": "UAH"}},
     {"validity": 0},
-    {"created_at": "soon"},
     {"send_at": "2025-03-20 05:11:16", "sent_at": None},
     {"campaign_id": "c-5"},
 ]
@@ -254,7 +254,7 @@ def test_an_odd_record_costs_its_page_the_fast_path_not_its_fields(odd: dict[str
     assert first == decode_page(page(clean), UTC).messages[0]  # the clean one, unchanged
     assert second.id in (SAMPLE["id"], 17) and second.channel == "sms"
     assert second.status == "delivered" and second.country == "UA"
-    assert second.sent_at == T0 + 1 and second.created_at in (T0, None)
+    assert second.sent_at == T0 + 1 and second.created_at == T0
 
 
 def fast_path(body: bytes) -> list[Message] | None:
@@ -363,3 +363,66 @@ def test_stamps_read_a_minute_at_a_time_agree_with_a_whole_parse(zone: str) -> N
 def test_stamps_refuse_what_a_whole_parse_refuses(text: str) -> None:
     with pytest.raises(ValueError):
         Stamps(UTC)[text]
+
+
+ODD_PAGE = {**SAMPLE, "id": 99, "status": "Delivered"}  # sends its page the tolerant way
+
+
+@pytest.mark.parametrize(
+    "value", ["-0.0100000", -1, "NaN", "Infinity", "1000000.5", 10**400, "abc", ["0.01"]]
+)
+@pytest.mark.parametrize("tolerant", [False, True], ids=["fast", "tolerant"])
+def test_a_price_that_is_not_one_keeps_its_message_and_is_counted(
+    value: Any, tolerant: bool
+) -> None:
+    record = {**SAMPLE, "amount": {"value": value, "currency": "UAH"}}
+    body = page(record, ODD_PAGE) if tolerant else page(record)
+    decoded = decode_page(body, UTC)
+    message = decoded.messages[0]
+    assert message.id == SAMPLE["id"] and message.status == "delivered"  # still counted
+    assert message.cost_nanos is None and message.currency is None  # never a negative cost
+    assert decoded.rejected == {"bad_price": 1}
+    assert decoded.dropped == 0 and decoded.rows == len(decoded.messages)
+
+
+def test_a_price_without_a_currency_is_counted_and_an_unknown_one_is_not() -> None:
+    no_currency = {**SAMPLE, "amount": {"value": "0.01", "currency": None}}
+    unknown = {**SAMPLE, "id": 2, "amount": {"value": None, "currency": "UAH"}}
+    decoded = decode_page(page(no_currency, unknown), UTC)
+    assert len(decoded.messages) == 2 and decoded.rejected == {"bad_price": 1}
+    dearest = decode_page(page({**SAMPLE, "amount": {"value": "1e6", "currency": "X"}}), UTC)
+    assert dearest.messages[0].cost_nanos == 10**15 and not dearest.rejected  # the bound
+
+
+@pytest.mark.parametrize(
+    "created_at", ["1970-01-01 00:00:00", "1999-12-31T23:59:59Z", "soon", "", 17000000]
+)
+@pytest.mark.parametrize("tolerant", [False, True], ids=["fast", "tolerant"])
+def test_a_created_at_before_2000_or_unreadable_drops_the_record_and_is_counted(
+    created_at: Any, tolerant: bool
+) -> None:
+    body = page(*[{**SAMPLE, "id": 5, "created_at": created_at}, *([ODD_PAGE] if tolerant else [])])
+    decoded = decode_page(body, UTC)
+    assert [m.id for m in decoded.messages] == ([99] if tolerant else [])
+    assert decoded.rejected == {"bad_created_at": 1} and decoded.dropped == 1
+
+
+def test_a_missing_created_at_is_not_a_bad_one() -> None:
+    [message] = decode_page(page({**SAMPLE, "created_at": None}), UTC).messages
+    assert message.created_at is None  # the tracker takes it as seen now
+
+
+def test_nesting_depth_is_measured_outside_strings() -> None:
+    assert not nested_too_deeply(page(SAMPLE))
+    assert not nested_too_deeply(b"[" * 64 + b"]" * 64)
+    assert nested_too_deeply(b"[" * 65 + b"]" * 65)
+    assert nested_too_deeply(b'{"a":' * 65 + b"1" + b"}" * 65)
+    assert nested_too_deeply(b"[" * 100_000)  # cut short: a decoder would still descend
+    brackets = json.dumps({"text": "[[[{{{" * 50 + '"\\' + "]]]" * 50}).encode()
+    assert not nested_too_deeply(brackets)  # inside a string they are text
+    assert not nested_too_deeply(json.dumps([["x]"] * 100] * 2).encode())
+    escaped = json.dumps({"a": ['\\"[' * 40]}).encode()
+    assert not nested_too_deeply(escaped)
+    deep_after_text = json.dumps({"t": "]" * 100}).encode()[:-1] + b"," + b'"x":' + b"[" * 70
+    assert nested_too_deeply(deep_after_text + b"]" * 70 + b"}")
+    assert not nested_too_deeply(b"")

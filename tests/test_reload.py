@@ -93,11 +93,24 @@ def test_sighup_reloads_the_file(tmp_path: Path) -> None:
         assert '"event": "config_reload_failed"' in exporter.log()
 
 
-def test_post_reload_applies_or_refuses(tmp_path: Path) -> None:
+def test_post_reload_is_off_without_the_lifecycle_flag(tmp_path: Path) -> None:
     sim = traffic(ManualClock(start=START), scenario="paused")
     with SimulatorServer(sim) as server:
         config = config_yaml(server.url, [{"name": "all", "window": "1h"}], interval="200ms")
         exporter = ExporterProcess(tmp_path, config, DEMO_API_KEY).start()
+        try:
+            answer = httpx.post(f"{exporter.url}/-/reload")
+            assert (answer.status_code, answer.text) == (403, "Lifecycle API is not enabled.\n")
+        finally:
+            exporter.stop()
+
+
+def test_post_reload_applies_or_refuses(tmp_path: Path) -> None:
+    sim = traffic(ManualClock(start=START), scenario="paused")
+    with SimulatorServer(sim) as server:
+        config = config_yaml(server.url, [{"name": "all", "window": "1h"}], interval="200ms")
+        args = ["--web.enable-lifecycle"]
+        exporter = ExporterProcess(tmp_path, config, DEMO_API_KEY, args=args).start()
         try:
             exporter.wait_polls(1)
             assert httpx.get(f"{exporter.url}/-/reload").status_code == 405
@@ -112,6 +125,8 @@ def test_post_reload_applies_or_refuses(tmp_path: Path) -> None:
             samples = exporter.samples()
             assert value(samples, "bsg_exporter_config_last_reload_successful") == 0
             assert ("bsg_up", frozenset({("target", "otp")})) in samples  # still the good config
+            forged = httpx.post(f"{exporter.url}/-/reload", headers={"Origin": "http://evil"})
+            assert forged.status_code == 403
         finally:
             exporter.stop()
 

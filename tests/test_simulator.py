@@ -565,7 +565,7 @@ def test_cached_records_follow_every_status_change(serve: Factory) -> None:
             assert (r["status"], r["amount"]) == (t["status"], t["amount"]), moment
             for key in ("sent_at", "delivered_at"):
                 assert r[key] == (None if t[key] is None else stamp(t[key])), moment
-    first = rows[0]["id"]
+    first = rows[50]["id"]  # on the page _page_with reads (offset 50)
     env.sim.set_status(first, "failed")
     assert env.page(**{"filter[id]": first})["data"][0]["status"] == "failed"
 
@@ -825,3 +825,109 @@ def test_status_at_reads_the_truth_history() -> None:
     assert [status_at(history, m) for m in moments] == [
         None, "accepted", "accepted", "sent", "sent", "delivered", "delivered",
     ]  # fmt: skip
+
+
+def test_faults_that_break_the_body_or_its_encoding(serve: Factory) -> None:
+    env = serve(profile(rate=1.0, backfill=60))
+    _add(env, "bad_encoding", endpoint="balance", count=1)
+    with pytest.raises(httpx.DecodingError):
+        env.get("/api/accounts/balance")
+    _add(env, "gzip", pad=2**20, endpoint="balance", count=1)
+    r = env.get("/api/accounts/balance")
+    assert r.headers["content-encoding"] == "gzip" and int(r.headers["content-length"]) < 8192
+    assert len(r.content) > 2**20 and r.json()["data"]["currency"]  # trailing spaces: still JSON
+    _add(env, "deep_nesting", depth=5000, status=500, endpoint="balance", count=1)
+    r = env.get("/api/accounts/balance")
+    assert r.status_code == 500 and r.content.startswith(b'{"message":"Server Error","nested":')
+    assert r.content.count(b"[") == 5000
+    _add(env, "deep_nesting", depth=3, count=1)
+    body = env.page()
+    assert body["nested"] == [[[]]] and body["data"]
+    _add(env, "huge_number", endpoint="balance", count=1)
+    assert env.get("/api/accounts/balance").json()["data"]["balance"] == int("9" * 400)
+    _add(env, "huge_number", field="validity", digits=30, count=1)
+    assert {r["validity"] for r in env.page()["data"]} == {int("9" * 30)}
+
+
+def test_faults_that_bend_prices_fields_and_paging(serve: Factory) -> None:
+    env = serve(profile(rate=1.0, backfill=600))
+    clean = env.page(**{"page[limit]": 500})
+    rows, total = clean["data"], clean["meta"]["page"]["total"]
+    body = _page_with(env, "negative_price")
+    assert all(r["amount"]["value"].startswith("-") for r in body["data"] if r["amount"])
+    body = _page_with(env, "negative_price", value="NaN")
+    assert {r["amount"]["value"] for r in body["data"] if r["amount"]} == {"NaN"}
+    first = rows[50]["id"]  # on the page _page_with reads (offset 50)
+    body = _page_with(
+        env, "set_field", field="created_at", value="1970-01-01 00:00:00", ids=[first]
+    )
+    assert [r["created_at"] for r in body["data"]].count("1970-01-01 00:00:00") == 1
+    env.sim.add_fault("page_cap", limit=100, count=1)
+    body = env.page(**{"page[limit]": 500})
+    assert len(body["data"]) == 100 and body["meta"]["page"]["limit"] == 100
+    env.sim.add_fault("page_cap", limit=100, state=False, count=1)
+    assert env.page(**{"page[limit]": 500})["meta"]["page"]["limit"] == 500
+    env.sim.add_fault("total_lies", delta=7, beyond=True)
+    for offset in (0, total, total + 500):
+        meta = env.page(**{"page[limit]": 500, "page[offset]": offset})["meta"]["page"]
+        assert meta["total"] == min(offset + 500, max(total, offset)) + 7
+    env.sim.clear_faults()
+
+
+def test_retry_after_and_message_of_http_status_take_any_text(serve: Factory) -> None:
+    env = serve()
+    for retry_after, header in (("soon", "soon"), (1e11, "100000000000"), (0.5, "0.5")):
+        _add(env, "http_status", status=429, retry_after=retry_after, count=1)
+        assert env.get().headers["retry-after"] == header
+    _add(env, "http_status", status=422, message="key live_x echoed\n", count=1)
+    assert env.get().json() == {"message": "key live_x echoed\n"}
+
+
+@pytest.mark.parametrize("part", ["headers", "body", "both"])
+def test_drip_sends_a_byte_at_a_time(serve: Factory, part: str) -> None:
+    env = serve()
+    _add(env, "drip", interval=0.01, part=part, endpoint="balance", count=1)
+    started = time.perf_counter()
+    r = env.get("/api/accounts/balance")
+    elapsed = time.perf_counter() - started
+    assert r.status_code == 200 and r.json()["data"]["currency"]
+    dripped = {"headers": 100, "body": len(r.content), "both": 100 + len(r.content)}[part]
+    assert elapsed >= dripped * 0.01  # at least a wait per byte
+    assert env.get("/api/accounts/balance").status_code == 200  # the connection is usable
+
+
+@pytest.mark.parametrize(
+    ("good", "bad"),
+    [
+        ({"retry_after": "soon"}, {"retry_after": "a\r\nX-Injected: 1"}),
+        ({"retry_after": 1e11}, {"retry_after": True}),
+        ({"message": "x"}, {"message": 5}),
+        ({"kind": "bad_encoding", "encoding": "br"}, {"encoding": "gzip, br\n"}),
+        ({"kind": "gzip", "pad": 10}, {"pad": -1}),
+        ({"kind": "drip", "interval": 0.5}, {"interval": 0}),
+        ({"kind": "drip", "part": "both"}, {"part": "trailers"}),
+        ({"kind": "deep_nesting", "depth": 1}, {"depth": 0}),
+        ({"kind": "deep_nesting", "status": 200}, {"status": 99}),
+        ({"kind": "negative_price", "value": "-1"}, {"value": [1]}),
+        ({"kind": "huge_number", "digits": 1}, {"digits": 0}),
+        ({"kind": "huge_number", "field": "id"}, {"field": "balance"}),
+        ({"kind": "huge_number", "field": "credit", "endpoint": "balance"}, {"field": "id"}),
+        ({"kind": "set_field", "field": "sent_at"}, {"field": "nonsense"}),
+        ({"kind": "set_field", "ids": [1, 2]}, {"ids": "all"}),
+        ({"kind": "page_cap", "limit": 500}, {"limit": 501}),
+        ({"kind": "total_lies", "beyond": True}, {"beyond": "yes"}),
+        ({"kind": "total_lies", "delta": -5}, {"delta": 1.5}),
+    ],
+    ids=lambda f: "-".join(f"{k}={v}" for k, v in f.items())[:40],
+)
+def test_new_faults_and_parameters_are_validated(
+    serve: Factory, good: dict[str, Any], bad: dict[str, Any]
+) -> None:
+    env = serve()
+    if "kind" not in good:
+        good = {"kind": "http_status", "status": 429, **good}
+    r = env.admin("faults", good)
+    assert r.status_code == 201, r.text
+    r = env.admin("faults", {**good, **bad})
+    assert r.status_code == 422, r.text
+    assert len(env.admin("faults", method="GET").json()["faults"]) == 1

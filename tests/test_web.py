@@ -1,10 +1,13 @@
-"""The HTTP endpoints over a real socket: routing, negotiation, health and readiness."""
+"""The HTTP endpoints over a real socket: routing, negotiation, health, readiness and reload."""
 
 from __future__ import annotations
 
+import base64
 import gzip
+import socket
 from collections.abc import Iterator
 
+import bcrypt
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry
@@ -14,6 +17,7 @@ from exporter.stats import ExporterState, TargetStatus
 from exporter.store import MEMORY, StateStore
 from exporter.tracker import TargetTracker
 from exporter.web import WebServer, parse_listen_address
+from exporter.webconfig import parse_web_config
 
 
 @pytest.fixture
@@ -132,3 +136,167 @@ def test_a_gzipped_scrape_is_never_stale(served: tuple[ExporterState, str]) -> N
     with state.lock:
         state.targets["otp"].up = True
     assert 'bsg_up{target="otp"} 1.0' in scrape()  # a changed body is compressed anew
+
+
+# --- requests a client gets wrong, or forges ----------------------------------------------
+
+
+def exchange(url: str, request: bytes, wait: float = 5) -> tuple[int, dict[str, str], bytes]:
+    """Send raw bytes on a fresh connection; the answer's status, headers and body."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=wait) as sock:
+        sock.sendall(request)
+        answer = b""
+        while b"\r\n\r\n" not in answer and (chunk := sock.recv(65536)):
+            answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        fields = (line.split(": ", 1) for line in lines[1:])
+        headers = {name.lower(): value for name, value in fields}
+        while len(body) < int(headers.get("content-length", 0)) and (chunk := sock.recv(65536)):
+            body += chunk
+    return int(lines[0].split()[1]), headers, body
+
+
+def post(path: str, *headers: str) -> bytes:
+    """A POST request's head, with ``headers`` ("Name: value") and no body sent."""
+    return "\r\n".join([f"POST {path} HTTP/1.1", "Host: x", *headers, "", ""]).encode()
+
+
+def test_a_body_is_never_read_where_none_is_taken(served: tuple[ExporterState, str]) -> None:
+    _, url = served
+    # The answer comes with no byte of the 100 GB announced sent: nothing waits for, or keeps,
+    # the body; and the connection closes, as the body would follow on it.
+    for length in ("100000000000", "9" * 5000):
+        status, headers, _ = exchange(url, post("/probe", f"Content-Length: {length}"))
+        assert status == 405 and headers["connection"] == "close"
+    assert headers["allow"] == "GET, HEAD"
+    status, headers, _ = exchange(url, post("/probe", "Transfer-Encoding: chunked"))
+    assert status == 405 and headers["connection"] == "close"
+    get = b"GET /probe HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n"
+    status, headers, body = exchange(url, get)
+    assert status == 200 and headers["connection"] == "close" and b"bsg_up" in body
+
+
+@pytest.mark.parametrize(
+    "length",
+    ["abc", "1e11", "-1", "+5", "0x10", "1 2", "\u0661", "5\r\nContent-Length: 6"],
+)
+def test_a_malformed_content_length_is_400(served: tuple[ExporterState, str], length: str) -> None:
+    _, url = served
+    for method in ("POST", "GET"):
+        request = f"{method} /probe HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n"
+        status, headers, body = exchange(url, request.encode("utf-8"))
+        assert (status, headers["connection"], body) == (400, "close", b"Bad Request\n")
+
+
+def test_a_malformed_request_target_is_400(served: tuple[ExporterState, str]) -> None:
+    _, url = served
+    status, _, _ = exchange(url, b"GET http://[::1/probe HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == 400
+
+
+def test_healthy_says_503_and_why_when_the_poll_loop_is_dead(
+    served: tuple[ExporterState, str],
+) -> None:
+    state, url = served
+    assert httpx.get(f"{url}/-/healthy").text == "Healthy\n"
+    state.liveness.fail("poll loop died: RuntimeError('boom')")
+    answer = httpx.get(f"{url}/-/healthy")
+    assert answer.status_code == 503
+    assert answer.text == "Unhealthy: poll loop died: RuntimeError('boom')\n"
+
+
+@pytest.fixture
+def reloadable() -> Iterator[tuple[list[int], str]]:
+    """A web server whose /-/reload counts its calls in the list."""
+    calls: list[int] = []
+    state = ExporterState(targets={}, version="1", test_key=False)
+    web = WebServer("127.0.0.1:0", CollectorRegistry(), state, reload=lambda: calls.append(1))
+    web.start()
+    try:
+        yield calls, f"http://127.0.0.1:{web.port}"
+    finally:
+        web.stop()
+
+
+def test_reload_is_off_without_the_lifecycle_flag(served: tuple[ExporterState, str]) -> None:
+    _, url = served
+    answer = httpx.post(f"{url}/-/reload")
+    assert (answer.status_code, answer.text) == (403, "Lifecycle API is not enabled.\n")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},  # another port or subdomain: another origin
+        {"Origin": "http://evil.example"},
+        {"Origin": "null"},  # a sandboxed frame, or a file: page
+        {"Origin": "http://127.0.0.1:1"},
+        {"Origin": "http://[::1"},
+        {"Origin": "http://evil.example", "Content-Type": "application/x-www-form-urlencoded"},
+        {"Origin": "http://evil.example", "Content-Type": "text/plain"},
+    ],
+)
+def test_reload_refuses_cross_site_posts(
+    reloadable: tuple[list[int], str], headers: dict[str, str]
+) -> None:
+    calls, url = reloadable
+    answer = httpx.post(f"{url}/-/reload", headers=headers)
+    assert (answer.status_code, answer.text) == (403, "Cross-site requests are refused\n")
+    assert calls == []
+
+
+def test_reload_from_its_own_origin_or_a_tool(reloadable: tuple[list[int], str]) -> None:
+    calls, url = reloadable
+    own = url.removeprefix("http://")
+    for headers in (
+        {},  # curl -X POST
+        {"Content-Type": "application/x-www-form-urlencoded"},  # curl -d ''
+        {"Origin": url, "Sec-Fetch-Site": "same-origin"},
+        {"Sec-Fetch-Site": "none"},  # typed in by the user
+        {"Origin": f"HTTP://{own.upper()}"},
+    ):
+        answer = httpx.post(f"{url}/-/reload", headers=headers)
+        assert (answer.status_code, answer.text) == (200, "Reloaded\n"), headers
+    assert len(calls) == 5
+
+
+def test_reload_reads_a_small_body_and_refuses_a_big_one(
+    reloadable: tuple[list[int], str],
+) -> None:
+    calls, url = reloadable
+    with httpx.Client() as client:  # one connection: a body read keeps it usable
+        first = client.post(f"{url}/-/reload", content=b"x" * 65536)
+        second = client.post(f"{url}/-/reload", content=b"")
+    assert [first.status_code, second.status_code] == [200, 200]
+    assert "connection" not in first.headers
+    for length in ("65537", "9" * 5000):
+        status, headers, _ = exchange(url, post("/-/reload", f"Content-Length: {length}"))
+        assert (status, headers["connection"]) == (413, "close")
+    assert len(calls) == 2
+
+
+def test_credentials_are_checked_before_any_body() -> None:
+    hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()
+    config = parse_web_config(f"basic_auth_users:\n  alice: {hashed}\n")
+    state = ExporterState(targets={}, version="1", test_key=False)
+    calls: list[int] = []
+    web = WebServer(
+        "127.0.0.1:0", CollectorRegistry(), state, web_config=config, reload=lambda: calls.append(1)
+    )
+    web.start()
+    try:
+        url = f"http://127.0.0.1:{web.port}"
+        # The client waits for "100 Continue" before the body: it never gets one.
+        request = post("/-/reload", "Content-Length: 1000", "Expect: 100-continue")
+        status, headers, _ = exchange(url, request)
+        assert (status, headers["connection"]) == (401, "close")
+        token = base64.b64encode(b"alice:pw").decode()
+        answer = httpx.post(
+            f"{url}/-/reload", content=b"{}", headers={"Authorization": f"Basic {token}"}
+        )
+        assert answer.status_code == 200 and calls == [1]
+    finally:
+        web.stop()

@@ -9,8 +9,10 @@ from exporter.bsg.client import (
     BsgError,
     MessagePass,
     MessageQuery,
+    RateLimitedError,
     RequestObserver,
     RetryPolicy,
+    safe_text,
 )
 from exporter.bsg.records import Balance, Message
 
@@ -22,6 +24,8 @@ __all__ = [
     "Message",
     "MessagePass",
     "MessageQuery",
+    "RateLimitedError",
     "RequestObserver",
     "RetryPolicy",
+    "safe_text",
 ]

@@ -1,8 +1,11 @@
 """The BSG One API client: login, bearer auth, retries, paging and decoding.
 
-Owns every HTTP exchange with the provider. Each request is reported to a
-:class:`RequestObserver` with its outcome, so that metrics can be kept without this module knowing
-about them. The API key and the bearer token never reach a log line or an exception message.
+Owns every HTTP exchange with the provider. Each request goes through one place,
+:meth:`BsgClient._attempt`, which turns whatever happens (an answer, a transport failure, a
+body that cannot be decoded, a bug) into one outcome reported to a :class:`RequestObserver`
+and, on failure, into a :class:`BsgError` with a stable ``reason``. The API key and the bearer
+token never reach a log line or an exception message, and nothing the provider writes reaches
+one unless :func:`safe_text` has cleaned it.
 
 Must not import: prometheus_client, or any exporter module outside ``exporter.bsg``.
 """
@@ -12,40 +15,57 @@ from __future__ import annotations
 import base64
 import email.utils
 import json
+import math
 import random
+import re
 import threading
 import time
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import tzinfo
+from datetime import UTC, datetime, tzinfo
 from operator import attrgetter
 from typing import Protocol, TypeVar
 
 import httpx
+import msgspec
 import structlog
 
 from exporter.bsg.budget import RequestBudget
 from exporter.bsg.records import (
+    KEPT_REJECTS,
     LABEL_FIELDS,
+    MAX_DEPTH,
     Balance,
-    DecodeError,
     Message,
     Page,
     decode_balance,
     decode_page,
     decode_token,
     format_api_time,
+    nested_too_deeply,
 )
+from exporter.bsg.transport import Deadline, deadline_transport
 
 PAGE_LIMIT = 500
 """The API's largest page: fewest requests per pass."""
 _MAX_EXTRA_PAGES = 20
-"""Pages followed past the first answer's total before a pass is cut short (a total that lies)."""
+"""Pages followed past the first answer's total before a pass pauses (a total that lies)."""
+_MAX_PASS_PAGES = 2000
+"""Pages one pass reads at most (a million rows), whatever the total says: an API that serves
+full pages forever must not hold a poll forever."""
 _REFRESH_MARGIN = 86400.0
 """Refresh the token when it expires within a day, rather than waiting for a 401."""
 _LOGIN_BACKOFF = (30.0, 900.0)
-"""After a refused login, wait this long (doubling up to the cap) before trying the key again:
-a revoked key must not turn every poll of every target into a login attempt."""
+"""After a refused login, or a token refused as soon as it was issued, wait this long
+(doubling up to the cap) before trying the key again: a revoked key must not turn every poll
+of every target into a login attempt."""
+MAX_RESPONSE_SIZE = 64 * 2**20
+"""Default cap of an answer's body, counted after decompression (``api.max_response_size``)."""
+_ERROR_BODY_SIZE = 64 * 2**10
+"""Bytes of an error answer read for its message: the status says what happened."""
+_TEXT_LIMIT = 200
+"""Characters of provider text kept in an error message."""
 
 T = TypeVar("T")
 log = structlog.get_logger("exporter.bsg")
@@ -72,7 +92,7 @@ class AuthError(BsgError):
 
 
 class RateLimitedError(BsgError):
-    """429 answers outlasted the retries."""
+    """429 answers outlasted the retries, or the API asked for a longer pause than is waited."""
 
     reason = "rate_limited"
 
@@ -113,6 +133,12 @@ class BudgetExhaustedError(BsgError):
     reason = "budget"
 
 
+class InternalError(BsgError):
+    """An exception nobody expected while handling one request (a bug; logged with its trace)."""
+
+    reason = "internal"
+
+
 class StoppedError(BsgError):
     """The exporter is shutting down; the pass was abandoned."""
 
@@ -121,12 +147,18 @@ class StoppedError(BsgError):
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """How often and how patiently a request is retried."""
+    """How often and how patiently a request is retried.
+
+    A ``Retry-After`` up to ``retry_after_wait`` is waited inside the request; a longer one
+    fails the request at once and holds every request until then, believed up to
+    ``retry_after_cap`` seconds.
+    """
 
     max_retries: int = 3
     base_delay: float = 0.5
     max_delay: float = 30.0
-    retry_after_cap: float = 60.0
+    retry_after_wait: float = 5.0
+    retry_after_cap: float = 900.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,11 +174,16 @@ class MessageQuery:
 
 @dataclass(slots=True)
 class MessagePass:
-    """What one pass read: the messages (deduplicated by id) and how it went."""
+    """What one pass read: the messages (deduplicated by id) and how it went.
+
+    A pass ends on an empty page or a short one (fewer rows than the page size the API says
+    it served, at most :data:`PAGE_LIMIT`); ``meta.page.total`` never ends or extends it.
+    """
 
     messages: dict[int, Message] = field(default_factory=dict)
-    complete: bool = True
-    ended_early: bool = False  # stopped on an empty page short of the total, or at the page cap
+    complete: bool = True  # False: the request budget ran out; resume at next_offset
+    ended_early: bool = False  # stopped at the page cap after a full page; more may follow
+    total_mismatch: bool = False  # the first page's total disagrees with the rows read
     last_id: int | None = None
     next_offset: int = 0
     pages: int = 0
@@ -168,6 +205,11 @@ class MessagePass:
         for reason, count in page.rejected.items():
             self.rejected[reason] = self.rejected.get(reason, 0) + count
 
+    @property
+    def dropped(self) -> int:
+        """Rows that gave no message (rejected, and not kept)."""
+        return sum(n for reason, n in self.rejected.items() if reason not in KEPT_REJECTS)
+
 
 class _RetryableError(Exception):
     """Internal: this attempt failed in a way worth another try."""
@@ -178,11 +220,51 @@ class _RetryableError(Exception):
         self.delay = delay
 
 
+class _UnauthorizedError(Exception):
+    """Internal: a 401 on an authorised request."""
+
+
+class _TooLargeError(Exception):
+    """Internal: a body larger than the cap."""
+
+
+class _DeadlineError(Exception):
+    """Internal: the body was still arriving at the request's deadline."""
+
+
 class _NullObserver:
     """Observer used when nobody listens."""
 
     def observe_request(self, endpoint: str, code: str, duration: float) -> None:
         """Discard the observation."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """What is needed to send one request again."""
+
+    endpoint: str
+    method: str
+    path: str
+    params: Mapping[str, str | int] | None
+    json_body: object
+    authorized: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """A received answer: status, headers and (for an error, the start of) the body."""
+
+    status: int
+    headers: httpx.Headers
+    body: bytes
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """The observed code of one request, as it becomes known."""
+
+    code: str = "internal"
 
 
 class BsgClient:
@@ -202,9 +284,12 @@ class BsgClient:
         user_agent: str = "bsg-exporter",
         clock: Callable[[], float] = time.time,
         budget: RequestBudget | None = None,
+        max_response_size: int = MAX_RESPONSE_SIZE,
     ) -> None:
         self._key = api_key
         self._tz = tz
+        self._timeout = timeout
+        self._max_body = max_response_size
         self._retry = retry or RetryPolicy()
         self._observer: RequestObserver = observer or _NullObserver()
         self._stop = stop or threading.Event()
@@ -212,13 +297,19 @@ class BsgClient:
         self._budget = budget
         self._token: str | None = None
         self._token_expiry: float | None = None
+        self._token_proven = False  # an authorised request succeeded with the current token
         self._login_refusals = 0
         self._login_retry_at = 0.0
+        self._login_refused = "refused earlier"
+        self._limited_until: float | None = None
+        self._internal_seen: set[tuple[str, str]] = set()
         self._lock = threading.RLock()
+        self._deadline = Deadline()
+        base = base_url.rstrip("/")
         self._http = httpx.Client(
-            base_url=base_url.rstrip("/"),
+            base_url=base,
             timeout=timeout,
-            transport=transport,
+            transport=transport or deadline_transport(base, self._deadline),
             headers={"Accept": "application/json", "User-Agent": user_agent},
             follow_redirects=False,
         )
@@ -232,6 +323,12 @@ class BsgClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def rate_limited_until(self) -> float | None:
+        """When (on the client's clock) the API's ``Retry-After`` ends; None when not held."""
+        until = self._limited_until
+        return until if until is not None and until > self._clock() else None
 
     def read_messages(self, query: MessageQuery) -> MessagePass:
         """Read every message of ``query``, page by page, with ``filter[to]`` fixed for the pass.
@@ -268,31 +365,30 @@ class BsgClient:
         self, params: Mapping[str, str | int], offset: int, labels: tuple[str, ...]
     ) -> tuple[MessagePass, int | None]:
         """Page through one pass from ``offset``; also returns the total of its first page."""
-        result = MessagePass()
+        result = MessagePass(next_offset=offset)
         total: int | None = None
-        max_pages: int | None = None
+        max_pages = _MAX_PASS_PAGES
+        start = offset
         while True:
             try:
                 page = self._get_page({**params, "page[offset]": offset}, labels)
             except BudgetExhaustedError:
                 result.complete = False
-                result.next_offset = offset
-                return result, total
+                break
             result.add_page(page)
             offset += page.rows
             result.next_offset = offset
-            if max_pages is None:
+            if result.pages == 1:
                 total = page.total
-                # max(): a negative total (one that lies) must not stop the pass at its first page
-                max_pages = max(page.total or 0, 0) // PAGE_LIMIT + _MAX_EXTRA_PAGES
+                # max(): a negative total must not stop the pass at its first page
+                max_pages = min(max(total or 0, 0) // PAGE_LIMIT + _MAX_EXTRA_PAGES, max_pages)
+            if page.rows == 0 or page.rows < _page_size(page):
+                break
             if result.pages >= max_pages:
                 result.ended_early = True
-                return result, total
-            if not _more_pages(page, offset):
-                # An empty page short of the total may be a glitch (or a total that lies): the
-                # caller must not take the pass as having read everything up to its end.
-                result.ended_early = page.rows == 0 and (page.total or 0) > offset
-                return result, total
+                break
+        result.total_mismatch = _total_disagrees(total, start, result)
+        return result, total
 
     def read_message(self, message_id: int) -> Message | None:
         """Look one message up by id (``filter[id]``); None when the API does not know it."""
@@ -331,18 +427,13 @@ class BsgClient:
         """Send a request with auth and retries, and decode its body."""
         request = _Request(endpoint, method, path, params, json_body, authorized)
         retries = 0
-        relogged = False
         while True:
             if authorized:
                 self._ensure_token()
             try:
                 return self._attempt(request, decode)
             except _UnauthorizedError:
-                # A token can expire or be revoked at any time: log in again, once per request.
-                if relogged:
-                    raise AuthError(f"{endpoint}: 401 Unauthorized after a fresh login") from None
-                relogged = True
-                self._drop_token()
+                self._unauthorized(endpoint)
             except _RetryableError as retry:
                 if retries >= self._retry.max_retries:
                     raise retry.error from None
@@ -359,59 +450,150 @@ class BsgClient:
                 if self._stop.wait(delay):
                     raise StoppedError("shutting down") from None
 
+    def _unauthorized(self, endpoint: str) -> None:
+        """A 401: log in again, unless the token never worked (then back off, like a refusal)."""
+        with self._lock:
+            if not self._token_proven:
+                # The key logs in, yet its token is refused: logging in again at once would
+                # loop (41 logins in 20 s were seen), so the next login waits.
+                why = f"{endpoint}: 401 Unauthorized with a token just issued"
+                delay = self._refuse_login(why)
+                raise AuthError(f"{why}; next login in {delay:.0f}s")
+            # A token can expire or be revoked at any time: log in again.
+            self._drop_token()
+
     def _attempt(self, request: _Request, decode: Callable[[bytes], T]) -> T:
-        """Send one request and classify its outcome."""
-        if self._stop.is_set():
-            raise StoppedError("shutting down")
-        if self._budget is not None and not self._budget.try_acquire():
-            raise BudgetExhaustedError(f"{request.endpoint}: request budget spent for this minute")
-        endpoint = request.endpoint
-        headers = {"Authorization": f"Bearer {self._token}"} if request.authorized else None
+        """Send one request, observe its outcome, and turn it into a value or an error.
+
+        Whatever goes wrong inside is counted and becomes a :class:`BsgError` (or a retry):
+        nothing else leaves this method but ``KeyboardInterrupt`` and its kind.
+        """
+        self._admit(request.endpoint)
+        outcome = _Outcome()
         started = time.monotonic()
         try:
-            response = self._http.request(
+            answer = self._exchange(request, outcome)
+            return self._handle(request, answer, decode)
+        except (_RetryableError, _UnauthorizedError, BsgError):
+            raise
+        except Exception as exc:
+            raise self._failure(request.endpoint, exc, outcome) from None
+        finally:
+            self._observe(request.endpoint, outcome.code, started)
+
+    def _admit(self, endpoint: str) -> None:
+        """Refuse to send while stopping, while the API holds us off, or over the budget."""
+        if self._stop.is_set():
+            raise StoppedError("shutting down")
+        until = self.rate_limited_until
+        if until is not None:
+            wait = until - self._clock()
+            raise RateLimitedError(
+                f"{endpoint}: the API asked for a pause; next request in {wait:.0f}s "
+                f"(at {_clock_text(until)})"
+            )
+        if self._budget is not None and not self._budget.try_acquire():
+            raise BudgetExhaustedError(f"{endpoint}: request budget spent for this minute")
+
+    def _exchange(self, request: _Request, outcome: _Outcome) -> _Answer:
+        """Send one request and read its answer, all within ``api.timeout``."""
+        headers = {"Authorization": f"Bearer {self._token}"} if request.authorized else None
+        deadline = time.monotonic() + self._timeout
+        self._deadline.at = deadline
+        try:
+            with self._http.stream(
                 request.method,
                 request.path,
                 params=request.params,
                 headers=headers,
                 json=request.json_body,
-            )
-        except httpx.TimeoutException as exc:
-            self._observe(endpoint, "timeout", started)
-            error: BsgError = RequestTimeoutError(f"{endpoint}: timed out ({type(exc).__name__})")
-            raise _RetryableError(error) from None
-        except httpx.TransportError as exc:
-            self._observe(endpoint, "connection_error", started)
-            raise _RetryableError(ApiConnectionError(f"{endpoint}: {type(exc).__name__}")) from None
-        self._observe(endpoint, str(response.status_code), started)
-        return self._handle(endpoint, response, decode, request.authorized)
+            ) as response:
+                outcome.code = str(response.status_code)
+                ok = 200 <= response.status_code < 300
+                body = _read_body(response, self._max_body if ok else _ERROR_BODY_SIZE, deadline)
+                return _Answer(response.status_code, response.headers, body)
+        finally:
+            self._deadline.at = None
 
-    def _handle(
-        self,
-        endpoint: str,
-        response: httpx.Response,
-        decode: Callable[[bytes], T],
-        authorized: bool,
-    ) -> T:
+    def _failure(self, endpoint: str, exc: Exception, outcome: _Outcome) -> Exception:
+        """The error (or retry) an exception raised inside one request stands for."""
+        name = type(exc).__name__
+        if isinstance(exc, httpx.TimeoutException | _DeadlineError):
+            outcome.code = "timeout"
+            error: BsgError = RequestTimeoutError(
+                f"{endpoint}: no whole answer within {self._timeout:g}s ({name})"
+            )
+            return _RetryableError(error)
+        if isinstance(exc, httpx.DecodingError):  # a body not in its Content-Encoding
+            return _RetryableError(BadAnswerError(f"{endpoint}: undecodable body ({name})"))
+        if isinstance(exc, _TooLargeError):
+            message = f"{endpoint}: answer larger than {self._max_body} bytes"
+            return _RetryableError(BadAnswerError(message))
+        if isinstance(exc, httpx.HTTPError):  # TransportError, and any other kind httpx adds
+            outcome.code = "connection_error"
+            return _RetryableError(ApiConnectionError(f"{endpoint}: {name}"))
+        self._log_internal(endpoint, exc)
+        return InternalError(f"{endpoint}: unexpected {name} handling the answer")
+
+    def _log_internal(self, endpoint: str, exc: Exception) -> None:
+        """Log an unexpected exception, with its traceback the first time it is seen."""
+        kind = (endpoint, type(exc).__name__)
+        trace = None
+        if kind not in self._internal_seen:
+            self._internal_seen.add(kind)
+            lines = "".join(traceback.format_exception(exc)).splitlines()
+            trace = "\n".join(_indent(line) + safe_text(line, self._key, 500) for line in lines)
+        error = safe_text(f"{type(exc).__name__}: {exc}", self._key)
+        log.error("api_internal_error", endpoint=endpoint, error=error, traceback=trace)
+
+    def _handle(self, request: _Request, answer: _Answer, decode: Callable[[bytes], T]) -> T:
         """Turn an answer into a value, a retry, or a final error."""
-        status = response.status_code
+        endpoint, status = request.endpoint, answer.status
         if 200 <= status < 300:
-            try:
-                return decode(response.content)
-            except DecodeError as exc:
-                raise _RetryableError(BadAnswerError(f"{endpoint}: {exc}")) from None
-        if status == 401 and authorized:
+            value = self._decode(endpoint, answer.body, decode)
+            if request.authorized:
+                self._token_proven = True
+                self._login_refusals = 0
+            return value
+        message = _api_message(answer.body, self._key)
+        if status == 401 and request.authorized:
             raise _UnauthorizedError
         if status in (401, 403):
-            raise AuthError(f"{endpoint}: HTTP {status} {_api_message(response)}")
+            raise AuthError(f"{endpoint}: HTTP {status} {message}")
         if status == 429:
-            error: BsgError = RateLimitedError(f"{endpoint}: HTTP 429 {_api_message(response)}")
-            raise _RetryableError(error, self._retry_after(response))
+            self._rate_limited(endpoint, answer.headers, message)
         if status >= 500:
-            raise _RetryableError(
-                ServerError(f"{endpoint}: HTTP {status} {_api_message(response)}")
-            )
-        raise ClientError(f"{endpoint}: HTTP {status} {_api_message(response)}")
+            raise _RetryableError(ServerError(f"{endpoint}: HTTP {status} {message}"))
+        raise ClientError(f"{endpoint}: HTTP {status} {message}")
+
+    def _decode(self, endpoint: str, body: bytes, decode: Callable[[bytes], T]) -> T:
+        """Decode a successful answer; an undecodable one is worth another try."""
+        if nested_too_deeply(body):
+            message = f"{endpoint}: answer nested deeper than {MAX_DEPTH} levels"
+            raise _RetryableError(BadAnswerError(message))
+        try:
+            return decode(body)
+        except (ValueError, OverflowError, RecursionError, msgspec.MsgspecError) as exc:
+            # ValueError covers DecodeError, msgspec's errors and UnicodeDecodeError.
+            error = BadAnswerError(f"{endpoint}: {safe_text(str(exc), self._key)}")
+            raise _RetryableError(error) from None
+
+    def _rate_limited(self, endpoint: str, headers: httpx.Headers, message: str) -> None:
+        """A 429: wait a short ``Retry-After`` out; hold every request through a long one."""
+        now = self._clock()
+        wait = retry_after_seconds(headers.get("Retry-After"), now)
+        if wait is None or wait <= self._retry.retry_after_wait:
+            error = RateLimitedError(f"{endpoint}: HTTP 429 {message}")
+            raise _RetryableError(error, wait)
+        held = min(wait, self._retry.retry_after_cap)
+        with self._lock:
+            self._limited_until = max(self._limited_until or 0.0, now + held)
+        asked = f"{wait:.0f}s" if wait < 1e9 else "an unbounded pause"
+        log.warning("api_rate_limited", endpoint=endpoint, asked=asked, held_s=held)
+        raise RateLimitedError(
+            f"{endpoint}: HTTP 429 {message}; the API asked for {asked}, "
+            f"no request for {held:.0f}s (until {_clock_text(now + held)})"
+        )
 
     def _observe(self, endpoint: str, code: str, started: float) -> None:
         """Report one request to the observer."""
@@ -421,21 +603,6 @@ class BsgClient:
         """Exponential backoff with jitter, so that many exporters do not retry in step."""
         ceiling = min(self._retry.max_delay, self._retry.base_delay * 2 ** (retry - 1))
         return float(ceiling / 2 + random.uniform(0, ceiling / 2))
-
-    def _retry_after(self, response: httpx.Response) -> float | None:
-        """The server's ``Retry-After`` in seconds, capped; None when absent or unreadable."""
-        value = response.headers.get("Retry-After")
-        if value is None:
-            return None
-        seconds: float | None
-        try:
-            seconds = float(value)
-        except ValueError:
-            moment = email.utils.parsedate_to_datetime(value) if value.strip() else None
-            seconds = moment.timestamp() - self._clock() if moment is not None else None
-        if seconds is None:
-            return None
-        return min(max(seconds, 0.0), self._retry.retry_after_cap)
 
     def _ensure_token(self) -> None:
         """Log in when there is no token, refresh it when it is about to expire."""
@@ -459,7 +626,7 @@ class BsgClient:
         """Exchange the API key for a bearer token, backing off after a refusal."""
         wait = self._login_retry_at - self._clock()
         if wait > 0:
-            raise AuthError(f"login: refused earlier; next attempt in {wait:.0f}s")
+            raise AuthError(f"login: {self._login_refused}; next attempt in {wait:.0f}s")
         try:
             token = self._call(
                 "login",
@@ -470,15 +637,21 @@ class BsgClient:
                 json_body={"api_key": self._key},
             )
         except AuthError as exc:
-            first, cap = _LOGIN_BACKOFF
-            delay = min(cap, first * 2**self._login_refusals)
-            self._login_refusals += 1
-            self._login_retry_at = self._clock() + delay
-            log.warning("api_login_refused", error=str(exc), retry_in_s=delay)
+            self._refuse_login(str(exc))
             raise
-        self._login_refusals = 0
         self._set_token(token)
         log.info("api_login", expires_in_s=self._expires_in())
+
+    def _refuse_login(self, why: str) -> float:
+        """Hold logins off for the next step of the backoff; returns its length in seconds."""
+        first, cap = _LOGIN_BACKOFF
+        delay = min(cap, first * 2.0 ** min(self._login_refusals, 16))
+        self._login_refusals += 1
+        self._login_retry_at = self._clock() + delay
+        self._login_refused = why
+        self._drop_token()
+        log.warning("api_login_refused", error=why, retry_in_s=delay)
+        return delay
 
     def _refresh(self) -> None:
         """Trade a token close to expiry for a new one; log in again if that fails."""
@@ -495,6 +668,7 @@ class BsgClient:
         """Keep a token and the expiry its ``exp`` claim announces."""
         self._token = token
         self._token_expiry = jwt_expiry(token)
+        self._token_proven = False
 
     def _expires_in(self) -> float | None:
         """Seconds until the token expires, when known."""
@@ -503,49 +677,123 @@ class BsgClient:
         return round(self._token_expiry - self._clock())
 
 
-class _UnauthorizedError(Exception):
-    """Internal: a 401 on an authorised request."""
+def _read_body(response: httpx.Response, limit: int, deadline: float) -> bytes:
+    """The decoded body, by the deadline; over ``limit`` bytes it is too large for a success,
+    and cut there for an error (whose status says what happened)."""
+    chunks: list[bytes] = []
+    size = 0
+    # iter_bytes() decompresses a chunk at a time: the limit holds after decompression, a
+    # gzip bomb costs at most one read's worth of expansion (64 KiB, about 1000-fold).
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > limit:
+            if 200 <= response.status_code < 300:
+                raise _TooLargeError
+            chunks.append(chunk[: limit - (size - len(chunk))])
+            break
+        chunks.append(chunk)
+        # The real transport keeps to the deadline on each read; this bounds any other one.
+        if time.monotonic() > deadline:
+            raise _DeadlineError
+    return b"".join(chunks)
 
 
-@dataclass(frozen=True, slots=True)
-class _Request:
-    """What is needed to send one request again."""
+def _indent(line: str) -> str:
+    """The leading spaces of a line (a traceback's structure)."""
+    return line[: len(line) - len(line.lstrip(" "))]
 
-    endpoint: str
-    method: str
-    path: str
-    params: Mapping[str, str | int] | None
-    json_body: object
-    authorized: bool
+
+def _page_size(page: Page) -> int:
+    """The rows a full page has: ours, or fewer when the API says it serves fewer."""
+    return min(PAGE_LIMIT, page.limit) if page.limit is not None else PAGE_LIMIT
+
+
+def _total_disagrees(total: int | None, start: int, result: MessagePass) -> bool:
+    """Tell whether a pass's first total disagrees with the rows it read from ``start``: not
+    equal for a pass that read to its end, below them for one that stopped short."""
+    if total is None:
+        return False
+    read = start + result.rows
+    if result.complete and not result.ended_early:
+        return total != read
+    return total < read
 
 
 def _rows_skipped(result: MessagePass, total: int | None, offset: int) -> bool:
     """Tell whether a pass repeated rows and yet read fewer distinct rows than its total."""
     if not result.duplicates or total is None:
         return False
-    return len(result.messages) + sum(result.rejected.values()) < total - offset
+    return len(result.messages) + result.dropped < total - offset
 
 
-def _more_pages(page: Page, offset: int) -> bool:
-    """Tell whether a pass must ask for another page."""
-    if page.rows == 0:
-        return False
-    if page.total is None or page.total < offset:
-        # No total, or one below the rows already read (it lies): a full page may have more
-        # behind it. Trusting such a total dropped the rest of the pass, and a pass of new
-        # messages that ends early moves the read position past rows it never read.
-        return page.rows >= PAGE_LIMIT
-    return offset < page.total
-
-
-def _api_message(response: httpx.Response) -> str:
-    """The ``message`` of a Laravel-shaped error body, shortened; never the request itself."""
-    try:
-        body = response.json()
-    except (ValueError, UnicodeDecodeError):
+def _api_message(body: bytes, key: str) -> str:
+    """The ``message`` of a Laravel-shaped error body, cleaned and shortened, in parentheses;
+    never the request itself."""
+    if not body or nested_too_deeply(body):
         return ""
-    message = body.get("message") if isinstance(body, dict) else None
-    return f"({str(message)[:200]})" if message else ""
+    try:
+        decoded = msgspec.json.decode(body)
+    except (ValueError, RecursionError):  # not JSON, or cut at the error body cap
+        return ""
+    message = decoded.get("message") if isinstance(decoded, dict) else None
+    text = safe_text(str(message), key) if message not in (None, "") else ""
+    return f"({text})" if text else ""
+
+
+_SECRETS = re.compile(
+    r"\b(?:live|test)_[A-Za-z0-9_\-]{6,}"  # an API key
+    r"|\beyJ[A-Za-z0-9_\-]*\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"  # a JWT: header.claims.signature
+    r"|\bBearer\s+[A-Za-z0-9._~+/=\-]+",  # an Authorization header's value
+    re.IGNORECASE,
+)
+_SPACES = re.compile(r"[\t\n\r\v\f\x1c-\x1f\x85\u2028\u2029]+")
+_CONTROLS = re.compile(
+    r"[\x00-\x08\x0e-\x1b\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]"
+)
+REDACTED = "[redacted]"
+
+
+def safe_text(text: str, secret: str | None = None, limit: int = _TEXT_LIMIT) -> str:
+    """Provider text made fit for a log line or a page: the key and anything that looks like a
+    key or a token replaced by ``[redacted]``, control and direction characters removed, line
+    breaks made spaces, cut to ``limit`` characters."""
+    if secret:
+        text = text.replace(secret, REDACTED)
+    text = _SECRETS.sub(REDACTED, text)
+    text = _CONTROLS.sub("", _SPACES.sub(" ", text)).strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def retry_after_seconds(value: str | None, now: float) -> float | None:
+    """A ``Retry-After`` in seconds from ``now`` (a number or an HTTP date), at least 0; None
+    when absent or unreadable. A number too large to mean anything comes back infinite."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    seconds: float | None
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = _http_date(text, now)
+    if seconds is None or math.isnan(seconds):
+        return None
+    return max(seconds, 0.0)
+
+
+def _http_date(text: str, now: float) -> float | None:
+    """Seconds from ``now`` to an HTTP date; None when it is not one."""
+    try:
+        moment = email.utils.parsedate_to_datetime(text)
+        if moment.tzinfo is None:  # "-0000": HTTP dates are in GMT
+            moment = moment.replace(tzinfo=UTC)
+        return moment.timestamp() - now
+    except (TypeError, ValueError, OverflowError, IndexError, OSError):
+        return None
+
+
+def _clock_text(epoch: float) -> str:
+    """A moment for a message, in UTC."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def jwt_expiry(token: str) -> float | None:
@@ -556,7 +804,13 @@ def jwt_expiry(token: str) -> float | None:
     payload = parts[1] + "=" * (-len(parts[1]) % 4)
     try:
         claims = json.loads(base64.urlsafe_b64decode(payload))
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         return None
     exp = claims.get("exp") if isinstance(claims, dict) else None
-    return float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
+    if not isinstance(exp, int | float) or isinstance(exp, bool):
+        return None
+    try:
+        expiry = float(exp)
+    except OverflowError:  # an exp of hundreds of digits
+        return None
+    return expiry if math.isfinite(expiry) else None

@@ -14,13 +14,14 @@ Must not import: prometheus_client, httpx, or any other exporter module.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from decimal import Decimal, InvalidOperation
 from functools import partial
 from itertools import repeat
-from operator import attrgetter
+from operator import attrgetter, is_
 from types import GenericAlias
 from typing import Annotated, Any, Literal, cast
 
@@ -57,6 +58,20 @@ _MAX_PRICE_DIGITS = 9
 overflow the exposition's float, and ``1e999999`` takes minutes to turn into an integer)."""
 _MAX_VALIDITY_HOURS = 24 * 366 * 10
 """A validity beyond ten years is not one (``hours * 3600.0`` of a 400-digit int overflows)."""
+MAX_PRICE_NANOS = 10**6 * NANOS
+"""The dearest plausible price of one message: a million units of its currency. A long
+WhatsApp or RCS message costs well under a dollar, under 100,000 units even of the weakest
+account currencies (UZS, IRR at market rates); a larger value is an upstream bug or a unit
+mix-up, and one would swamp every cost counter it reached."""
+EARLIEST = 946_684_800.0
+"""2000-01-01 UTC: a timestamp before it is not one (``1970-01-01 00:00:00`` is a zero)."""
+BAD_PRICE = "bad_price"
+BAD_CREATED_AT = "bad_created_at"
+KEPT_REJECTS = frozenset({BAD_PRICE})
+"""Reject reasons counted for records that are still used (the message counts, without a
+price): they are not rows missing from a page."""
+MAX_DEPTH = 64
+"""Deepest JSON nesting accepted in an answer; the API's own bodies are four levels deep."""
 
 
 Status = Literal[
@@ -273,6 +288,12 @@ class Page:
     rows: int
     total: int | None
     rejected: dict[str, int] = field(default_factory=dict)
+    limit: int | None = None  # meta.page.limit: the page size the API says it served
+
+    @property
+    def dropped(self) -> int:
+        """Rows of the page that gave no message (rejected, and not kept)."""
+        return sum(n for reason, n in self.rejected.items() if reason not in KEPT_REJECTS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,11 +370,14 @@ class Stamps(_Shared):
         return Epoch(self._epoch(text.strip()))
 
     def _epoch(self, text: str) -> float:
-        """Epoch seconds of ISO 8601 text, in the zone when it has no offset."""
+        """Epoch seconds of ISO 8601 text, in the zone when it has no offset; none before 2000."""
         moment = datetime.fromisoformat(text)
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=self.tz)
-        return moment.timestamp()
+        epoch = moment.timestamp()
+        if epoch < EARLIEST:
+            raise ValueError(f"timestamp before 2000: {text!r}")
+        return epoch
 
 
 class PageDecoder:
@@ -394,6 +418,11 @@ class PageDecoder:
         except (ValueError, TypeError) as exc:  # a timestamp it cannot read, a blank country
             raise msgspec.ValidationError(str(exc)) from None
         return MessagePage(messages, page.meta)
+
+
+def _bad_prices(messages: list[Message]) -> int:
+    """How many of ``messages`` were sent with a price that is not one."""
+    return sum(map(is_, map(_AMOUNT, messages), repeat(_BAD_PRICE)))
 
 
 def _row_type(labels: frozenset[str]) -> type[Any]:
@@ -465,10 +494,15 @@ def decode_page(body: bytes, tz: tzinfo, labels: Collection[str] = LABEL_FIELDS)
         raise DecodeError(f"malformed JSON: {exc}") from None
     if "country" in labels and None in map(_COUNTRY, fast.data):
         return _decode_page_tolerantly(body, tz)  # the country derived from the phone number
-    return Page(messages=fast.data, rows=len(fast.data), total=_page_total(fast.meta))
+    page = Page(fast.data, len(fast.data), _page_total(fast.meta), limit=_page_limit(fast.meta))
+    bad = _bad_prices(fast.data)
+    if bad:
+        page.rejected[BAD_PRICE] = bad
+    return page
 
 
 _COUNTRY = attrgetter("country")
+_AMOUNT = attrgetter("amount")
 
 
 def _decode_page_tolerantly(body: bytes, tz: tzinfo) -> Page:
@@ -479,8 +513,8 @@ def _decode_page_tolerantly(body: bytes, tz: tzinfo) -> Page:
         return _decode_page_slowly(body, tz)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise DecodeError(f"malformed JSON: {exc}") from None
-    page = Page(messages=[], rows=len(wire.data), total=_page_total(wire.meta))
-    _convert_rows(wire.data, tz, page)
+    page = Page([], len(wire.data), _page_total(wire.meta), limit=_page_limit(wire.meta))
+    _convert_rows(zip(wire.data, repeat(_NOTHING_DROPPED)), tz, page)
     return page
 
 
@@ -497,8 +531,8 @@ def _decode_page_slowly(body: bytes, tz: tzinfo) -> Page:
     except msgspec.ValidationError:
         meta = None
     rows: list[Any] = raw["data"]
-    page = Page(messages=[], rows=len(rows), total=_page_total(meta))
-    wires: list[WireMessage] = []
+    page = Page([], len(rows), _page_total(meta), limit=_page_limit(meta))
+    wires: list[tuple[WireMessage, frozenset[str]]] = []
     for item in rows:
         wire = _salvage_record(item)
         if isinstance(wire, str):
@@ -509,12 +543,16 @@ def _decode_page_slowly(body: bytes, tz: tzinfo) -> Page:
     return page
 
 
-def _salvage_record(item: Any) -> WireMessage | str:
-    """Convert one loose record, dropping fields of the wrong type; a reason string on failure."""
+_NOTHING_DROPPED: frozenset[str] = frozenset()
+
+
+def _salvage_record(item: Any) -> tuple[WireMessage, frozenset[str]] | str:
+    """Convert one loose record, dropping fields of the wrong type (and naming them); a reason
+    string on failure."""
     if not isinstance(item, dict):
         return "not_an_object"
     try:
-        return msgspec.convert(item, WireMessage, strict=False)
+        return msgspec.convert(item, WireMessage, strict=False), _NOTHING_DROPPED
     except msgspec.ValidationError:
         pass
     # Keep what fits: a wrong type in a field the exporter can live without must not cost the
@@ -528,7 +566,8 @@ def _salvage_record(item: Any) -> WireMessage | str:
         except msgspec.ValidationError:
             continue
         kept[name] = item[name]
-    return msgspec.convert(kept, WireMessage, strict=False)
+    dropped = frozenset(name for name in WireMessage.__struct_fields__ if name in item) - set(kept)
+    return msgspec.convert(kept, WireMessage, strict=False), dropped
 
 
 def _page_total(meta: WireMeta | None) -> int | None:
@@ -538,36 +577,54 @@ def _page_total(meta: WireMeta | None) -> int | None:
     return meta.page.total
 
 
+def _page_limit(meta: WireMeta | None) -> int | None:
+    """``meta.page.limit`` when the answer carries a positive one."""
+    if meta is None or meta.page is None or meta.page.limit is None:
+        return None
+    return meta.page.limit if meta.page.limit > 0 else None
+
+
 def _reject(page: Page, reason: str) -> None:
     """Count one unusable record."""
     page.rejected[reason] = page.rejected.get(reason, 0) + 1
 
 
-def _convert_rows(wires: Iterable[WireMessage], tz: tzinfo, page: Page) -> None:
-    """Turn wire rows into messages, counting the ones that cannot be used."""
+def _convert_rows(
+    wires: Iterable[tuple[WireMessage, frozenset[str]]], tz: tzinfo, page: Page
+) -> None:
+    """Turn wire rows (each with the fields salvaging dropped) into messages, counting the ones
+    that cannot be used, and the prices that are not ones (their messages are kept)."""
     parse = TimestampParser(tz)
-    for wire in wires:
-        message = to_message(wire, parse)
+    for wire, dropped in wires:
+        message = to_message(wire, parse, dropped)
         if isinstance(message, str):
             _reject(page, message)
-        else:
-            page.messages.append(message)
+            continue
+        if message.amount is _BAD_PRICE or "amount" in dropped:
+            _reject(page, BAD_PRICE)
+        page.messages.append(message)
 
 
-def to_message(wire: WireMessage, parse: TimestampParser) -> Message | str:
-    """Build a :class:`Message` from a wire row, or return why it cannot be used."""
+def to_message(
+    wire: WireMessage, parse: TimestampParser, dropped: frozenset[str] = _NOTHING_DROPPED
+) -> Message | str:
+    """Build a :class:`Message` from a wire row (salvaging ``dropped`` some fields of the
+    wrong type), or return why it cannot be used."""
     msg_id = _as_int(wire.id)
     if msg_id is None or msg_id <= 0 or msg_id > MAX_ID:
         return "missing_id" if wire.id is None else "bad_id"
     if wire.status is None or not wire.status.strip():
         return "missing_status"
+    created = parse(wire.created_at)
+    if "created_at" in dropped or (created is None and wire.created_at is not None):
+        return BAD_CREATED_AT  # before 2000 or unreadable: no window could place it
     sent = wire.sent_at if wire.sent_at is not None else wire.send_at
     return Message(
         id=msg_id,
         status=normalize_status(wire.status),
         channel=normalize_channel(wire.type),
         campaign_id=_as_int(wire.campaign_id),
-        created_at=parse(wire.created_at),
+        created_at=created,
         sent_at=parse(sent),
         delivered_at=parse(wire.delivered_at),
         amount=_PRICE_OF_AMOUNT[wire.amount],
@@ -596,14 +653,23 @@ def _validity(hours: int | None) -> int | None:
 
 
 _NO_PRICE = Price(None, None)
+"""The price of a message whose amount is not known yet (``value`` null)."""
+_BAD_PRICE = Price(None, None)
+"""The price of a message whose amount is not a price (told apart by identity): negative,
+NaN, above :data:`MAX_PRICE_NANOS`, unreadable, or without a currency."""
 
 
 def _price(amount: WireAmount) -> Price:
     """The price of an ``amount``: nano-units and an upper-case currency, or none usable."""
-    code = amount.currency.strip().upper() if amount.currency else ""
     value = amount.value  # never a bool: the wire types refuse one (True == 1 as a key)
-    nanos = None if value is None or not code else parse_price_nanos(value)
-    return _NO_PRICE if nanos is None else Price(nanos, code)
+    if value is None:
+        return _NO_PRICE
+    code = amount.currency.strip().upper() if amount.currency else ""
+    nanos = parse_price_nanos(value) if code else None
+    # A negative price would make a cost counter go down, which Prometheus reads as a reset.
+    if nanos is None or not 0 <= nanos <= MAX_PRICE_NANOS:
+        return _BAD_PRICE
+    return Price(nanos, code)
 
 
 _PRICE_OF_AMOUNT = _Shared(_price)
@@ -694,7 +760,7 @@ def _as_float(value: float | int | str | None) -> float | None:
         return None
     try:
         number = float(value)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: an int of hundreds of digits
         return None
     return number if math.isfinite(number) else None
 
@@ -713,3 +779,36 @@ def decode_token(body: bytes) -> str:
 def format_api_time(epoch: float, tz: tzinfo) -> str:
     """Format epoch seconds as the API's ``Y-m-d H:i:s`` in the API's zone."""
     return datetime.fromtimestamp(int(epoch), tz).strftime("%Y-%m-%d %H:%M:%S")
+
+
+_ESCAPES = re.compile(rb'\\[\\"]')
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"')
+_BRACKETS = bytes.maketrans(b"{}", b"[]")
+
+
+def nested_too_deeply(body: bytes, limit: int = MAX_DEPTH) -> bool:
+    """Tell whether the JSON of ``body`` nests deeper than ``limit`` levels.
+
+    msgspec and json recurse once a level, typed or not, skipping unknown fields too, and stop
+    only at the interpreter's recursion limit (RecursionError, at a depth that depends on the
+    caller's stack). So the depth is measured first, in C-speed passes (a third of msgspec's
+    decode time on a page of 500): the escapes that could hide a quote go, then everything but
+    brackets and quotes, then the strings, and each ``replace`` of ``[]`` peels one level.
+    Brackets left unmatched (a body cut short) count as levels: a decoder descends into them.
+    """
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    if b"\\" in body:
+        body = _ESCAPES.sub(b"", body)
+    # Two adjacent quotes end one string and start the next, or make an empty one: dropping
+    # them leaves every bracket inside or outside a string as it was.
+    kept = body.translate(None, _NOT_STRUCTURE).replace(b'""', b"")
+    if b'"' in kept:
+        kept = b"".join(kept.split(b'"')[::2])  # the odd parts are inside strings
+    kept = kept.translate(_BRACKETS)
+    for depth in range(limit + 1):
+        shorter = kept.replace(b"[]", b"")
+        if len(shorter) == len(kept):
+            return depth + kept.count(b"[") > limit
+        kept = shorter
+    return True

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import re
+import zlib
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from http import HTTPStatus
@@ -12,7 +14,7 @@ from urllib.parse import parse_qs
 
 from .admin import ADMIN_ROUTES
 from .engine import Simulator
-from .faults import CONTENT_FAULTS, Fault
+from .faults import BALANCE_FAULTS, CONTENT_FAULTS, HUGE_FIELDS, Fault
 from .render import PageRenderer
 from .replies import Reply, Request, json_reply, laravel_422
 
@@ -56,20 +58,52 @@ def _with_faults(sim: Simulator, endpoint: str, handler: Handler, req: Request) 
     """Run a handler with the transport faults that target its endpoint."""
     delay = sum(float(f.params["delay"]) for f in sim.take_faults(endpoint, frozenset({"slow"})))
     failing = sim.take_faults(endpoint, frozenset({"http_status"}))
-    reply = _status_fault(failing[0]) if failing else handler(sim, req)
+    reply = _status_fault(failing[0].params) if failing else handler(sim, req)
+    for fault in sim.take_faults(endpoint, frozenset({"deep_nesting"})):
+        reply = _nested(reply, fault.params)
     for fault in sim.take_faults(endpoint, frozenset({"malformed", "reset"})):
         if fault.kind == "malformed":
             # a proxy that cut the upstream answer short, yet says 200
             reply = Reply(200, reply.body[: len(reply.body) // 2] + b"\x00<", reply.headers)
         else:
             reply.reset = True
+    for fault in sim.take_faults(endpoint, frozenset({"gzip", "bad_encoding"})):
+        if fault.kind == "gzip":
+            reply.body = _gzip(reply.body, int(fault.params["pad"]))
+        reply.headers["Content-Encoding"] = str(fault.params.get("encoding", "gzip"))
+    for fault in sim.take_faults(endpoint, frozenset({"drip"})):
+        reply.drip = (float(fault.params["interval"]), str(fault.params["part"]))
     reply.delay = delay
     return reply
 
 
-def _status_fault(fault: Fault) -> Reply:
+def _nested(reply: Reply, params: dict[str, Any]) -> Reply:
+    """The reply with a ``nested`` member ``depth`` arrays deep (and the fault's status)."""
+    if params["status"] is not None:
+        reply = _status_fault({"status": params["status"]})
+    depth = int(params["depth"])
+    nested = b"[" * depth + b"]" * depth
+    body = reply.body.rstrip()
+    if not (body.startswith(b"{") and body.endswith(b"}")):
+        return Reply(reply.status, b'{"nested":' + nested + b"}", reply.headers)
+    comma = b"," if body[1:-1].strip() else b""
+    return Reply(reply.status, body[:-1] + comma + b'"nested":' + nested + b"}", reply.headers)
+
+
+def _gzip(body: bytes, pad: int) -> bytes:
+    """The body gzipped, with ``pad`` spaces after it (a bomb when large); built in chunks."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: the gzip container
+    parts = [packer.compress(body)]
+    chunk = b" " * min(pad, 2**20)
+    for start in range(0, pad, len(chunk) or 1):
+        parts.append(packer.compress(chunk[: pad - start]))
+    parts.append(packer.flush())
+    return b"".join(parts)
+
+
+def _status_fault(params: dict[str, Any]) -> Reply:
     """The reply of an http_status fault, with Laravel's wording where it has one."""
-    status = int(fault.params["status"])
+    status = int(params["status"])
     headers: dict[str, str] = {}
     if status == 429:
         message = "Too Many Attempts."
@@ -80,8 +114,15 @@ def _status_fault(fault: Fault) -> Reply:
         message = "Server Error" if status == 500 else HTTPStatus(status).phrase
     else:
         message = HTTPStatus(status).phrase
-    if fault.params.get("retry_after") is not None:
-        headers["Retry-After"] = str(int(fault.params["retry_after"]))
+    retry_after = params.get("retry_after")
+    if isinstance(retry_after, str):
+        headers["Retry-After"] = retry_after  # junk too: that is what the fault is for
+    elif retry_after is not None:
+        number = float(retry_after)
+        whole = math.isfinite(number) and number.is_integer()
+        headers["Retry-After"] = str(int(number)) if whole else repr(number)
+    if params.get("message") is not None:
+        message = str(params["message"])
     return json_reply(status, {"message": message}, headers)
 
 
@@ -118,7 +159,11 @@ def _balance(sim: Simulator, req: Request) -> Reply:
     """GET /api/accounts/balance."""
     if not _authorized(sim, req):
         return json_reply(401, _UNAUTHENTICATED)
-    return json_reply(200, {"data": sim.balance()})
+    data = sim.balance()
+    for fault in sim.take_faults("balance", BALANCE_FAULTS):
+        name = fault.params["field"] or HUGE_FIELDS["balance"][0]
+        data[name] = int("9" * int(fault.params["digits"]))
+    return json_reply(200, {"data": data})
 
 
 def _messages(sim: Simulator, req: Request) -> Reply:
@@ -138,10 +183,17 @@ def _page(sim: Simulator, params: dict[str, Any], faults: list[Fault]) -> dict[s
     kinds = {f.kind: f.params for f in faults}
     offset, limit = params.pop("offset"), params.pop("limit")
     shift = int(kinds["duplicate_rows"]["n"]) if "duplicate_rows" in kinds else 0
-    now, total, rows = sim.query(offset=max(offset - shift, 0), limit=limit, **params)
+    served = limit
+    if "page_cap" in kinds:  # an API that serves fewer rows a page than asked for
+        served = min(limit, int(kinds["page_cap"]["limit"]))
+        limit = served if kinds["page_cap"]["state"] else limit
+    now, total, rows = sim.query(offset=max(offset - shift, 0), limit=served, **params)
     data = [] if "empty_page" in kinds else PageRenderer(sim, now, kinds).records(rows)
     if "total_lies" in kinds:
-        total += int(kinds["total_lies"]["delta"])
+        lie = kinds["total_lies"]
+        # beyond: always more rows than this page reaches, however far the reading gets
+        base = offset + len(data) if lie["beyond"] else total
+        total = base + int(lie["delta"])
     return {"data": data, "meta": {"page": {"total": total, "offset": offset, "limit": limit}}}
 
 

@@ -86,7 +86,27 @@ class PageRenderer:
                 rec["amount"] = None
             else:
                 del rec["amount"]
+        _bend(rec, kinds)
         return rec
+
+
+def _bend(rec: dict[str, Any], kinds: Mapping[str, Mapping[str, Any]]) -> None:
+    """Apply the faults that set one field of a record to something it should not be."""
+    amount = rec.get("amount")
+    if "negative_price" in kinds and amount is not None:
+        value = kinds["negative_price"]["value"]
+        rec["amount"] = {**amount, "value": f"-{amount['value']}" if value is None else value}
+    if "huge_number" in kinds:
+        name = kinds["huge_number"]["field"] or "amount"
+        huge = int("9" * int(kinds["huge_number"]["digits"]))
+        if name == "amount":
+            rec["amount"] = {"value": huge, "currency": amount["currency"] if amount else "EUR"}
+        else:
+            rec[name] = huge
+    if "set_field" in kinds:
+        bend = kinds["set_field"]
+        if bend["ids"] is None or rec["id"] in bend["ids"]:
+            rec[bend["field"]] = bend["value"]
 
 
 def _bad_records(data: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -22,13 +22,18 @@ class Request:
 
 @dataclass
 class Reply:
-    """What the transport must send; `delay` and `reset` come from injected faults."""
+    """What the transport must send; `delay`, `reset` and `drip` come from injected faults.
+
+    ``drip`` is (seconds between bytes, "headers" | "body" | "both"): what is sent a byte at a
+    time.
+    """
 
     status: int
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     reset: bool = False
+    drip: tuple[float, str] | None = None
 
 
 def json_reply(status: int, payload: Any, headers: dict[str, str] | None = None) -> Reply:

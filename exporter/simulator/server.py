@@ -113,6 +113,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, reply: Reply) -> None:
         """Write the reply, or half of it and a TCP reset when the reply says so."""
+        if reply.drip is not None:
+            self._drip(reply, *reply.drip)
+            return
         self.send_response(reply.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(reply.body)))
@@ -124,6 +127,42 @@ class _Handler(BaseHTTPRequestHandler):
             self._reset(reply.body[: len(reply.body) // 2])
         elif self.command != "HEAD":
             self.wfile.write(reply.body)
+
+    def _drip(self, reply: Reply, interval: float, part: str) -> None:
+        """Send the head, the body or both a byte every ``interval`` seconds (a slow server)."""
+        self.log_request(reply.status)
+        head = self._head(reply)
+        body = b"" if self.command == "HEAD" else reply.body
+        if part in ("headers", "both"):
+            self._trickle(head, interval)
+        else:
+            self.wfile.write(head)
+        if part in ("body", "both"):
+            self._trickle(body, interval)
+        elif not self.close_connection:
+            self.wfile.write(body)
+
+    def _trickle(self, data: bytes, interval: float) -> None:
+        """Write ``data`` a byte at a time; give up (closing) when the server stops."""
+        for index in range(len(data)):
+            if self.close_connection or self.server.stopping.wait(interval):
+                self.close_connection = True
+                return
+            self.wfile.write(data[index : index + 1])
+
+    def _head(self, reply: Reply) -> bytes:
+        """The status line and headers of a reply, as ``_send`` writes them."""
+        phrase = self.responses.get(reply.status, ("",))[0]
+        lines = [
+            f"{self.protocol_version} {reply.status} {phrase}",
+            f"Server: {self.version_string()}",
+            f"Date: {self.date_time_string()}",
+            "Content-Type: application/json",
+            f"Content-Length: {len(reply.body)}",
+            "Cache-Control: no-cache, private",
+            *(f"{name}: {value}" for name, value in reply.headers.items()),
+        ]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
     def _reset(self, partial: bytes) -> None:
         """Send part of the body, then abort the connection with an RST."""
