@@ -8,6 +8,7 @@ import pytest
 
 from exporter.simulator import (
     CampaignProfile,
+    ManualClock,
     RealClock,
     Simulator,
     SimulatorServer,
@@ -27,3 +28,13 @@ def quiet_simulator() -> Iterator[tuple[Simulator, SimulatorServer]]:
     sim = Simulator(profile, clock=RealClock(), seed=4)
     with SimulatorServer(sim) as server:
         yield sim, server
+
+
+@pytest.fixture
+def manual_simulator() -> Iterator[tuple[ManualClock, Simulator, SimulatorServer]]:
+    """A simulator with no automatic traffic on a manual clock, served over loopback."""
+    clock = ManualClock(start=1_780_000_000.0)
+    profile = TrafficProfile(campaigns=(CampaignProfile(campaign_id=21, rate=0.0),))
+    sim = Simulator(profile, clock=clock, seed=8)
+    with SimulatorServer(sim) as server:
+        yield clock, sim, server

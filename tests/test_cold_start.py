@@ -8,11 +8,9 @@ import pytest
 
 from exporter.simulator import (
     DEMO_API_KEY,
-    CampaignProfile,
     ManualClock,
     Simulator,
     SimulatorServer,
-    TrafficProfile,
 )
 from tests.harness import InProcessExporter, in_process, value
 
@@ -21,19 +19,16 @@ PRICE = {"value": "0.0100000", "currency": "EUR"}
 
 
 @pytest.fixture
-def rig() -> Iterator[tuple[ManualClock, Simulator, InProcessExporter]]:
-    """A quiet simulator on a manual clock and an exporter of one target reading it."""
-    clock = ManualClock(start=START)
-    profile = TrafficProfile(campaigns=(CampaignProfile(campaign_id=21, rate=0.0),))
-    sim = Simulator(profile, clock=clock, seed=3)
-    with SimulatorServer(sim) as server:
-        exporter = in_process(
-            server.url, [{"name": "all", "window": "1h"}], DEMO_API_KEY, clock.now
-        )
-        try:
-            yield clock, sim, exporter
-        finally:
-            exporter.close()
+def rig(
+    manual_simulator: tuple[ManualClock, Simulator, SimulatorServer],
+) -> Iterator[tuple[ManualClock, Simulator, InProcessExporter]]:
+    """An exporter of one target reading a quiet simulator on a manual clock."""
+    clock, sim, server = manual_simulator
+    exporter = in_process(server.url, [{"name": "all", "window": "1h"}], DEMO_API_KEY, clock.now)
+    try:
+        yield clock, sim, exporter
+    finally:
+        exporter.close()
 
 
 @pytest.mark.parametrize("delta", [1000, 3])

@@ -13,27 +13,15 @@ import pytest
 
 from exporter.simulator import (
     DEMO_API_KEY,
-    CampaignProfile,
     ManualClock,
     Simulator,
     SimulatorServer,
-    TrafficProfile,
 )
 from exporter.store import StateAccessError, StateStore, set_aside
 from tests.harness import config_yaml, in_process, value
 
 START = 1_780_000_000.0
 PRICE = {"value": "0.0100000", "currency": "EUR"}
-
-
-@pytest.fixture
-def quiet() -> Iterator[tuple[ManualClock, Simulator, SimulatorServer]]:
-    """A simulator without traffic on a manual clock."""
-    clock = ManualClock(start=START)
-    profile = TrafficProfile(campaigns=(CampaignProfile(campaign_id=21, rate=0.0),))
-    sim = Simulator(profile, clock=clock, seed=8)
-    with SimulatorServer(sim) as server:
-        yield clock, sim, server
 
 
 def _delivered(samples: dict[tuple[str, frozenset[tuple[str, str]]], float]) -> float:
@@ -43,11 +31,11 @@ def _delivered(samples: dict[tuple[str, frozenset[tuple[str, str]]], float]) -> 
 @pytest.mark.parametrize("how", ["deleted", "replaced", "moved"])
 def test_a_state_file_lost_while_running_is_recreated_from_memory(
     tmp_path: Path,
-    quiet: tuple[ManualClock, Simulator, SimulatorServer],
+    manual_simulator: tuple[ManualClock, Simulator, SimulatorServer],
     capsys: pytest.CaptureFixture[str],
     how: str,
 ) -> None:
-    clock, sim, server = quiet
+    clock, sim, server = manual_simulator
     path = tmp_path / "state.db"
     targets = [{"name": "all", "window": "1h"}]
     exporter = in_process(server.url, targets, DEMO_API_KEY, clock.now, state_path=str(path))
