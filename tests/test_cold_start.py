@@ -14,7 +14,6 @@ from exporter.simulator import (
 )
 from tests.harness import InProcessExporter, in_process, value
 
-START = 1_780_000_000.0
 PRICE = {"value": "0.0100000", "currency": "EUR"}
 
 

@@ -20,7 +20,6 @@ from exporter.simulator import (
 from exporter.store import StateAccessError, StateStore, set_aside
 from tests.harness import config_yaml, in_process, value
 
-START = 1_780_000_000.0
 PRICE = {"value": "0.0100000", "currency": "EUR"}
 
 
