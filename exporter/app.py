@@ -131,7 +131,7 @@ class App:
             api.key.reveal(),
             tz=api.tz,
             timeout=api.timeout,
-            retry=RetryPolicy(max_retries=api.max_retries),
+            retry=_retry_policy(api),
             observer=_BeatingObserver(self.state.api, self.state.liveness),
             stop=self._stop,
             user_agent=f"bsg-exporter/{__version__}",
@@ -173,10 +173,13 @@ class _BeatingObserver:
 
 def _stall_limit(config: Config) -> float:
     """How long the poll loop may go without progress before it counts as stuck."""
-    retry = RetryPolicy(max_retries=config.api.max_retries)
-    # Between two request outcomes: one wait before a retry, then one whole request.
-    longest = config.api.timeout + max(retry.max_delay, retry.retry_after_wait)
+    longest = _retry_policy(config.api).longest_silence(config.api.timeout)
     return stall_limit(config.poll.interval, longest)
+
+
+def _retry_policy(api: ApiConfig) -> RetryPolicy:
+    """How the client for ``api`` retries (the stall limit is derived from the same)."""
+    return RetryPolicy(max_retries=api.max_retries)
 
 
 def _budget(config: Config, clock: Callable[[], float]) -> RequestBudget | None:

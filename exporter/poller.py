@@ -309,6 +309,8 @@ class Poller:
                 passes=reads.total_mismatches,
                 action="paged until a short page; the total is not trusted",
             )
+        if reads.rejected:
+            log.warning("records_rejected", target=tracker.name, reasons=dict(reads.rejected))
         log.info(
             "poll_finished",
             target=tracker.name,

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from exporter.bsg.records import is_final, normalize_status, parse_price_nanos
 from exporter.config import parse_config
@@ -646,9 +647,13 @@ def test_a_negative_price_is_rejected_the_message_counts_and_no_cost_goes_down(
     faulted_from = len(rig.polls["all"])
     rig.sim.add_fault("negative_price")  # every amount on every page, until cleared
     seen = [costs(rig.samples())]
-    for _ in range(3):
-        rig.cycles(1)
-        seen.append(costs(rig.samples()))
+    with capture_logs() as logs:
+        for _ in range(3):
+            rig.cycles(1)
+            seen.append(costs(rig.samples()))
+    warned = [e for e in logs if e["event"] == "records_rejected"]
+    assert warned and all(set(e["reasons"]) == {"bad_price"} for e in warned)  # once a poll
+    assert len(warned) == sum(1 for e in logs if e["event"] == "poll_finished" and e["rejected"])
     for before, after in itertools.pairwise(seen):
         assert all(after.get(key, 0.0) >= total for key, total in before.items())
     faulted = set(rig.polls["all"][faulted_from:])

@@ -109,6 +109,22 @@ def dribble(socks: Iterable[socket.socket], stop: threading.Event, every: float 
         position = (position + 1) % len(head)
 
 
+def held_collector() -> tuple[Collector, threading.Semaphore, threading.Event]:
+    """A collector whose every collect waits (10 s at most) for the event; the semaphore is
+    released as each collect begins."""
+    inside, release = threading.Semaphore(0), threading.Event()
+
+    class Held(Collector):
+        """A collector that takes until the test releases it."""
+
+        def collect(self) -> Iterator[Any]:
+            inside.release()
+            release.wait(10)
+            return iter(())
+
+    return Held(), inside, release
+
+
 def test_200_simultaneous_fresh_connection_scrapes(servers: list[WebServer]) -> None:
     web = started()
     servers.append(web)
@@ -173,17 +189,8 @@ def test_idle_and_slow_connections_are_closed_at_their_timeouts(servers: list[We
 
 
 def test_requests_beyond_max_requests_get_503(servers: list[WebServer]) -> None:
-    inside, release = threading.Semaphore(0), threading.Event()
-
-    class Slow(Collector):
-        """A collector that takes until the test releases it."""
-
-        def collect(self) -> Iterator[Any]:
-            inside.release()
-            release.wait(10)
-            return iter(())
-
-    web = started(Slow(), max_requests=3)
+    slow_collector, inside, release = held_collector()
+    web = started(slow_collector, max_requests=3)
     servers.append(web)
     with ThreadPoolExecutor(3) as pool:
         slow = [pool.submit(scrape, web.port) for _ in range(3)]
@@ -201,17 +208,8 @@ def test_requests_beyond_max_requests_get_503(servers: list[WebServer]) -> None:
 
 
 def test_no_request_limit_with_max_requests_0(servers: list[WebServer]) -> None:
-    inside, release = threading.Semaphore(0), threading.Event()
-
-    class Slow(Collector):
-        """A collector that takes until the test releases it."""
-
-        def collect(self) -> Iterator[Any]:
-            inside.release()
-            release.wait(10)
-            return iter(())
-
-    web = started(Slow(), max_requests=0)
+    slow_collector, inside, release = held_collector()
+    web = started(slow_collector, max_requests=0)
     servers.append(web)
     with ThreadPoolExecutor(60) as pool:
         slow = [pool.submit(scrape, web.port) for _ in range(60)]

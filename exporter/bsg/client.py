@@ -160,6 +160,11 @@ class RetryPolicy:
     retry_after_wait: float = 5.0
     retry_after_cap: float = 900.0
 
+    def longest_silence(self, timeout: float) -> float:
+        """The longest a request with deadline ``timeout`` goes between two outcomes: the
+        longest wait before a retry, then one whole attempt."""
+        return max(self.max_delay, self.retry_after_wait) + timeout
+
 
 @dataclass(frozen=True, slots=True)
 class MessageQuery:
