@@ -9,7 +9,7 @@ reads the same pages in this process, with no network, on one core:
   merge pages) -> ``TargetTracker.apply`` on a real ``StateStore`` (a file in a temporary
   directory, the product default) -> ``snapshot`` -> published into ``ExporterState`` -> one
   render of ``/metrics`` per poll, with the registry ``exporter.app`` builds, as
-  ``exporter.web`` renders;
+  ``exporter.serving.server`` renders;
 * **baseline**: ``json.loads``, walking the dicts, and a ``prometheus_client``
   ``Counter.labels(...).inc()`` / ``Histogram.observe()`` per final message, one render per poll;
 * **ceiling**: decoding alone, with msgspec, into the exporter's wire structs (``WirePage``:
@@ -66,17 +66,17 @@ from exporter.bsg.records import (
     decode_page,
     page_decoder,
 )
-from exporter.config import (
+from exporter.config.schema import (
     DEFAULT_DELIVERY_LATENCY_BUCKETS,
     DEFAULT_SEND_DELAY_BUCKETS,
     LABEL_DIMENSIONS,
 )
-from exporter.poller import PollReads
+from exporter.polling.poller import PollReads
 from exporter.simulator import CampaignProfile, ManualClock, Simulator, TrafficProfile
 from exporter.simulator.render import PageRenderer
 from exporter.stats import ExporterState, TargetStatus
-from exporter.store import StateStore
-from exporter.tracker import TargetTracker
+from exporter.tracking.store import StateStore
+from exporter.tracking.tracker import TargetTracker
 
 START = 1_780_000_000.0
 HOUR = 3600.0
@@ -263,7 +263,7 @@ def _our_poll(
 
 
 def scrape(registry: CollectorRegistry) -> bytes:
-    """Render /metrics in the text format, as ``exporter.web`` does."""
+    """Render /metrics in the text format, as ``exporter.serving.server`` does."""
     encoder, content_type = choose_encoder("")
     exposition = getattr(registry, "exposition", None)  # the exporter's cached rendering
     if exposition is not None:

@@ -25,10 +25,10 @@ import exporter.app
 from exporter.app import App, build_app
 from exporter.bsg.client import BsgClient, BsgError, MessagePass, MessageQuery
 from exporter.bsg.records import Message, is_final
-from exporter.config import parse_config
+from exporter.config.schema import parse_config
 from exporter.simulator import DEMO_API_KEY
 from exporter.stats import ApiStats
-from exporter.tracker import TargetTracker
+from exporter.tracking.tracker import TargetTracker
 
 TARGET = "all"
 AGE_TIERS = ((600.0, "<10m"), (3600.0, "10m-1h"), (21600.0, "1h-6h"))

@@ -139,14 +139,14 @@ def serve(args: argparse.Namespace) -> None:  # noqa: PLR0915 - set-up, poller a
     """Serve /metrics over trackers a poller thread keeps applying pages to."""
     from exporter.app import _registry  # noqa: PLC0415 - children import the exporter only
     from exporter.bsg.records import decode_page  # noqa: PLC0415
-    from exporter.config import (  # noqa: PLC0415
+    from exporter.config.schema import (  # noqa: PLC0415
         DEFAULT_DELIVERY_LATENCY_BUCKETS,
         DEFAULT_SEND_DELAY_BUCKETS,
     )
+    from exporter.serving.server import WebServer, serve_promptly  # noqa: PLC0415
     from exporter.stats import ExporterState, TargetStatus  # noqa: PLC0415
-    from exporter.store import StateStore  # noqa: PLC0415
-    from exporter.tracker import TargetTracker  # noqa: PLC0415
-    from exporter.web import WebServer, serve_promptly  # noqa: PLC0415
+    from exporter.tracking.store import StateStore  # noqa: PLC0415
+    from exporter.tracking.tracker import TargetTracker  # noqa: PLC0415
 
     serve_promptly()  # as the exporter's main does
     tmp = tempfile.TemporaryDirectory()
@@ -252,12 +252,12 @@ def memory(args: argparse.Namespace) -> None:
     """Ingest the pages of ``args.pages_file`` as a cold read, then report the memory."""
     from exporter.bsg.client import MessagePass  # noqa: PLC0415
     from exporter.bsg.records import decode_page  # noqa: PLC0415
-    from exporter.config import (  # noqa: PLC0415
+    from exporter.config.schema import (  # noqa: PLC0415
         DEFAULT_DELIVERY_LATENCY_BUCKETS,
         DEFAULT_SEND_DELAY_BUCKETS,
     )
-    from exporter.store import StateStore  # noqa: PLC0415
-    from exporter.tracker import TargetTracker  # noqa: PLC0415
+    from exporter.tracking.store import StateStore  # noqa: PLC0415
+    from exporter.tracking.tracker import TargetTracker  # noqa: PLC0415
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bsg-exporter.db"

@@ -19,11 +19,11 @@ import structlog
 
 from exporter import __version__
 from exporter.app import App, build_app
-from exporter.config import ApiConfig, Config, ConfigError, load_config
+from exporter.config.schema import ApiConfig, Config, ConfigError, load_config
+from exporter.config.webconfig import load_web_config
 from exporter.logs import FORMATS, LEVELS, configure_logging
-from exporter.store import MEMORY, StateAccessError, StateError, set_aside
-from exporter.web import MAX_REQUESTS, WebServer, serve_promptly
-from exporter.webconfig import load_web_config
+from exporter.serving.server import MAX_REQUESTS, WebServer, serve_promptly
+from exporter.tracking.store import MEMORY, StateAccessError, StateError, set_aside
 
 if TYPE_CHECKING:
     from exporter.simulator import SimulatorServer
@@ -173,7 +173,7 @@ def _load(args: argparse.Namespace, demo_api: ApiConfig | None) -> Config:
     """Load the configuration (at start and at each reload)."""
     if demo_api is None:
         return load_config(args.config_file or "config.yaml")
-    from exporter.config import demo_config  # noqa: PLC0415 - only demo mode needs it
+    from exporter.config.schema import demo_config  # noqa: PLC0415 - only demo mode needs it
 
     if args.config_file is None:
         return demo_config(demo_api.url, demo_api.key.reveal())
@@ -194,7 +194,7 @@ def _load_web_config(args: argparse.Namespace) -> ConfigError | None:
 
 def _start_demo() -> tuple[SimulatorServer, ApiConfig]:
     """Start the in-process simulator; return it and the API settings that reach it."""
-    from exporter.config import demo_config  # noqa: PLC0415 - only demo mode needs these
+    from exporter.config.schema import demo_config  # noqa: PLC0415 - only demo mode needs these
     from exporter.simulator import DEMO_API_KEY, start_demo  # noqa: PLC0415
 
     server = start_demo()

@@ -20,13 +20,13 @@ from prometheus_client.process_collector import ProcessCollector
 from exporter import __version__
 from exporter.bsg.budget import RequestBudget
 from exporter.bsg.client import BsgClient, RetryPolicy
-from exporter.collector import BsgRegistry
-from exporter.config import ApiConfig, Config, ConfigError, TargetConfig
+from exporter.config.schema import ApiConfig, Config, ConfigError, TargetConfig
 from exporter.liveness import Liveness, stall_limit
-from exporter.poller import Poller
+from exporter.polling.poller import Poller
+from exporter.serving.collector import BsgRegistry
 from exporter.stats import ApiStats, ExporterState, TargetStatus
-from exporter.store import StateStore
-from exporter.tracker import TargetTracker
+from exporter.tracking.store import StateStore
+from exporter.tracking.tracker import TargetTracker
 
 log = structlog.get_logger("exporter")
 
@@ -151,7 +151,7 @@ def build_app(
 ) -> App:
     """Build the state, client, poller and registry of an exporter for ``config``.
 
-    Raises :class:`~exporter.store.StateError` when the state file cannot be used.
+    Raises :class:`~exporter.tracking.store.StateError` when the state file cannot be used.
     """
     return App(
         config, stop=stop, clock=clock, process_metrics=process_metrics, state_path=state_path

@@ -10,17 +10,17 @@ Must not import: prometheus_client, httpx, or the poller, collector and web modu
 from __future__ import annotations
 
 import threading
-from bisect import bisect_left
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 from exporter.bsg.budget import RequestBudget
 from exporter.bsg.records import Balance
 from exporter.liveness import Liveness
+from exporter.tracking.counts import Histogram, add_to
 
 if TYPE_CHECKING:
-    from exporter.tracker import TargetSnapshot
+    from exporter.tracking.tracker import TargetSnapshot
 
 K = TypeVar("K")
 
@@ -48,54 +48,6 @@ REJECT_REASONS = (
     "bad_price",  # the message is still counted, without a price
 )
 """Every reason a record can be rejected for; each has a series from the first scrape."""
-
-
-class Histogram:
-    """A fixed-bucket histogram: per-bucket counts (not cumulative) and a sum."""
-
-    __slots__ = ("bounds", "counts", "total")
-
-    def __init__(self, bounds: Sequence[float]) -> None:
-        self.bounds: tuple[float, ...] = tuple(bounds)
-        self.counts: list[int] = [0] * (len(self.bounds) + 1)
-        self.total = 0.0
-
-    def observe(self, value: float) -> None:
-        """Add one observation; ``le`` buckets include their bound."""
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.total += value
-
-    @property
-    def count(self) -> int:
-        """The number of observations."""
-        return sum(self.counts)
-
-    def cumulative(self) -> list[tuple[str, int]]:
-        """``(le, cumulative count)`` pairs, ending with ``+Inf``, as the exposition wants."""
-        running = 0
-        buckets: list[tuple[str, int]] = []
-        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
-            running += count
-            buckets.append((_le(bound), running))
-        return buckets
-
-    def copy(self) -> Histogram:
-        """An independent copy."""
-        clone = Histogram(())
-        clone.bounds = self.bounds
-        clone.counts = list(self.counts)
-        clone.total = self.total
-        return clone
-
-
-def _le(bound: float) -> str:
-    """Format a bucket bound the way prometheus_client does (``1.0``, ``+Inf``)."""
-    return "+Inf" if bound == float("inf") else repr(float(bound))
-
-
-def add_to(counts: dict[K, int], key: K, amount: int = 1) -> None:
-    """Increment a counter held in a dict."""
-    counts[key] = counts.get(key, 0) + amount
 
 
 @dataclass(slots=True)
@@ -163,9 +115,3 @@ class ExporterState:
         """True once every target has completed a poll."""
         with self.lock:
             return all(status.polled_once for status in self.targets.values())
-
-
-def add_counts(counts: dict[K, int], more: Mapping[K, int]) -> None:
-    """Add counts (a Counter, say) into a dict of counts."""
-    for key, count in more.items():
-        add_to(counts, key, count)

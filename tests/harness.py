@@ -31,9 +31,9 @@ from exporter.bsg.records import (
     normalize_status,
     parse_price_nanos,
 )
-from exporter.config import Config, parse_config
+from exporter.config.schema import Config, parse_config
+from exporter.serving.server import WebServer
 from exporter.simulator import status_at
-from exporter.web import WebServer
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -6,7 +6,7 @@ import shutil
 import subprocess
 from collections import Counter
 
-from exporter.config import parse_config
+from exporter.config.schema import parse_config
 from exporter.simulator import DEMO_API_KEY, ManualClock, SimulatorServer
 from tests.harness import InProcessExporter, config_yaml, series, value
 from tests.test_e2e_counting import START, traffic

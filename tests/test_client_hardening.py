@@ -26,7 +26,7 @@ from exporter.bsg.client import (
     retry_after_seconds,
     safe_text,
 )
-from exporter.config import ConfigError, parse_config
+from exporter.config.schema import ConfigError, parse_config
 from exporter.simulator import DEMO_API_KEY, Simulator, SimulatorServer
 from tests.harness import InProcessExporter, value
 

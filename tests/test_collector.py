@@ -18,12 +18,13 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from exporter import collector as collector_module
+from exporter.serving import collector as collector_module
 from exporter.bsg.records import FINAL_STATUSES, Balance, Message
-from exporter.collector import BsgCollector, BsgRegistry
-from exporter.stats import ExporterState, Histogram, TargetStatus
-from exporter.store import MEMORY, StateStore
-from exporter.tracker import TargetTracker
+from exporter.serving.collector import BsgCollector, BsgRegistry
+from exporter.stats import ExporterState, TargetStatus
+from exporter.tracking.counts import Histogram
+from exporter.tracking.store import MEMORY, StateStore
+from exporter.tracking.tracker import TargetTracker
 from tests.harness import price
 
 NOW = 1_780_000_000.0

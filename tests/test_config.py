@@ -1,4 +1,4 @@
-"""Tests for exporter.config: a file in, a Config or the exact error messages out."""
+"""Tests for exporter.config.schema: a file in, a Config or the exact error messages out."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from exporter.config import (
+from exporter.config.schema import (
     DEFAULT_DELIVERY_LATENCY_BUCKETS,
     DEFAULT_RECHECK,
     DEFAULT_SEND_DELAY_BUCKETS,
@@ -883,9 +883,10 @@ def test_format_duration(seconds: float, text: str) -> None:
 
 def test_module_imports_no_other_exporter_part() -> None:
     code = (
-        "import sys, exporter.config; "
+        "import sys, exporter.config.schema; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('httpx', 'prometheus_client') or (m.startswith('exporter.') and m != 'exporter.config')))"
+        "('httpx', 'prometheus_client') or (m.startswith('exporter.') and "
+        "m not in ('exporter.config', 'exporter.config.schema'))))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from exporter.__main__ import parse_args
-from exporter.config import parse_config
+from exporter.config.schema import parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
 

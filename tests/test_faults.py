@@ -20,7 +20,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from exporter.bsg.records import is_final, normalize_status, parse_price_nanos
-from exporter.config import parse_config
+from exporter.config.schema import parse_config
 from exporter.simulator import (
     DEMO_API_KEY,
     CampaignProfile,

@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from exporter.config import parse_config
-from exporter.landing import fmt_duration, fmt_money, quantile, render_landing
+from exporter.config.schema import parse_config
+from exporter.serving.landing import fmt_duration, fmt_money, quantile, render_landing
 from exporter.simulator import (
     CampaignProfile,
     ManualClock,
@@ -23,7 +23,8 @@ from exporter.simulator import (
     SimulatorServer,
     TrafficProfile,
 )
-from exporter.stats import ExporterState, Histogram
+from exporter.stats import ExporterState
+from exporter.tracking.counts import Histogram
 from tests import chromium
 from tests.harness import InProcessExporter, Samples, config_yaml, series, value
 
@@ -185,9 +186,9 @@ def test_formats() -> None:
 def test_landing_module_does_no_io() -> None:
     import ast
 
-    import exporter.landing
+    import exporter.serving.landing
 
-    tree = ast.parse(Path(exporter.landing.__file__).read_text())
+    tree = ast.parse(Path(exporter.serving.landing.__file__).read_text())
     imported = {
         alias.name.split(".")[0] if isinstance(node, ast.Import) else (node.module or "")
         for node in ast.walk(tree)
@@ -203,6 +204,7 @@ def test_landing_module_does_no_io() -> None:
         "typing",
         "exporter.bsg.records",
         "exporter.stats",
-        "exporter.tracker",
+        "exporter.tracking.counts",
+        "exporter.tracking.tracker",
         "collections.abc",
     }, imported

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from exporter.planner import Density, pages, plan_reads, within_allowance
+from exporter.polling.planner import Density, pages, plan_reads, within_allowance
 
 NOW = 100_000.0
 

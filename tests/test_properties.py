@@ -37,8 +37,8 @@ from exporter.bsg.records import (
     decode_token,
     is_final,
 )
-from exporter.store import MEMORY, StateStore
-from exporter.tracker import TargetSnapshot, TargetTracker
+from exporter.tracking.store import MEMORY, StateStore
+from exporter.tracking.tracker import TargetSnapshot, TargetTracker
 from tests.harness import price
 
 FUZZ = settings(

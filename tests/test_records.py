@@ -34,7 +34,7 @@ from exporter.bsg.records import (
     page_decoder,
     parse_price_nanos,
 )
-from exporter.config import LABEL_DIMENSIONS
+from exporter.config.schema import LABEL_DIMENSIONS
 
 SAMPLE = {  # the provider's own sample from openapi.yaml
     "id": 4419393338,

@@ -19,7 +19,7 @@ from exporter.simulator import (
     Simulator,
     SimulatorServer,
 )
-from exporter.store import StateError, StateStore
+from exporter.tracking.store import StateError, StateStore
 from tests.harness import (
     ExporterProcess,
     assert_matches,

@@ -17,7 +17,7 @@ from exporter.simulator import (
     Simulator,
     SimulatorServer,
 )
-from exporter.store import StateAccessError, StateStore, set_aside
+from exporter.tracking.store import StateAccessError, StateStore, set_aside
 from tests.harness import config_yaml, in_process, value
 
 PRICE = {"value": "0.0100000", "currency": "EUR"}

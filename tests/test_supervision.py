@@ -20,7 +20,7 @@ from tests.harness import config_yaml, free_port
 # Started as `python -c`: the real main, with one part of the poll loop replaced by a fault.
 _WRAPPER = """
 import sys, threading, time
-import exporter.app, exporter.poller
+import exporter.app, exporter.polling.poller
 fault = sys.argv[1]
 def dies(self):
     raise SystemExit("injected: the poll loop ends")
@@ -28,9 +28,9 @@ def hangs(self):
     with self.lock:
         threading.Event().wait()
 if fault == "dies":
-    exporter.poller.Poller.run_cycle = dies
+    exporter.polling.poller.Poller.run_cycle = dies
 elif fault == "hangs":
-    exporter.poller.Poller.run_cycle = hangs
+    exporter.polling.poller.Poller.run_cycle = hangs
     exporter.app._stall_limit = lambda config: float(sys.argv[2])
 from exporter.__main__ import main
 sys.exit(main(sys.argv[3:]))

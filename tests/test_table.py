@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from exporter.bsg.records import Message
-from exporter.store import SCHEMA_VERSION, StateStore
-from exporter.table import Final, MessageTable, Row, minute_runs
-from exporter.tracker import TargetTracker
+from exporter.tracking.store import SCHEMA_VERSION, StateStore
+from exporter.tracking.table import Final, MessageTable, Row, minute_runs
+from exporter.tracking.tracker import TargetTracker
 
 NOW = 1_780_000_000.0
 STATUSES = ("sent", "accepted", "delivered", "read", "failed")
@@ -152,7 +152,7 @@ def test_a_schema_1_file_is_upgraded_with_every_message(tmp_path: Path) -> None:
 def test_chunks_are_replaced_by_a_snapshot_and_a_restart_resumes_from_it(
     monkeypatch: Any,
 ) -> None:
-    monkeypatch.setattr("exporter.tracker.COMPACT_MIN_CHANGES", -(10**9))  # on every save
+    monkeypatch.setattr("exporter.tracking.tracker.COMPACT_MIN_CHANGES", -(10**9))  # on every save
     store = StateStore(":memory:")
     live = tracker_on(store)
     rng = random.Random(3)

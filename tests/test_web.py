@@ -12,12 +12,12 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from exporter.collector import BsgCollector
+from exporter.config.webconfig import parse_web_config
+from exporter.serving.collector import BsgCollector
+from exporter.serving.server import WebServer, parse_listen_address
 from exporter.stats import ExporterState, TargetStatus
-from exporter.store import MEMORY, StateStore
-from exporter.tracker import TargetTracker
-from exporter.web import WebServer, parse_listen_address
-from exporter.webconfig import parse_web_config
+from exporter.tracking.store import MEMORY, StateStore
+from exporter.tracking.tracker import TargetTracker
 
 
 @pytest.fixture

@@ -19,12 +19,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.registry import Collector
 
-from exporter.collector import BsgCollector
+from exporter.config.webconfig import parse_web_config
+from exporter.serving.collector import BsgCollector
+from exporter.serving.server import WebServer
 from exporter.stats import ExporterState, TargetStatus
-from exporter.store import MEMORY, StateStore
-from exporter.tracker import TargetTracker
-from exporter.web import WebServer
-from exporter.webconfig import parse_web_config
+from exporter.tracking.store import MEMORY, StateStore
+from exporter.tracking.tracker import TargetTracker
 from tests.test_webconfig import (
     TLS,
     Pki,

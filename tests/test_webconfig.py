@@ -24,14 +24,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from prometheus_client import CollectorRegistry
 
-from exporter import webconfig
-from exporter.collector import BsgCollector
-from exporter.config import ConfigError
+from exporter.config import webconfig
+from exporter.config.schema import ConfigError
+from exporter.config.webconfig import BasicAuth, WebConfig, load_web_config, parse_web_config
+from exporter.serving.collector import BsgCollector
+from exporter.serving.server import WebServer
 from exporter.stats import ExporterState, TargetStatus
-from exporter.store import MEMORY, StateStore
-from exporter.tracker import TargetTracker
-from exporter.web import WebServer
-from exporter.webconfig import BasicAuth, WebConfig, load_web_config, parse_web_config
+from exporter.tracking.store import MEMORY, StateStore
+from exporter.tracking.tracker import TargetTracker
 from tests import test_cli as cli
 from tests.harness import free_port
 

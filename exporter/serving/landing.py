@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from exporter.bsg.records import FINAL_STATUSES, PENDING_STATUSES
-from exporter.stats import ExporterState, Histogram
-from exporter.tracker import channel_of
+from exporter.stats import ExporterState
+from exporter.tracking.counts import Histogram
+from exporter.tracking.tracker import channel_of
 
 if TYPE_CHECKING:
-    from exporter.tracker import TargetSnapshot
+    from exporter.tracking.tracker import TargetSnapshot
 
 DELIVERED = ("delivered", "read")
 FAILED = ("failed", "undelivered")

@@ -4,8 +4,8 @@ Owns the counting contract: a message is counted once, at the first poll that se
 status; on a cold start, messages already final are the baseline; later final-status changes are
 counted as changes, never as new messages; pending messages are re-checked on an age-based
 schedule until final, or abandoned after their validity. The messages live in a
-:class:`~exporter.table.MessageTable`, the counters here; each poll saves both in the
-:class:`~exporter.store.StateStore` in one transaction, so a crash never loses or repeats a
+:class:`~exporter.tracking.table.MessageTable`, the counters here; each poll saves both in the
+:class:`~exporter.tracking.store.StateStore` in one transaction, so a crash never loses or repeats a
 count. Snapshots are immutable copies for the collector.
 
 Must not import: prometheus_client, httpx, or the client, poller, collector and web modules.
@@ -30,9 +30,9 @@ from typing import Any, TypeVar, cast
 import structlog
 
 from exporter.bsg.records import DELIVERED_STATUSES, FINAL_STATUSES, Message, is_final
-from exporter.stats import Histogram, add_counts, add_to
-from exporter.store import StateStore
-from exporter.table import Final, MessageTable, Row, minute_runs
+from exporter.tracking.counts import Histogram, add_counts, add_to
+from exporter.tracking.store import StateStore
+from exporter.tracking.table import Final, MessageTable, Row, minute_runs
 
 T = TypeVar("T")
 SEP = "\x1f"
@@ -59,7 +59,7 @@ DEFAULT_RECHECK: tuple[tuple[float, float], ...] = (
 )
 """(max_age, every) tiers: young pending messages are re-read often, old ones rarely."""
 
-log = structlog.get_logger("exporter.tracker")
+log = structlog.get_logger("exporter.tracking.tracker")
 
 
 class State(IntEnum):

@@ -28,10 +28,10 @@ from exporter.stats import (
     POLL_ERROR_REASONS,
     REJECT_REASONS,
     ExporterState,
-    Histogram,
     TargetStatus,
 )
-from exporter.tracker import SEP, TargetSnapshot
+from exporter.tracking.counts import Histogram
+from exporter.tracking.tracker import SEP, TargetSnapshot
 
 _REFRESH = " Refreshed once per poll interval."
 

@@ -29,13 +29,13 @@ from exporter.bsg.client import (
     StoppedError,
 )
 from exporter.bsg.records import Message
-from exporter.config import Config, TargetConfig
-from exporter.planner import Density, ReadPlan, plan_reads, within_allowance
+from exporter.config.schema import Config, TargetConfig
+from exporter.polling.planner import Density, ReadPlan, plan_reads, within_allowance
 from exporter.stats import ExporterState
-from exporter.store import StateError, StateStore
-from exporter.tracker import ApplyResult, TargetSnapshot, TargetTracker
+from exporter.tracking.store import StateError, StateStore
+from exporter.tracking.tracker import ApplyResult, TargetSnapshot, TargetTracker
 
-log = structlog.get_logger("exporter.poller")
+log = structlog.get_logger("exporter.polling.poller")
 
 
 @dataclass(slots=True)

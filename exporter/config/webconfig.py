@@ -10,8 +10,8 @@ all at once, each as "path: message", in one `ConfigError`.
 Unlike the main configuration, strings are taken as written: the toolkit's format has no
 ${VAR} expansion, and a file that works with a Go exporter must mean the same here.
 
-Must not import exporter.web, httpx, prometheus_client or any exporter module but
-exporter.config (whose YAML walker it reuses), so that the web server can depend on it.
+Must not import exporter.serving.server, httpx, prometheus_client or any exporter module but
+exporter.config.schema (whose YAML walker it reuses), so that the web server can depend on it.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import Literal, NoReturn, TypeAlias
 import bcrypt
 import yaml
 
-from exporter.config import (
+from exporter.config.schema import (
     _KINDS,
     ConfigError,
     Secret,

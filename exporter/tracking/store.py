@@ -3,8 +3,8 @@
 Owns the schema, opening (WAL, integrity check, refusing a corrupt file, upgrading an older
 schema), and the one transaction per poll in which a tracker's changes land before they are
 exposed: its counters as JSON, and its message table's changes as one chunk (see
-:mod:`exporter.table`), replaced now and then by a snapshot of the table. A ``kill -9`` at any
-moment leaves either the whole poll or none of it.
+:mod:`exporter.tracking.table`), replaced now and then by a snapshot of the table. A ``kill -9``
+at any moment leaves either the whole poll or none of it.
 
 Must not import: prometheus_client, httpx, or the client, poller, collector and web modules.
 """
@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
-from exporter.table import MessageTable, Row
+from exporter.tracking.table import MessageTable, Row
 
 SCHEMA_VERSION = 2
 MEMORY = ":memory:"

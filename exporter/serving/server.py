@@ -1,8 +1,8 @@
 """The HTTP side: /metrics, the landing page, and the health endpoints.
 
 Owns the listening socket, routing, content negotiation (text or OpenMetrics, gzip); the
-HTML status page is rendered by :mod:`exporter.landing`. It reads :class:`ExporterState` and
-the registry; it never polls. With a :class:`~exporter.webconfig.WebConfig` it serves TLS,
+HTML status page is rendered by :mod:`exporter.serving.landing`. It reads :class:`ExporterState` and
+the registry; it never polls. With a :class:`~exporter.config.webconfig.WebConfig` it serves TLS,
 requires basic auth (except on /-/healthy, for probes) and adds the configured headers.
 
 Every connection and request is bounded: how many at once, how long a client may take to send
@@ -33,12 +33,12 @@ import structlog
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
 
-from exporter.collector import BsgRegistry
-from exporter.landing import render_landing
+from exporter.config.webconfig import AUTH_CHALLENGE, BasicAuth, WebConfig
+from exporter.serving.collector import BsgRegistry
+from exporter.serving.landing import render_landing
 from exporter.stats import ExporterState
-from exporter.webconfig import AUTH_CHALLENGE, BasicAuth, WebConfig
 
-log = structlog.get_logger("exporter.web")
+log = structlog.get_logger("exporter.serving.server")
 
 HANDSHAKE_TIMEOUT = 10.0
 """Seconds a client gets to complete the TLS handshake before its connection is dropped."""
