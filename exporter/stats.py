@@ -20,7 +20,7 @@ from exporter.liveness import Liveness
 from exporter.tracking.counts import Histogram, add_to
 
 if TYPE_CHECKING:
-    from exporter.tracking.tracker import TargetSnapshot
+    from exporter.tracking.snapshot import TargetSnapshot
 
 K = TypeVar("K")
 

@@ -26,4 +26,5 @@ python3 -m venv .venv
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy --strict exporter
+.venv/bin/lint-imports --no-cache
 .venv/bin/python -m pytest "$@"

@@ -6,8 +6,6 @@ import dataclasses
 import datetime
 import pickle
 import re
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -879,22 +877,6 @@ def test_parse_duration_invalid(text: str, message: str) -> None:
 )
 def test_format_duration(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
-
-
-def test_module_imports_no_other_exporter_part() -> None:
-    code = (
-        "import sys, exporter.config.schema; "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('httpx', 'prometheus_client') or (m.startswith('exporter.') and "
-        "m not in ('exporter.config', 'exporter.config.schema'))))"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    )
-    assert result.stdout.strip() == "[]"
-
-
-# --- demo ---------------------------------------------------------------------------------
 
 
 def test_demo_config() -> None:

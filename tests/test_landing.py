@@ -181,30 +181,3 @@ def test_formats() -> None:
         "250.00 EUR<br>0.1050 UAH"
     )
     assert fmt_money({}) == "&ndash;"
-
-
-def test_landing_module_does_no_io() -> None:
-    import ast
-
-    import exporter.serving.landing
-
-    tree = ast.parse(Path(exporter.serving.landing.__file__).read_text())
-    imported = {
-        alias.name.split(".")[0] if isinstance(node, ast.Import) else (node.module or "")
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Import | ast.ImportFrom)
-        for alias in node.names
-    }
-    assert imported <= {
-        "__future__",
-        "html",
-        "math",
-        "collections",
-        "dataclasses",
-        "typing",
-        "exporter.bsg.records",
-        "exporter.stats",
-        "exporter.tracking.counts",
-        "exporter.tracking.tracker",
-        "collections.abc",
-    }, imported

@@ -37,8 +37,9 @@ from exporter.bsg.records import (
     decode_token,
     is_final,
 )
+from exporter.tracking.snapshot import TargetSnapshot
 from exporter.tracking.store import MEMORY, StateStore
-from exporter.tracking.tracker import TargetSnapshot, TargetTracker
+from exporter.tracking.tracker import TargetTracker
 from tests.harness import price
 
 FUZZ = settings(

@@ -11,8 +11,9 @@ import msgspec
 import pytest
 
 from exporter.bsg.records import FINAL_STATUSES, PENDING_STATUSES, Message, is_final
+from exporter.tracking.snapshot import SEP
 from exporter.tracking.store import MEMORY, StateStore
-from exporter.tracking.tracker import PRUNE_MARGIN, SEP, TargetTracker
+from exporter.tracking.tracker import PRUNE_MARGIN, TargetTracker
 from tests.harness import price
 
 NOW = 1_780_000_000.0

@@ -11,7 +11,6 @@ Must not import: prometheus_client, or the collector and web modules.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -32,8 +31,9 @@ from exporter.bsg.records import Message
 from exporter.config.schema import Config, TargetConfig
 from exporter.polling.planner import Density, ReadPlan, plan_reads, within_allowance
 from exporter.stats import ExporterState
-from exporter.tracking.store import StateError, StateStore
-from exporter.tracking.tracker import ApplyResult, TargetSnapshot, TargetTracker
+from exporter.tracking.snapshot import ApplyResult, TargetSnapshot
+from exporter.tracking.store import FILE_ERRORS, WRITE_ERRORS, StateStore
+from exporter.tracking.tracker import TargetTracker
 
 log = structlog.get_logger("exporter.polling.poller")
 
@@ -150,7 +150,7 @@ class Poller:
             aside = self._store.recreate()
             for tracker in self._trackers.values():
                 tracker.save_all()
-        except (StateError, sqlite3.Error) as exc:
+        except FILE_ERRORS as exc:
             log.error("state_file_lost", path=self._store.path, problem=problem, error=str(exc))
             recreated = False
         else:
@@ -193,7 +193,7 @@ class Poller:
         except BsgError as exc:
             self._publish_failure(tracker, exc.reason, str(exc), started)
             return False
-        except sqlite3.Error as exc:  # the state file: disk full, read-only, gone
+        except WRITE_ERRORS as exc:  # the state file: disk full, read-only, gone
             log.error("state_write_failed", target=target.name, error=str(exc))
             self._publish_failure(tracker, "state", f"state file: {exc}", started)
             return False

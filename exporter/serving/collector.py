@@ -31,7 +31,7 @@ from exporter.stats import (
     TargetStatus,
 )
 from exporter.tracking.counts import Histogram
-from exporter.tracking.tracker import SEP, TargetSnapshot
+from exporter.tracking.snapshot import SEP, TargetSnapshot
 
 _REFRESH = " Refreshed once per poll interval."
 

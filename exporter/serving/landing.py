@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING
 from exporter.bsg.records import FINAL_STATUSES, PENDING_STATUSES
 from exporter.stats import ExporterState
 from exporter.tracking.counts import Histogram
-from exporter.tracking.tracker import channel_of
+from exporter.tracking.snapshot import channel_of
 
 if TYPE_CHECKING:
-    from exporter.tracking.tracker import TargetSnapshot
+    from exporter.tracking.snapshot import TargetSnapshot
 
 DELIVERED = ("delivered", "read")
 FAILED = ("failed", "undelivered")

@@ -48,6 +48,13 @@ class StateAccessError(StateError):
     """The state file or its directory cannot be reached or written: setting it aside won't help."""
 
 
+WRITE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error,)
+"""What saving to a state file that failed under the exporter raises (disk full, read-only,
+gone): its callers catch these without knowing the store is SQLite."""
+FILE_ERRORS: tuple[type[Exception], ...] = (StateError, *WRITE_ERRORS)
+"""What any use of the state file can raise, the store's own verdicts included."""
+
+
 class StateStore:
     """The SQLite file behind every tracker (or ``:memory:``)."""
 

@@ -31,13 +31,11 @@ import structlog
 
 from exporter.bsg.records import DELIVERED_STATUSES, FINAL_STATUSES, Message, is_final
 from exporter.tracking.counts import Histogram, add_counts, add_to
+from exporter.tracking.snapshot import SEP, ApplyResult, TargetSnapshot, channel_of
 from exporter.tracking.store import StateStore
 from exporter.tracking.table import Final, MessageTable, Row, minute_runs
 
 T = TypeVar("T")
-SEP = "\x1f"
-"""Joins a message's channel and extra label values into one series key (ASCII unit separator:
-it cannot occur in a channel, a country code or a sender name)."""
 OTHER_VALUE = "other"
 """An extra label's value beyond the target's cap (and the value of a missing one is "unknown")."""
 PRUNE_MARGIN = 300.0
@@ -68,42 +66,6 @@ class State(IntEnum):
     PENDING = 0
     COUNTED = 1
     BASELINE = 2  # final at the cold start: never counted, never counted as a change
-
-
-@dataclass(frozen=True, slots=True)
-class ApplyResult:
-    """What one poll changed."""
-
-    new: int
-    finalized: int
-    changes: int
-    ignored: int
-    abandoned: int
-
-
-@dataclass(frozen=True, slots=True)
-class TargetSnapshot:
-    """A target's counters and gauges at the end of a poll, for the collector."""
-
-    name: str
-    label_names: tuple[str, ...]  # extra labels after channel in every series key
-    series: tuple[str, ...]  # every series seen (channel plus extra values, joined by SEP)
-    channels: tuple[str, ...]
-    overflow: Mapping[str, int]
-    messages: Mapping[tuple[str, str], int]
-    submitted: Mapping[str, int]
-    cost_nanos: Mapping[tuple[str, str, str], int]
-    changes: Mapping[tuple[str, str], int]
-    abandoned: Mapping[tuple[str, str], int]
-    delivery_latency: Mapping[str, Histogram]
-    send_delay: Mapping[str, Histogram]
-    window: Mapping[tuple[str, str], int]
-    errors: Mapping[str, int]
-    rejected: Mapping[str, int]
-    oldest_pending_age: float
-    tracked: int
-    pending: int
-    backlog: int
 
 
 @dataclass(slots=True)
@@ -846,11 +808,6 @@ class _Finals(dict[tuple[str, str], Final]):
 def _kept(items: list[T], keep: list[bool]) -> list[T]:
     """The items whose flag is set."""
     return list(compress(items, keep))
-
-
-def channel_of(series: str) -> str:
-    """The channel of a series key."""
-    return series.split(SEP, 1)[0]
 
 
 def _dump(c: _Counters, p: _Progress) -> dict[str, Any]:
