@@ -57,20 +57,9 @@ from prometheus_client.exposition import choose_encoder
 
 from exporter.app import _registry
 from exporter.bsg.client import MessagePass
-from exporter.bsg.records import (
-    DELIVERED_STATUSES,
-    FINAL_STATUSES,
-    Stamps,
-    WireAmount,
-    WirePage,
-    decode_page,
-    page_decoder,
-)
-from exporter.config.schema import (
-    DEFAULT_DELIVERY_LATENCY_BUCKETS,
-    DEFAULT_SEND_DELAY_BUCKETS,
-    LABEL_DIMENSIONS,
-)
+from exporter.bsg.records import Stamps, WireAmount, WirePage, decode_page, page_decoder
+from exporter.defaults import DEFAULT_DELIVERY_LATENCY_BUCKETS, DEFAULT_SEND_DELAY_BUCKETS
+from exporter.model import DELIVERED_STATUSES, FINAL_STATUSES, LABEL_DIMENSIONS
 from exporter.polling.poller import PollReads
 from exporter.simulator import CampaignProfile, ManualClock, Simulator, TrafficProfile
 from exporter.simulator.render import PageRenderer

@@ -24,7 +24,7 @@ from typing import Any
 from lines import read_line, send_line
 
 from exporter.bsg.records import is_final, normalize_channel, normalize_status, parse_price_nanos
-from exporter.config.schema import DEFAULT_RECHECK
+from exporter.defaults import DEFAULT_RECHECK
 from exporter.simulator import (
     CampaignProfile,
     ManualClock,

@@ -139,7 +139,7 @@ def serve(args: argparse.Namespace) -> None:  # noqa: PLR0915 - set-up, poller a
     """Serve /metrics over trackers a poller thread keeps applying pages to."""
     from exporter.app import _registry  # noqa: PLC0415 - children import the exporter only
     from exporter.bsg.records import decode_page  # noqa: PLC0415
-    from exporter.config.schema import (  # noqa: PLC0415
+    from exporter.defaults import (  # noqa: PLC0415
         DEFAULT_DELIVERY_LATENCY_BUCKETS,
         DEFAULT_SEND_DELAY_BUCKETS,
     )
@@ -252,7 +252,7 @@ def memory(args: argparse.Namespace) -> None:
     """Ingest the pages of ``args.pages_file`` as a cold read, then report the memory."""
     from exporter.bsg.client import MessagePass  # noqa: PLC0415
     from exporter.bsg.records import decode_page  # noqa: PLC0415
-    from exporter.config.schema import (  # noqa: PLC0415
+    from exporter.defaults import (  # noqa: PLC0415
         DEFAULT_DELIVERY_LATENCY_BUCKETS,
         DEFAULT_SEND_DELAY_BUCKETS,
     )

@@ -21,8 +21,9 @@ from exporter import __version__
 from exporter.app import App, build_app
 from exporter.config.schema import ApiConfig, Config, ConfigError, load_config
 from exporter.config.webconfig import load_web_config
+from exporter.defaults import DEFAULT_LISTEN_ADDRESS, DEFAULT_MAX_REQUESTS, DEFAULT_TELEMETRY_PATH
 from exporter.logs import FORMATS, LEVELS, configure_logging
-from exporter.serving.server import MAX_REQUESTS, WebServer, serve_promptly
+from exporter.serving.server import WebServer, serve_promptly
 from exporter.tracking.store import MEMORY, StateAccessError, StateError, set_aside
 
 if TYPE_CHECKING:
@@ -58,14 +59,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--web.listen-address",
         dest="listen_address",
-        default=":9746",
+        default=DEFAULT_LISTEN_ADDRESS,
         metavar="ADDR",
         help="address to listen on (default: %(default)s)",
     )
     parser.add_argument(
         "--web.telemetry-path",
         dest="telemetry_path",
-        default="/metrics",
+        default=DEFAULT_TELEMETRY_PATH,
         metavar="PATH",
         help="path of the metrics (default: %(default)s)",
     )
@@ -79,7 +80,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--web.max-requests",
         dest="max_requests",
         type=int,
-        default=MAX_REQUESTS,
+        default=DEFAULT_MAX_REQUESTS,
         metavar="N",
         help="requests served at once, 503 beyond; 0 means no limit (default: %(default)s)",
     )

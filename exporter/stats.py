@@ -26,28 +26,6 @@ K = TypeVar("K")
 
 POLL_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 API_DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-POLL_ERROR_REASONS = (
-    "auth",
-    "rate_limited",
-    "server_error",
-    "client_error",
-    "timeout",
-    "connection_error",
-    "decode",
-    "budget",
-    "state",
-    "internal",
-)
-"""Every reason a poll can fail with; each has a series from the first scrape."""
-REJECT_REASONS = (
-    "missing_id",
-    "bad_id",
-    "missing_status",
-    "not_an_object",
-    "bad_created_at",
-    "bad_price",  # the message is still counted, without a price
-)
-"""Every reason a record can be rejected for; each has a series from the first scrape."""
 
 
 @dataclass(slots=True)

@@ -18,7 +18,8 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from exporter.bsg.records import FINAL_STATUSES, Balance, Message
+from exporter.bsg.records import Balance, Message
+from exporter.model import FINAL_STATUSES
 from exporter.serving import collector as collector_module
 from exporter.serving.collector import BsgCollector, BsgRegistry
 from exporter.stats import ExporterState, TargetStatus

@@ -13,9 +13,6 @@ import pytest
 import yaml
 
 from exporter.config.schema import (
-    DEFAULT_DELIVERY_LATENCY_BUCKETS,
-    DEFAULT_RECHECK,
-    DEFAULT_SEND_DELAY_BUCKETS,
     KNOWN_KEYS,
     ApiConfig,
     Config,
@@ -31,6 +28,11 @@ from exporter.config.schema import (
     load_config,
     parse_config,
     parse_duration,
+)
+from exporter.defaults import (
+    DEFAULT_DELIVERY_LATENCY_BUCKETS,
+    DEFAULT_RECHECK,
+    DEFAULT_SEND_DELAY_BUCKETS,
 )
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.yaml"
@@ -142,7 +144,7 @@ def test_minimal_file_takes_defaults() -> None:
 
 
 def test_default_recheck_tiers() -> None:
-    assert [(t.max_age, t.every) for t in DEFAULT_RECHECK] == [
+    assert [(t.max_age, t.every) for t in PollConfig(60.0).recheck] == [
         (600.0, 60.0),
         (3600.0, 120.0),
         (21600.0, 1800.0),
@@ -877,6 +879,9 @@ def test_parse_duration_invalid(text: str, message: str) -> None:
 )
 def test_format_duration(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
+
+
+# --- demo ---------------------------------------------------------------------------------
 
 
 def test_demo_config() -> None:

@@ -25,10 +25,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exporter.bsg.records import (
-    ALL_STATUSES,
-    CHANNELS,
-    LABEL_FIELDS,
-    OTHER,
     DecodeError,
     Message,
     Page,
@@ -37,6 +33,7 @@ from exporter.bsg.records import (
     decode_token,
     is_final,
 )
+from exporter.model import ALL_STATUSES, CHANNELS, LABEL_DIMENSIONS, OTHER
 from exporter.tracking.snapshot import TargetSnapshot
 from exporter.tracking.store import MEMORY, StateStore
 from exporter.tracking.tracker import TargetTracker
@@ -221,7 +218,7 @@ def test_a_target_reads_the_same_messages_whatever_its_labels(
         return
     assert full is not None
     check_page(lean)
-    unread = {name: None for name in LABEL_FIELDS if name not in labels}
+    unread = {name: None for name in LABEL_DIMENSIONS if name not in labels}
     assert [msgspec.structs.replace(m, **unread) for m in lean.messages] == [
         msgspec.structs.replace(m, **unread) for m in full.messages
     ]

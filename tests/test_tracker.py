@@ -10,7 +10,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from exporter.bsg.records import FINAL_STATUSES, PENDING_STATUSES, Message, is_final
+from exporter.bsg.records import Message, is_final
+from exporter.model import FINAL_STATUSES, PENDING_STATUSES
 from exporter.tracking.snapshot import SEP
 from exporter.tracking.store import MEMORY, StateStore
 from exporter.tracking.tracker import PRUNE_MARGIN, TargetTracker

@@ -31,10 +31,9 @@ import httpx
 import msgspec
 import structlog
 
+from exporter import model
 from exporter.bsg.budget import RequestBudget
 from exporter.bsg.records import (
-    KEPT_REJECTS,
-    LABEL_FIELDS,
     MAX_DEPTH,
     Balance,
     Message,
@@ -46,6 +45,8 @@ from exporter.bsg.records import (
     nested_too_deeply,
 )
 from exporter.bsg.transport import Deadline, deadline_transport
+from exporter.defaults import DEFAULT_MAX_RESPONSE_SIZE, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
+from exporter.model import KEPT_REJECTS, LABEL_DIMENSIONS
 
 PAGE_LIMIT = 500
 """The API's largest page: fewest requests per pass."""
@@ -60,8 +61,6 @@ _LOGIN_BACKOFF = (30.0, 900.0)
 """After a refused login, or a token refused as soon as it was issued, wait this long
 (doubling up to the cap) before trying the key again: a revoked key must not turn every poll
 of every target into a login attempt."""
-MAX_RESPONSE_SIZE = 64 * 2**20
-"""Default cap of an answer's body, counted after decompression (``api.max_response_size``)."""
 _ERROR_BODY_SIZE = 64 * 2**10
 """Bytes of an error answer read for its message: the status says what happened."""
 _TEXT_LIMIT = 200
@@ -88,55 +87,55 @@ class BsgError(Exception):
 class AuthError(BsgError):
     """The API refused the key or the token."""
 
-    reason = "auth"
+    reason = model.AUTH
 
 
 class RateLimitedError(BsgError):
     """429 answers outlasted the retries, or the API asked for a longer pause than is waited."""
 
-    reason = "rate_limited"
+    reason = model.RATE_LIMITED
 
 
 class ServerError(BsgError):
     """5xx answers outlasted the retries."""
 
-    reason = "server_error"
+    reason = model.SERVER_ERROR
 
 
 class ClientError(BsgError):
     """A 4xx answer that retrying cannot fix."""
 
-    reason = "client_error"
+    reason = model.CLIENT_ERROR
 
 
 class RequestTimeoutError(BsgError):
     """Requests timed out until the retries ran out."""
 
-    reason = "timeout"
+    reason = model.TIMEOUT
 
 
 class ApiConnectionError(BsgError):
     """The connection failed until the retries ran out."""
 
-    reason = "connection_error"
+    reason = model.CONNECTION_ERROR
 
 
 class BadAnswerError(BsgError):
     """The answers could not be decoded until the retries ran out."""
 
-    reason = "decode"
+    reason = model.DECODE
 
 
 class BudgetExhaustedError(BsgError):
     """The request budget (api.max_requests_per_minute) is spent for now."""
 
-    reason = "budget"
+    reason = model.BUDGET
 
 
 class InternalError(BsgError):
     """An exception nobody expected while handling one request (a bug; logged with its trace)."""
 
-    reason = "internal"
+    reason = model.INTERNAL
 
 
 class StoppedError(BsgError):
@@ -154,7 +153,7 @@ class RetryPolicy:
     ``retry_after_cap`` seconds.
     """
 
-    max_retries: int = 3
+    max_retries: int = DEFAULT_MAX_RETRIES
     base_delay: float = 0.5
     max_delay: float = 30.0
     retry_after_wait: float = 5.0
@@ -174,7 +173,7 @@ class MessageQuery:
     end: float
     campaign_id: int | None = None
     offset: int = 0  # rows of this query already read by an earlier, unfinished pass
-    labels: tuple[str, ...] = LABEL_FIELDS  # the label fields read (the others are None)
+    labels: tuple[str, ...] = LABEL_DIMENSIONS  # the label fields read (the others are None)
 
 
 @dataclass(slots=True)
@@ -269,7 +268,7 @@ class _Answer:
 class _Outcome:
     """The observed code of one request, as it becomes known."""
 
-    code: str = "internal"
+    code: str = model.INTERNAL
 
 
 class BsgClient:
@@ -281,7 +280,7 @@ class BsgClient:
         api_key: str,
         *,
         tz: tzinfo,
-        timeout: float = 10.0,
+        timeout: float = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,
         observer: RequestObserver | None = None,
         stop: threading.Event | None = None,
@@ -289,7 +288,7 @@ class BsgClient:
         user_agent: str = "bsg-exporter",
         clock: Callable[[], float] = time.time,
         budget: RequestBudget | None = None,
-        max_response_size: int = MAX_RESPONSE_SIZE,
+        max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
     ) -> None:
         self._key = api_key
         self._tz = tz
@@ -406,7 +405,7 @@ class BsgClient:
         return self._call("balance", "GET", "/api/accounts/balance", decode=decode_balance)
 
     def _get_page(
-        self, params: Mapping[str, str | int], labels: tuple[str, ...] = LABEL_FIELDS
+        self, params: Mapping[str, str | int], labels: tuple[str, ...] = LABEL_DIMENSIONS
     ) -> Page:
         """One ``GET /api/messages`` page, decoded, with the label fields in ``labels``."""
         tz = self._tz

@@ -28,29 +28,25 @@ from typing import Annotated, Any, Literal, cast
 import msgspec
 
 from exporter.bsg.countries import country_of
-
-FINAL_STATUSES: tuple[str, ...] = (
-    "delivered",
-    "read",
-    "expired",
-    "failed",
-    "undelivered",
-    "unknown",
-    "not_viber_user",
-    "not_service_user",
+from exporter.model import (
+    BAD_CREATED_AT,
+    BAD_ID,
+    BAD_PRICE,
+    CHANNELS,
+    FINAL_STATUSES,
+    KEPT_REJECTS,
+    LABEL_DIMENSIONS,
+    MISSING_ID,
+    MISSING_STATUS,
+    NANOS,
+    NOT_AN_OBJECT,
+    OTHER,
+    PENDING_STATUSES,
 )
-PENDING_STATUSES: tuple[str, ...] = ("scheduled", "moderation", "accepted", "sending", "sent")
-OTHER = "other"
-"""Label value for a status or channel outside the documented vocabulary."""
-ALL_STATUSES: tuple[str, ...] = PENDING_STATUSES + FINAL_STATUSES + (OTHER,)
-CHANNELS: tuple[str, ...] = ("sms", "viber", "hlr", "rcs", "whatsapp")
-DELIVERED_STATUSES = frozenset({"delivered", "read"})
 
 _FINAL = frozenset(FINAL_STATUSES)
 _KNOWN_STATUSES = frozenset(PENDING_STATUSES) | _FINAL
 _KNOWN_CHANNELS = frozenset(CHANNELS)
-NANOS = 1_000_000_000
-"""Prices are summed as integer nano-units so that millions of additions stay exact."""
 MAX_ID = 2**63 - 1
 """SQLite's largest INTEGER: a larger id could not be stored, and would fail every poll."""
 _MAX_PRICE_DIGITS = 9
@@ -65,11 +61,6 @@ account currencies (UZS, IRR at market rates); a larger value is an upstream bug
 mix-up, and one would swamp every cost counter it reached."""
 EARLIEST = 946_684_800.0
 """2000-01-01 UTC: a timestamp before it is not one (``1970-01-01 00:00:00`` is a zero)."""
-BAD_PRICE = "bad_price"
-BAD_CREATED_AT = "bad_created_at"
-KEPT_REJECTS = frozenset({BAD_PRICE})
-"""Reject reasons counted for records that are still used (the message counts, without a
-price): they are not rows missing from a page."""
 MAX_DEPTH = 64
 """Deepest JSON nesting accepted in an answer; the API's own bodies are four levels deep."""
 
@@ -246,10 +237,6 @@ class Message(msgspec.Struct, frozen=True, gc=False):
         return None if self.amount is None else self.amount.currency
 
 
-LABEL_FIELDS: tuple[str, ...] = ("country", "sender")
-"""The fields of :class:`Message` read only to label series by (a target's ``labels``)."""
-
-
 class _Row(msgspec.Struct, gc=False):
     """A record of an ordinary page: :class:`Message`'s fields by their JSON names, as sent.
 
@@ -387,7 +374,7 @@ class PageDecoder:
     msgspec can make these shared objects itself only by calling a Python hook for each field
     (five a message), which cost more than the decoding. A dict lookup mapped over a column
     costs a few tens of nanoseconds; the rows' own strings live only while their page is read.
-    The label fields (:data:`LABEL_FIELDS`) not in ``labels`` are not read at all: None.
+    The label fields (:data:`LABEL_DIMENSIONS`) not in ``labels`` are not read at all: None.
     """
 
     def __init__(self, stamps: Stamps, labels: frozenset[str]) -> None:
@@ -428,12 +415,12 @@ def _bad_prices(messages: list[Message]) -> int:
 def _row_type(labels: frozenset[str]) -> type[Any]:
     """:class:`_Row` without the label fields that are not in ``labels``."""
     fields = msgspec.structs.fields(_Row)
-    if all(field.name in labels for field in fields if field.name in LABEL_FIELDS):
+    if all(field.name in labels for field in fields if field.name in LABEL_DIMENSIONS):
         return _Row
     kept = [
         (field.name, field.type) if field.required else (field.name, field.type, field.default)
         for field in fields
-        if field.name not in LABEL_FIELDS or field.name in labels
+        if field.name not in LABEL_DIMENSIONS or field.name in labels
     ]
     return msgspec.defstruct("_Row", kept, gc=False, module=__name__)
 
@@ -465,7 +452,7 @@ _STAMPS: dict[tzinfo, Stamps] = {}
 _DECODERS: dict[tuple[tzinfo, frozenset[str]], PageDecoder] = {}
 
 
-def page_decoder(tz: tzinfo, labels: Collection[str] = LABEL_FIELDS) -> PageDecoder:
+def page_decoder(tz: tzinfo, labels: Collection[str] = LABEL_DIMENSIONS) -> PageDecoder:
     """The shared fast decoder of a zone and the label fields read (one timestamp cache a
     zone)."""
     key = (tz, frozenset(labels))
@@ -476,7 +463,7 @@ def page_decoder(tz: tzinfo, labels: Collection[str] = LABEL_FIELDS) -> PageDeco
     return decoder
 
 
-def decode_page(body: bytes, tz: tzinfo, labels: Collection[str] = LABEL_FIELDS) -> Page:
+def decode_page(body: bytes, tz: tzinfo, labels: Collection[str] = LABEL_DIMENSIONS) -> Page:
     """Decode a ``GET /api/messages`` body; bad records are counted, a bad envelope raises.
 
     An ordinary page takes the fast path (:class:`PageDecoder`), which reads the label fields
@@ -550,7 +537,7 @@ def _salvage_record(item: Any) -> tuple[WireMessage, frozenset[str]] | str:
     """Convert one loose record, dropping fields of the wrong type (and naming them); a reason
     string on failure."""
     if not isinstance(item, dict):
-        return "not_an_object"
+        return NOT_AN_OBJECT
     try:
         return msgspec.convert(item, WireMessage, strict=False), _NOTHING_DROPPED
     except msgspec.ValidationError:
@@ -612,9 +599,9 @@ def to_message(
     wrong type), or return why it cannot be used."""
     msg_id = _as_int(wire.id)
     if msg_id is None or msg_id <= 0 or msg_id > MAX_ID:
-        return "missing_id" if wire.id is None else "bad_id"
+        return MISSING_ID if wire.id is None else BAD_ID
     if wire.status is None or not wire.status.strip():
-        return "missing_status"
+        return MISSING_STATUS
     created = parse(wire.created_at)
     if "created_at" in dropped or (created is None and wire.created_at is not None):
         return BAD_CREATED_AT  # before 2000 or unreadable: no window could place it

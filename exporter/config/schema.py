@@ -28,18 +28,24 @@ from urllib.parse import urlsplit
 import yaml
 from yaml.reader import ReaderError
 
+from exporter.defaults import (
+    DEFAULT_ABANDON_GRACE,
+    DEFAULT_API_URL,
+    DEFAULT_DELIVERY_LATENCY_BUCKETS,
+    DEFAULT_MAX_LABEL_VALUES,
+    DEFAULT_MAX_REQUESTS_PER_MINUTE,
+    DEFAULT_MAX_RESPONSE_SIZE,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_RECHECK,
+    DEFAULT_SEND_DELAY_BUCKETS,
+    DEFAULT_STATE_PATH,
+    DEFAULT_TIMEOUT,
+    DEFAULT_TIMEZONE,
+)
+from exporter.model import LABEL_DIMENSIONS
+
 __all__ = [
-    "DEFAULT_ABANDON_GRACE",
-    "DEFAULT_API_URL",
-    "DEFAULT_DELIVERY_LATENCY_BUCKETS",
-    "DEFAULT_MAX_REQUESTS_PER_MINUTE",
-    "DEFAULT_MAX_RETRIES",
-    "DEFAULT_POLL_INTERVAL",
-    "DEFAULT_RECHECK",
-    "DEFAULT_SEND_DELAY_BUCKETS",
-    "DEFAULT_STATE_PATH",
-    "DEFAULT_TIMEOUT",
-    "DEFAULT_TIMEZONE",
     "KNOWN_KEYS",
     "MAX_REQUESTS_PER_MINUTE_LIMIT",
     "MAX_RETRIES_LIMIT",
@@ -66,27 +72,12 @@ T = TypeVar("T")
 
 KeySource: TypeAlias = Literal["inline", "env", "file"]
 
-DEFAULT_API_URL = "https://one-api.bsg.world"
-DEFAULT_TIMEOUT = 10.0
-DEFAULT_TIMEZONE = "UTC"
-DEFAULT_MAX_RETRIES = 3
 MAX_RETRIES_LIMIT = 10
-DEFAULT_MAX_REQUESTS_PER_MINUTE = 300
 MAX_REQUESTS_PER_MINUTE_LIMIT = 100_000
-DEFAULT_MAX_RESPONSE_SIZE = 64 * 2**20
 MAX_RESPONSE_SIZE_RANGE = (2**10, 2**30)
-DEFAULT_POLL_INTERVAL = 60.0
-DEFAULT_ABANDON_GRACE = 3600.0
-DEFAULT_STATE_PATH = "bsg-exporter.db"
 MIN_POLL_INTERVAL = 0.1
 MAX_WINDOW = 7 * 86400.0
 MAX_CAMPAIGN_ID = 2**63 - 1  # the API's ids are int64
-DEFAULT_DELIVERY_LATENCY_BUCKETS: tuple[float, ...] = (
-    1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0,
-)  # fmt: skip
-DEFAULT_SEND_DELAY_BUCKETS: tuple[float, ...] = (
-    0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
-)  # fmt: skip
 
 _TOP_KEYS = ("api", "poll", "targets", "count_existing_on_start", "metrics", "state")
 _API_KEYS = (
@@ -96,9 +87,6 @@ _API_KEYS = (
 _POLL_KEYS = ("interval", "recheck", "abandon_grace")
 _RECHECK_KEYS = ("max_age", "every")
 _TARGET_KEYS = ("name", "campaign_id", "window", "labels", "max_label_values")
-LABEL_DIMENSIONS = ("country", "sender")
-"""Extra label dimensions a target may add to its message metrics."""
-DEFAULT_MAX_LABEL_VALUES = 50
 MAX_LABEL_VALUES_LIMIT = 10_000
 _METRICS_KEYS = ("delivery_latency_buckets", "send_delay_buckets")
 _STATE_KEYS = ("path",)
@@ -186,20 +174,14 @@ class ApiConfig:
     max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE  # bytes of a body, after decompression
 
 
-@dataclass(frozen=True, slots=True)
-class RecheckTier:
+class RecheckTier(NamedTuple):
     """Pending messages younger than max_age are re-read every `every` seconds."""
 
     max_age: float
     every: float
 
 
-DEFAULT_RECHECK: tuple[RecheckTier, ...] = (
-    RecheckTier(600.0, 60.0),
-    RecheckTier(3600.0, 120.0),
-    RecheckTier(21600.0, 1800.0),
-    RecheckTier(259200.0, 7200.0),
-)
+_DEFAULT_TIERS = tuple(RecheckTier(*tier) for tier in DEFAULT_RECHECK)
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +189,7 @@ class PollConfig:
     """How often the message list is fetched and pending messages are re-read."""
 
     interval: float
-    recheck: tuple[RecheckTier, ...] = DEFAULT_RECHECK  # max_age strictly increasing
+    recheck: tuple[RecheckTier, ...] = _DEFAULT_TIERS  # max_age strictly increasing
     abandon_grace: float = DEFAULT_ABANDON_GRACE
 
 
@@ -929,7 +911,7 @@ def _read_poll(reader: _Reader, node: yaml.Node, path: str) -> PollConfig | None
         return None
     check = _duration(minimum=MIN_POLL_INTERVAL)
     interval = reader.optional(fields, "interval", path, _leaf(check), DEFAULT_POLL_INTERVAL)
-    recheck = reader.optional(fields, "recheck", path, _read_recheck, DEFAULT_RECHECK)
+    recheck = reader.optional(fields, "recheck", path, _read_recheck, _DEFAULT_TIERS)
     grace = reader.optional(
         fields, "abandon_grace", path, _leaf(_duration(zero=True)), DEFAULT_ABANDON_GRACE
     )

@@ -23,13 +23,9 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
-from exporter.bsg.records import ALL_STATUSES, FINAL_STATUSES, NANOS, Balance
-from exporter.stats import (
-    POLL_ERROR_REASONS,
-    REJECT_REASONS,
-    ExporterState,
-    TargetStatus,
-)
+from exporter.bsg.records import Balance
+from exporter.model import ALL_STATUSES, FINAL_STATUSES, NANOS, POLL_ERROR_REASONS, REJECT_REASONS
+from exporter.stats import ExporterState, TargetStatus
 from exporter.tracking.counts import Histogram
 from exporter.tracking.snapshot import SEP, TargetSnapshot
 

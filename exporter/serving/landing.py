@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from exporter.bsg.records import FINAL_STATUSES, PENDING_STATUSES
+from exporter.model import DELIVERED_STATUSES, FINAL_STATUSES, NANOS, PENDING_STATUSES
 from exporter.stats import ExporterState
 from exporter.tracking.counts import Histogram
 from exporter.tracking.snapshot import channel_of
@@ -25,7 +25,6 @@ from exporter.tracking.snapshot import channel_of
 if TYPE_CHECKING:
     from exporter.tracking.snapshot import TargetSnapshot
 
-DELIVERED = ("delivered", "read")
 FAILED = ("failed", "undelivered")
 QUANTILES = (0.5, 0.95, 0.99)
 # Colours of the status mix bar, by status group; anything else is "other final".
@@ -36,7 +35,6 @@ GROUP_COLOURS = {
     "other final": "#8250df",
     "pending": "#8c959f",
 }
-NANOS = 1_000_000_000
 NONE = "&ndash;"
 """What a cell shows when there is nothing to show (HTML: every formatter returns HTML)."""
 
@@ -75,7 +73,7 @@ class Mix:
 
 def _group(status: str) -> str:
     """The mix bar's group of a status."""
-    if status in DELIVERED:
+    if status in DELIVERED_STATUSES:
         return "delivered"
     if status in FAILED:
         return "failed + undelivered"
@@ -248,7 +246,7 @@ def _summary_row(target: _Target, now: float) -> str:
         f'<td><span class="badge {state}">{state.upper()}</span></td>'
         f"<td class=age>{fmt_age(now, target.last_success)}</td>"
         f"<td class=num>{mix.total:,}</td>"
-        f"<td class=num>{fmt_ratio(mix.ratio(DELIVERED))}</td>"
+        f"<td class=num>{fmt_ratio(mix.ratio(DELIVERED_STATUSES))}</td>"
         f"<td class='num{failure_class}'>{fmt_ratio(failure)}</td>"
         f"<td class=num>{_latency(snapshot)}</td>"
         f"<td class=num>{pending:,}{f' (oldest {fmt_duration(oldest)})' if pending else ''}</td>"
@@ -300,7 +298,7 @@ def _details(name: str, snapshot: TargetSnapshot) -> str:
             continue
         rows.append(
             f"<tr><td>{html.escape(channel)}</td><td class=num>{ch_mix.total:,}</td>"
-            f"<td class=num>{fmt_ratio(ch_mix.ratio(DELIVERED))}</td>"
+            f"<td class=num>{fmt_ratio(ch_mix.ratio(DELIVERED_STATUSES))}</td>"
             f"<td class=num>{fmt_ratio(ch_mix.ratio(FAILED))}</td>"
             f"<td class=num>{fmt_ratio(ch_mix.ratio(('expired',)))}</td>"
             f"<td class=num>{_latency(snapshot, channel)}</td>"

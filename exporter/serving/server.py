@@ -34,6 +34,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
 
 from exporter.config.webconfig import AUTH_CHALLENGE, BasicAuth, WebConfig
+from exporter.defaults import DEFAULT_MAX_REQUESTS, DEFAULT_TELEMETRY_PATH
 from exporter.serving.collector import BsgRegistry
 from exporter.serving.landing import render_landing
 from exporter.stats import ExporterState
@@ -49,8 +50,6 @@ IDLE_TIMEOUT = 30.0
 MAX_CONNECTIONS = 1024
 """Connections served at once (a thread each, ~26 KiB of memory idle); beyond, a new one gets a
 503 and is closed."""
-MAX_REQUESTS = 40
-"""Requests served at once by default (--web.max-requests), the official exporters' default."""
 MAX_BODY = 64 * 1024
 """Bytes of a request body read, on /-/reload, the one endpoint that takes one; beyond, 413."""
 LISTEN_BACKLOG = 1024
@@ -240,14 +239,14 @@ class WebServer:
         registry: CollectorRegistry,
         state: ExporterState,
         *,
-        telemetry_path: str = "/metrics",
+        telemetry_path: str = DEFAULT_TELEMETRY_PATH,
         clock: Callable[[], float] = time.time,
         web_config: WebConfig | None = None,
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
         header_timeout: float = HEADER_TIMEOUT,
         idle_timeout: float = IDLE_TIMEOUT,
         max_connections: int = MAX_CONNECTIONS,
-        max_requests: int = MAX_REQUESTS,
+        max_requests: int = DEFAULT_MAX_REQUESTS,
         reload: Callable[[], str | None] | None = None,
     ) -> None:
         """Bind ``listen_address``; ``reload`` (None: the lifecycle API is off) backs /-/reload.

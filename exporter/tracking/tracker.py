@@ -29,15 +29,21 @@ from typing import Any, TypeVar, cast
 
 import structlog
 
-from exporter.bsg.records import DELIVERED_STATUSES, FINAL_STATUSES, Message, is_final
+from exporter.bsg.records import Message, is_final
+from exporter.defaults import (
+    DEFAULT_ABANDON_GRACE,
+    DEFAULT_MAX_LABEL_VALUES,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_RECHECK,
+    DEFAULT_VALIDITY_HOURS,
+)
+from exporter.model import DELIVERED_STATUSES, FINAL_STATUSES, OTHER_VALUE
 from exporter.tracking.counts import Histogram, add_counts, add_to
 from exporter.tracking.snapshot import SEP, ApplyResult, TargetSnapshot, channel_of
 from exporter.tracking.store import StateStore
 from exporter.tracking.table import Final, MessageTable, Row, minute_runs
 
 T = TypeVar("T")
-OTHER_VALUE = "other"
-"""An extra label's value beyond the target's cap (and the value of a missing one is "unknown")."""
 PRUNE_MARGIN = 300.0
 """Seconds a final message is kept after leaving the window, so a read whose window start is
 rounded to whole seconds can never show it to the tracker as a new message."""
@@ -48,14 +54,6 @@ RESUME_OVERLAP = 50
 """Rows re-read when an unfinished read resumes, in case a row moved (known rows are free)."""
 COMPACT_MIN_CHANGES = 100_000
 """Changes saved before a snapshot replaces a target's chunks, however small its table."""
-DEFAULT_VALIDITY_HOURS = 72
-DEFAULT_RECHECK: tuple[tuple[float, float], ...] = (
-    (600.0, 60.0),
-    (3600.0, 120.0),
-    (21600.0, 1800.0),
-    (259200.0, 7200.0),
-)
-"""(max_age, every) tiers: young pending messages are re-read often, old ones rarely."""
 
 log = structlog.get_logger("exporter.tracking.tracker")
 
@@ -141,11 +139,11 @@ class TargetTracker:
         delivery_latency_buckets: Sequence[float],
         send_delay_buckets: Sequence[float],
         recheck: Sequence[tuple[float, float]] = DEFAULT_RECHECK,
-        abandon_grace: float = 3600.0,
-        interval: float = 60.0,
+        abandon_grace: float = DEFAULT_ABANDON_GRACE,
+        interval: float = DEFAULT_POLL_INTERVAL,
         on_count: Callable[[Message, float], None] | None = None,
         labels: Sequence[str] = (),
-        max_label_values: int = 50,
+        max_label_values: int = DEFAULT_MAX_LABEL_VALUES,
     ) -> None:
         self.name = name
         self.window = window
