@@ -79,3 +79,7 @@ POLL_ERROR_REASONS: tuple[str, ...] = (
     INTERNAL,
 )
 """Every reason a poll can fail with; each has a series from the first scrape."""
+BALANCE_ERROR_REASONS: tuple[str, ...] = tuple(
+    reason for reason in POLL_ERROR_REASONS if reason not in (BUDGET, STATE)
+)
+"""Every reason a balance read can fail with (one the budget has no room for is skipped)."""

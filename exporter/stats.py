@@ -73,6 +73,7 @@ class ExporterState:
     test_key: bool
     api: ApiStats = field(default_factory=ApiStats)
     balances: dict[str, Balance] = field(default_factory=dict)
+    balance_errors: dict[str, int] = field(default_factory=dict)  # failed reads, by reason
     budget: RequestBudget | None = None
     reload_ok: bool = True
     reload_success: float = 0.0

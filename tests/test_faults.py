@@ -693,3 +693,29 @@ def test_a_long_retry_after_marks_every_target_down_at_once_and_holds_requests(
     rig.cycles(10)  # the ten simulated minutes asked for, a cycle a minute
     both_up(rig.samples(), 1)
     rig.check_truth()
+
+
+@pytest.mark.parametrize(
+    ("fault", "params", "reason"),
+    [
+        ("bad_encoding", {}, "decode"),  # gzip announced over a plain body
+        ("huge_number", {}, "decode"),  # a 400-digit balance
+        ("http_status", {"status": 500}, "server_error"),
+    ],
+)
+def test_a_failed_balance_read_is_counted_and_the_last_good_balance_stays(
+    make_rig: Callable[..., Rig], fault: str, params: dict[str, Any], reason: str
+) -> None:
+    rig = make_rig(max_retries=0)
+    rig.cycles(1)
+    good = series(rig.samples(), "bsg_account_balance")
+    assert good and value(rig.samples(), "bsg_balance_errors_total", reason=reason) == 0
+    rig.sim.add_fault(fault, endpoint="balance", **params)
+    rig.cycles(2)
+    samples = rig.samples()
+    assert value(samples, "bsg_balance_errors_total", reason=reason) == 2
+    assert series(samples, "bsg_account_balance") == good
+    both_up(samples, 1)  # the targets polled on
+    rig.sim.clear_faults()
+    rig.cycles(1)
+    assert value(rig.samples(), "bsg_balance_errors_total", reason=reason) == 2

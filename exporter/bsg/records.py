@@ -732,8 +732,11 @@ def decode_balance(body: bytes) -> Balance:
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
         raise DecodeError(f"bad balance answer: {exc}") from None
     balance = _as_float(wire.data.balance)
-    if balance is None or not wire.data.currency:
-        raise DecodeError("bad balance answer: no balance or currency")
+    if balance is None:
+        shown = "none" if wire.data.balance is None else "not a finite number"
+        raise DecodeError(f"bad balance answer: balance {shown}")
+    if not wire.data.currency:
+        raise DecodeError("bad balance answer: no currency")
     return Balance(
         balance=balance,
         credit=_as_float(wire.data.credit),

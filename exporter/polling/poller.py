@@ -29,8 +29,10 @@ from exporter.bsg.client import (
 )
 from exporter.bsg.records import Message
 from exporter.config.schema import Config, TargetConfig
+from exporter.model import INTERNAL, STATE
 from exporter.polling.planner import Density, ReadPlan, plan_reads, within_allowance
 from exporter.stats import ExporterState
+from exporter.tracking.counts import add_to
 from exporter.tracking.snapshot import ApplyResult, TargetSnapshot
 from exporter.tracking.store import FILE_ERRORS, WRITE_ERRORS, StateStore
 from exporter.tracking.tracker import TargetTracker
@@ -168,7 +170,7 @@ class Poller:
     def _count_state_failure(self, tracker: TargetTracker, problem: str) -> None:
         """Count a state-file failure against a target without marking it down."""
         try:
-            tracker.record_failure("state")
+            tracker.record_failure(STATE)
         except Exception:  # the new file may be unusable too: the count stays in memory
             log.exception("state_write_failed", target=tracker.name)
         snapshot = tracker.snapshot(self._clock())
@@ -195,11 +197,11 @@ class Poller:
             return False
         except WRITE_ERRORS as exc:  # the state file: disk full, read-only, gone
             log.error("state_write_failed", target=target.name, error=str(exc))
-            self._publish_failure(tracker, "state", f"state file: {exc}", started)
+            self._publish_failure(tracker, STATE, f"state file: {exc}", started)
             return False
         except Exception as exc:  # a bug must not end the loop: report it and poll again later
             log.exception("poll_crashed", target=target.name)
-            self._publish_failure(tracker, "internal", repr(exc), started)
+            self._publish_failure(tracker, INTERNAL, repr(exc), started)
             return False
         self._publish_success(tracker, reads, result, started)
         return True
@@ -372,11 +374,18 @@ class Poller:
             return
         except BsgError as exc:
             log.warning("balance_failed", reason=exc.reason, error=str(exc))
+            self._balance_failed(exc.reason)
             return
         except Exception:  # a bug must not end the loop: the targets still get polled
             log.exception("balance_crashed")
+            self._balance_failed(INTERNAL)
             return
         finally:
             self._state.liveness.beat()
         with self._state.lock:
             self._state.balances = {balance.currency: balance}
+
+    def _balance_failed(self, reason: str) -> None:
+        """Count a failed balance read (the last good balance stays on /metrics)."""
+        with self._state.lock:
+            add_to(self._state.balance_errors, reason)

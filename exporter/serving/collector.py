@@ -24,7 +24,14 @@ from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
 from exporter.bsg.records import Balance
-from exporter.model import ALL_STATUSES, FINAL_STATUSES, NANOS, POLL_ERROR_REASONS, REJECT_REASONS
+from exporter.model import (
+    ALL_STATUSES,
+    BALANCE_ERROR_REASONS,
+    FINAL_STATUSES,
+    NANOS,
+    POLL_ERROR_REASONS,
+    REJECT_REASONS,
+)
 from exporter.stats import ExporterState, TargetStatus
 from exporter.tracking.counts import Histogram
 from exporter.tracking.snapshot import SEP, TargetSnapshot
@@ -58,7 +65,9 @@ class BsgCollector(Collector):
     def collect_shared(self, balances: Mapping[str, Balance]) -> Iterator[Metric]:
         """The families after the targets' ones: the API, the account, reloads, the build."""
         yield from _api_families(self._state)
-        yield from _account_families(balances)
+        with self._state.lock:
+            balance_errors = dict(self._state.balance_errors)
+        yield from _account_families(balances, balance_errors)
         yield from _reload_families(self._state)
         yield _build_info(self._state)
 
@@ -567,8 +576,10 @@ def _api_families(state: ExporterState) -> Iterator[Metric]:
         )
 
 
-def _account_families(balances: Mapping[str, Balance]) -> Iterator[Metric]:
-    """Balance and credit from the last balance read."""
+def _account_families(
+    balances: Mapping[str, Balance], errors: Mapping[str, int]
+) -> Iterator[Metric]:
+    """Balance and credit from the last good balance read, and the reads that failed."""
     balance = GaugeMetricFamily(
         "bsg_account_balance",
         "Account balance from /api/accounts/balance (can be negative)." + _REFRESH,
@@ -581,7 +592,14 @@ def _account_families(balances: Mapping[str, Balance]) -> Iterator[Metric]:
         balance.add_metric([currency], value.balance)
         if value.credit is not None:
             credit.add_metric([currency], value.credit)
-    yield from (balance, credit)
+    failed = CounterMetricFamily(
+        "bsg_balance_errors",
+        "Balance reads that failed, by reason; the balance shown is the last good one.",
+        labels=["reason"],
+    )
+    for reason in _with_known(errors, BALANCE_ERROR_REASONS):
+        failed.add_metric([reason], errors.get(reason, 0))
+    yield from (balance, credit, failed)
 
 
 def _reload_families(state: ExporterState) -> Iterator[Metric]:
