@@ -1,5 +1,6 @@
 """Configuration: the exporter's YAML file (``schema``) and the web configuration file
-(``webconfig``), read strictly, every problem named by its field.
+(``webconfig``), both read strictly by ``reader``, every problem named by its field.
 
-Must not import: httpx, prometheus_client, or any exporter module outside this package.
+Must not import: httpx, prometheus_client, or any exporter module outside this package but
+the vocabulary and the defaults.
 """

@@ -35,23 +35,23 @@ from typing import Literal, NoReturn, TypeAlias
 import bcrypt
 import yaml
 
-from exporter.config.schema import (
-    _KINDS,
+from exporter.config.durations import quoted
+from exporter.config.reader import (
     ConfigError,
+    Fields,
+    LeafError,
+    Reader,
+    Scalar,
     Secret,
-    _boolean,
-    _compose_document,
-    _Fields,
-    _join,
-    _leaf,
-    _LeafError,
-    _quote,
-    _raw,
-    _read_file,
-    _Reader,
-    _Scalar,
-    _show,
-    _string,
+    as_boolean,
+    as_non_empty,
+    as_string,
+    compose_document,
+    join_path,
+    leaf,
+    read_text_file,
+    scalar_of,
+    shown,
 )
 
 __all__ = [
@@ -325,7 +325,7 @@ def _pem_bytes(key: str, path: str | None, inline: str | None) -> bytes:
         return Path(path).read_bytes()
     except OSError as exc:
         raise WebConfigFileError(
-            key, f"cannot read {_quote(path)}: {exc.strerror or exc}"
+            key, f"cannot read {quoted(path)}: {exc.strerror or exc}"
         ) from None
 
 
@@ -355,47 +355,25 @@ def _pem_path(pem: bytes) -> Iterator[str]:
 # --- the walker ---------------------------------------------------------------------------
 
 
-class _WebReader(_Reader):
+class _WebReader(Reader):
     """The main configuration's walker, without ${VAR} expansion."""
 
-    def scalar(self, node: yaml.Node, path: str) -> _Scalar | None:
+    def scalar(self, node: yaml.Node, path: str) -> Scalar | None:
         """The node as written."""
-        return _raw(node)
+        return scalar_of(node)
 
     def known(
         self, node: yaml.Node, path: str, supported: tuple[str, ...], unsupported: dict[str, str]
-    ) -> _Fields | None:
+    ) -> Fields | None:
         """A mapping of supported keys; each known but unsupported key is an error of its own."""
         fields = self.mapping(node, path, (*supported, *unsupported))
         if fields is None:
             return None
         for name, reason in unsupported.items():
             if name in fields:
-                self.error(_key_mark(node, name), _join(path, name), reason)
+                self.error(_key_mark(node, name), join_path(path, name), reason)
                 del fields[name]
         return fields
-
-    def entries(self, node: yaml.Node, path: str) -> list[tuple[str, yaml.Node]] | None:
-        """A mapping with free-form keys: (key, value) pairs, duplicates reported."""
-        kind = _KINDS.get(node.tag, node.tag)
-        if kind == "null":
-            return []
-        if kind != "mapping" or not isinstance(node, yaml.MappingNode):
-            self.error(node.start_mark, path, f"expected a mapping, got {_show(_raw(node))}")
-            return None
-        pairs: list[tuple[str, yaml.Node]] = []
-        first_line: dict[str, int] = {}
-        for key_node, value_node in node.value:
-            name = self.key(key_node, path)
-            if name is None:
-                continue
-            if name in first_line:
-                message = f"duplicate key (first at line {first_line[name]})"
-                self.error(key_node.start_mark, _join(path, name), message)
-                continue
-            first_line[name] = key_node.start_mark.line + 1
-            pairs.append((name, value_node))
-        return pairs
 
 
 def _key_mark(node: yaml.Node, name: str) -> yaml.Mark:
@@ -407,74 +385,64 @@ def _key_mark(node: yaml.Node, name: str) -> yaml.Mark:
     return node.start_mark
 
 
-def _non_empty_string(scalar: _Scalar) -> str:
-    """A string with at least one character."""
-    text = _string(scalar)
-    if not text:
-        raise _LeafError("must not be empty")
-    return text
-
-
-def _client_auth(scalar: _Scalar) -> ClientAuthType:
+def _client_auth(scalar: Scalar) -> ClientAuthType:
     """A client_auth_type the ssl module can honour exactly."""
-    name = _string(scalar)
+    name = as_string(scalar)
     if name in _CLIENT_AUTH:
         return _CLIENT_AUTH[name]
     if name in _CLIENT_AUTH_UNSUPPORTED:
-        raise _LeafError(
+        raise LeafError(
             f"{name} is not supported by bsg-exporter (Python's ssl verifies every client"
             " certificate it asks for): use VerifyClientCertIfGiven or"
             " RequireAndVerifyClientCert with client_ca_file"
         )
     expected = ", ".join(_CLIENT_AUTH_NAMES)
-    raise _LeafError(f"unknown client_auth_type {_quote(name)}: expected one of {expected}")
+    raise LeafError(f"unknown client_auth_type {quoted(name)}: expected one of {expected}")
 
 
-def _tls_version(scalar: _Scalar) -> TLSVersionName:
+def _tls_version(scalar: Scalar) -> TLSVersionName:
     """TLS12 or TLS13."""
-    name = _string(scalar)
+    name = as_string(scalar)
     if name == "TLS12":
         return "TLS12"
     if name == "TLS13":
         return "TLS13"
     if name in _TLS_VERSIONS_REFUSED:
-        raise _LeafError(
+        raise LeafError(
             f"{name} is not supported by bsg-exporter (OpenSSL refuses TLS 1.0 and 1.1 at its"
             " default security level): use TLS12 or TLS13"
         )
-    raise _LeafError(f"unknown TLS version {_quote(name)}: expected TLS12 or TLS13")
+    raise LeafError(f"unknown TLS version {quoted(name)}: expected TLS12 or TLS13")
 
 
-def _bcrypt_hash(scalar: _Scalar) -> Secret:
+def _bcrypt_hash(scalar: Scalar) -> Secret:
     """A bcrypt hash; the value itself is never quoted back."""
     if scalar.kind != "str":
         # Described, never shown: a number here may well be a password typed in by mistake.
         kinds = {"int": "a number", "float": "a number", "bool": "a boolean", "null": "null"}
-        raise _LeafError(
-            f"expected a bcrypt hash, got {kinds.get(scalar.kind, 'a ' + scalar.kind)}"
-        )
+        raise LeafError(f"expected a bcrypt hash, got {kinds.get(scalar.kind, 'a ' + scalar.kind)}")
     if not _BCRYPT.fullmatch(scalar.text):
-        raise _LeafError(
+        raise LeafError(
             'not a bcrypt hash (expected "$2y$", "$2b$" or "$2a$", a cost from 04 to 31 and'
             """ 53 characters; make one with htpasswd -nBC 10 "" | tr -d ':\\n')"""
         )
     return Secret(scalar.text)
 
 
-def _header_value(name: str) -> Callable[[_Scalar], str]:
+def _header_value(name: str) -> Callable[[Scalar], str]:
     """A value of header `name`: one of its allowed values when it has a fixed set."""
 
-    def convert(scalar: _Scalar) -> str:
+    def convert(scalar: Scalar) -> str:
         if scalar.kind == "null":
             return ""
         if scalar.kind not in ("str", "int", "float", "bool"):
-            raise _LeafError(f"expected a string, got {_show(scalar)}")
+            raise LeafError(f"expected a string, got {shown(scalar)}")
         allowed = HEADER_VALUES[name]
         if allowed and scalar.text not in allowed:
-            expected = " or ".join(_quote(v) for v in allowed)
-            raise _LeafError(f"expected {expected}, got {_show(scalar)}")
+            expected = " or ".join(quoted(v) for v in allowed)
+            raise LeafError(f"expected {expected}, got {shown(scalar)}")
         if _CONTROL.search(scalar.text):
-            raise _LeafError("must not contain control characters or line breaks")
+            raise LeafError("must not contain control characters or line breaks")
         return scalar.text
 
     return convert
@@ -489,14 +457,14 @@ def _read_headers(
         return None
     headers: list[tuple[str, str]] = []
     ok = True
-    for name, value_node in pairs:
-        child = _join(path, name)
+    for _, name, value_node in pairs:
+        child = join_path(path, name)
         if name not in HEADER_VALUES:
             allowed = ", ".join(sorted(HEADER_VALUES))
             reader.error(value_node.start_mark, child, f"cannot be configured (allowed: {allowed})")
             ok = False
             continue
-        value = _leaf(_header_value(name))(reader, value_node, child)
+        value = leaf(_header_value(name))(reader, value_node, child)
         if value is None:
             ok = False
         elif value:
@@ -511,13 +479,13 @@ def _read_http(
     fields = reader.known(node, path, _HTTP_KEYS, {})
     if fields is None:
         return None
-    http2 = reader.optional(fields, "http2", path, _leaf(_boolean), False)
+    http2 = reader.optional(fields, "http2", path, leaf(as_boolean), False)
     if http2:
         message = "HTTP/2 is not supported by bsg-exporter: set it to false or remove it"
-        reader.error(fields["http2"].start_mark, _join(path, "http2"), message)
+        reader.error(fields["http2"].start_mark, join_path(path, "http2"), message)
         return None
 
-    def read_headers(r: _Reader, n: yaml.Node, p: str) -> tuple[tuple[str, str], ...] | None:
+    def read_headers(r: Reader, n: yaml.Node, p: str) -> tuple[tuple[str, str], ...] | None:
         return _read_headers(reader, n, p)
 
     headers = reader.optional(fields, "headers", path, read_headers, _NO_HEADERS)
@@ -533,13 +501,13 @@ def _read_users(
         return None
     users: list[tuple[str, Secret]] = []
     ok = True
-    for name, value_node in pairs:
-        child = _join(path, name)
+    for _, name, value_node in pairs:
+        child = join_path(path, name)
         if ":" in name:
             reader.error(value_node.start_mark, child, 'user names cannot contain ":"')
             ok = False
             continue
-        hashed = _leaf(_bcrypt_hash)(reader, value_node, child)
+        hashed = leaf(_bcrypt_hash)(reader, value_node, child)
         if hashed is None:
             ok = False
         else:
@@ -548,23 +516,23 @@ def _read_users(
 
 
 def _read_pem_pair(
-    reader: _WebReader, fields: _Fields, path: str, parent: yaml.Node, *, inline: str, file: str
+    reader: _WebReader, fields: Fields, path: str, parent: yaml.Node, *, inline: str, file: str
 ) -> tuple[str | None, str | None] | None:
     """Exactly one of an inline PEM key and its file key: (inline text, absolute path)."""
     if inline in fields and file in fields:
         message = f"set either {inline} or {file}, not both"
-        reader.error(fields[file].start_mark, _join(path, file), message)
+        reader.error(fields[file].start_mark, join_path(path, file), message)
         return None
     if inline in fields:
-        text = _leaf(_non_empty_string)(reader, fields[inline], _join(path, inline))
+        text = leaf(as_non_empty)(reader, fields[inline], join_path(path, inline))
         return None if text is None else (text, None)
     if file in fields:
-        name = _leaf(_non_empty_string)(reader, fields[file], _join(path, file))
+        name = leaf(as_non_empty)(reader, fields[file], join_path(path, file))
         if name is None:
             return None
         # Relative to the web configuration file, as in the toolkit.
         return None, os.path.join(reader.base_dir or ".", name)
-    reader.error(parent.end_mark, _join(path, file), f"required (or {inline})")
+    reader.error(parent.end_mark, join_path(path, file), f"required (or {inline})")
     return None
 
 
@@ -578,19 +546,19 @@ def _read_tls(reader: _WebReader, node: yaml.Node, path: str) -> TLSServerConfig
     cert = _read_pem_pair(reader, fields, path, node, inline="cert", file="cert_file")
     key = _read_pem_pair(reader, fields, path, node, inline="key", file="key_file")
     auth = reader.optional(
-        fields, "client_auth_type", path, _leaf(_client_auth), _DEFAULT_CLIENT_AUTH
+        fields, "client_auth_type", path, leaf(_client_auth), _DEFAULT_CLIENT_AUTH
     )
     ca = (
         _read_pem_pair(reader, fields, path, node, inline="client_ca", file="client_ca_file")
         if "client_ca" in fields or "client_ca_file" in fields
         else (None, None)
     )
-    low = reader.optional(fields, "min_version", path, _leaf(_tls_version), _DEFAULT_MIN_VERSION)
-    high = reader.optional(fields, "max_version", path, _leaf(_tls_version), _DEFAULT_MAX_VERSION)
-    prefer = reader.optional(fields, "prefer_server_cipher_suites", path, _leaf(_boolean), True)
+    low = reader.optional(fields, "min_version", path, leaf(_tls_version), _DEFAULT_MIN_VERSION)
+    high = reader.optional(fields, "max_version", path, leaf(_tls_version), _DEFAULT_MAX_VERSION)
+    prefer = reader.optional(fields, "prefer_server_cipher_suites", path, leaf(as_boolean), True)
     if low is not None and high is not None and _TLS_VERSIONS[low] > _TLS_VERSIONS[high]:
         message = f"{low} is above max_version {high}"
-        reader.error(fields["min_version"].start_mark, _join(path, "min_version"), message)
+        reader.error(fields["min_version"].start_mark, join_path(path, "min_version"), message)
         return None
     if auth is not None and ca is not None:
         has_ca = ca != (None, None)
@@ -600,14 +568,14 @@ def _read_tls(reader: _WebReader, node: yaml.Node, path: str) -> TLSServerConfig
                 "client CA certificates are configured but client_auth_type is NoClientCert:"
                 " set client_auth_type to RequireAndVerifyClientCert"
             )
-            reader.error(fields[ca_key].start_mark, _join(path, ca_key), message)
+            reader.error(fields[ca_key].start_mark, join_path(path, ca_key), message)
             return None
         # Go would verify against the system's roots here, trusting any publicly issued
         # certificate: asking for the CA instead is stricter, and says so at startup.
         if not has_ca and auth != "NoClientCert":
             message = f"{auth} needs client_ca_file (or client_ca) to verify certificates with"
             reader.error(
-                fields["client_auth_type"].start_mark, _join(path, "client_auth_type"), message
+                fields["client_auth_type"].start_mark, join_path(path, "client_auth_type"), message
             )
             return None
     if cert is None or key is None or auth is None or ca is None:
@@ -619,7 +587,7 @@ def _read_tls(reader: _WebReader, node: yaml.Node, path: str) -> TLSServerConfig
     try:
         tls.ssl_context()  # reads every file now, so that --config.check sees what start would
     except WebConfigFileError as exc:
-        reader.error(fields[exc.key].start_mark, _join(path, exc.key), exc.message)
+        reader.error(fields[exc.key].start_mark, join_path(path, exc.key), exc.message)
         return None
     return tls
 
@@ -634,13 +602,13 @@ def _read_web_config(reader: _WebReader, root: yaml.Node) -> WebConfig | None:
     if fields is None:
         return None
 
-    def read_tls(r: _Reader, n: yaml.Node, p: str) -> TLSServerConfig | None:
+    def read_tls(r: Reader, n: yaml.Node, p: str) -> TLSServerConfig | None:
         return _read_tls(reader, n, p)
 
-    def read_http(r: _Reader, n: yaml.Node, p: str) -> tuple[tuple[str, str], ...] | None:
+    def read_http(r: Reader, n: yaml.Node, p: str) -> tuple[tuple[str, str], ...] | None:
         return _read_http(reader, n, p)
 
-    def read_users(r: _Reader, n: yaml.Node, p: str) -> tuple[tuple[str, Secret], ...] | None:
+    def read_users(r: Reader, n: yaml.Node, p: str) -> tuple[tuple[str, Secret], ...] | None:
         return _read_users(reader, n, p)
 
     tls = reader.optional(fields, "tls_server_config", "", read_tls, _NO_TLS)
@@ -658,8 +626,8 @@ def parse_web_config(
     text: str, *, source: str = "<web config>", base_dir: str | None = None
 ) -> WebConfig:
     """Parse web configuration text; relative files are relative to base_dir (default: cwd)."""
-    root = _compose_document(text, source)
-    if root is None or _raw(root).kind == "null":
+    root = compose_document(text, source)
+    if root is None or scalar_of(root).kind == "null":
         return WebConfig()  # as in the toolkit, an empty file changes nothing
     reader = _WebReader(source, {}, base_dir)
     config = _read_web_config(reader, root)
@@ -670,5 +638,5 @@ def parse_web_config(
 
 def load_web_config(path: str | os.PathLike[str]) -> WebConfig:
     """Load a web configuration file; relative certificate paths are read from its directory."""
-    source, text = _read_file(path)
+    source, text = read_text_file(path)
     return parse_web_config(text, source=source, base_dir=os.path.dirname(os.path.abspath(source)))

@@ -82,7 +82,7 @@ class BsgRegistry(CollectorRegistry):
 
     A target's families (its messages, and how its polls go) are hundreds of series that only
     change when a poll of that target ends; yet formatting the thousands of series of all
-    targets was nearly all of a scrape's time (benchmarks/scrape.py). Each target's part is
+    targets would be nearly all of a scrape's time. Each target's part is
     rendered once per change and per format, so a poll costs the next scrape one target's
     part. The shared families (API requests, budget, balance, reloads) are rendered on each
     scrape; those of the collectors registered after ours (the process metrics) at most every
@@ -104,8 +104,8 @@ class BsgRegistry(CollectorRegistry):
         self._encoders: dict[str, Encoder] = {}  # the formats scraped so far
         # One thread renders the targets' parts at a time. A scrape arriving while a poll's
         # thread renders them serves the parts rendered before that poll published (as if it
-        # had come a few milliseconds earlier): waiting took up to 20 ms, rendering again
-        # against the poll for the GIL longer (benchmarks/scrape.py).
+        # had come a few milliseconds earlier): waiting, or rendering again against the poll
+        # for the GIL, would make the scrape slower.
         self._rendering = threading.Lock()
         self._heads: dict[str, bytes] = {}  # the targets' part last joined, by format
         self.register(self.bsg)
@@ -155,7 +155,7 @@ class BsgRegistry(CollectorRegistry):
 
         Called in the poller's thread as a poll publishes: the next scrape then only joins
         bytes. Rendered in the scrape's thread instead, they made it wait for the GIL behind
-        the next poll, up to 40 ms at p99 (benchmarks/scrape.py).
+        the next poll (docs/performance.md).
         """
         with self._rendering:
             targets, _ = self.bsg.copy_state()
@@ -237,9 +237,9 @@ def _render(encoder: Encoder, families: Iterable[Metric]) -> bytes:
 class _Template:
     """Renders a family as an encoder does, reusing its text while only values change.
 
-    prometheus_client's encoders take about 8 µs a sample (sorting and escaping labels), and
-    a poll changes mostly values: a target's ~300 samples cost a poll 2-3 ms, more than a
-    tenth of a steady poll (benchmarks/ingest.py). So the encoder renders a family once per
+    prometheus_client's encoders sort and escape every sample's labels, and a poll changes
+    mostly values: rendering a target's samples afresh was a large share of a steady poll
+    (docs/performance.md). So the encoder renders a family once per
     shape (its header, its samples' names and labels), and each sample line is kept up to
     its value; later renders of that shape only format the values, as the encoder does. A
     template is used only once rebuilding the encoder's own output from it gave the same
@@ -489,8 +489,8 @@ def _histograms(
 def _add_histogram(family: Metric, labels: dict[str, str], histogram: Histogram) -> None:
     """Add a histogram's samples as ``HistogramMetricFamily.add_metric`` does.
 
-    Without building each bucket's labels from lists: that was a sixteenth of a steady poll
-    (benchmarks/ingest.py).
+    Without building each bucket's labels from lists, which a steady poll paid for every
+    histogram it published.
     """
     name, samples = family.name, family.samples
     buckets = histogram.cumulative()

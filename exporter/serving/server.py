@@ -70,8 +70,8 @@ def serve_promptly() -> None:
 
     A scrape's thread gives the GIL up at each socket call and at compression; while a poll
     ran Python in the poller thread, it waited up to a whole interval to get it back each
-    time: 28-44 ms at p99 with the default interval (benchmarks/scrape.py). A poll loses a
-    few per cent to the extra hand-overs, far from the network's share of its time.
+    time (docs/performance.md). A poll loses a little to the extra hand-overs, far less than
+    the network's share of its time.
     """
     sys.setswitchinterval(SWITCH_INTERVAL)
 
@@ -452,8 +452,7 @@ def _handler_for(
         protocol_version = "HTTP/1.1"
         server_version = "bsg-exporter"
         # Headers and body go out in two writes: with Nagle's algorithm on, a body smaller than
-        # a segment (a gzipped scrape) waited for the client's delayed ACK of the headers,
-        # 40 ms on Linux (benchmarks/scrape.py).
+        # a segment (a gzipped scrape) waited for the client's delayed ACK of the headers.
         disable_nagle_algorithm = True
 
         def setup(self) -> None:

@@ -6,7 +6,7 @@ message is filed by creation minute (window gauges, pruning); pending ones also 
 minute, deadline and re-check time. Each change is written down as it happens: the store saves
 one :class:`Chunk` of changes per poll and now and then replaces them all with a snapshot, and
 :meth:`MessageTable.replay` rebuilds the table from them. A SQLite row per message, the design
-before, cost more to store than the message cost to decode (benchmarks/ingest.py).
+before, cost more to store than the message cost to decode.
 
 Must not import: sqlite3, prometheus_client, httpx, or the store, client, poller, collector and
 web modules.

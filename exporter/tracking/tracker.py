@@ -366,7 +366,7 @@ class TargetTracker:
 
         Done column by column with builtins (map, zip, Counter) rather than message by
         message: a cold read passes here for every message of the window, and a Python loop
-        over them was most of the tracker's time (benchmarks/ingest.py). Only what differs
+        over them would be most of the tracker's time. Only what differs
         per message (a pending one, a count, a baseline decided by the delivery time) is
         left to Python loops, over just those messages.
         """
@@ -764,8 +764,8 @@ class _CollectionPause:
 
     An apply makes hundreds of thousands of short-lived containers (keys, columns), all freed
     by reference counting when it returns; meanwhile each of them counted towards the next
-    collection, and the collections kept walking the tracked state: a fifth of the ingest
-    time (benchmarks/ingest.py). Collecting resumes after, if it was on before.
+    collection, and the collections kept walking the tracked state (docs/performance.md).
+    Collecting resumes after, if it was on before.
     """
 
     def __init__(self) -> None:
