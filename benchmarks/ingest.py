@@ -61,6 +61,7 @@ from exporter.bsg.records import Stamps, WireAmount, WirePage, decode_page, page
 from exporter.defaults import DEFAULT_DELIVERY_LATENCY_BUCKETS, DEFAULT_SEND_DELAY_BUCKETS
 from exporter.model import DELIVERED_STATUSES, FINAL_STATUSES, LABEL_DIMENSIONS
 from exporter.polling.poller import PollReads
+from exporter.runtime import COLLECTION_PAUSE
 from exporter.simulator import CampaignProfile, ManualClock, Simulator, TrafficProfile
 from exporter.simulator.render import PageRenderer
 from exporter.stats import ExporterState, TargetStatus
@@ -233,15 +234,16 @@ def _our_poll(
         reads.read_to = poll.now
     else:
         reads.resume = (poll.start, fresh.rows)
-    tracker.apply(
-        reads.messages,
-        poll.now,
-        checked=reads.checked,
-        cursor=reads.cursor,
-        read_to=reads.read_to,
-        resume=reads.resume,
-        rejected=reads.rejected,
-    )
+    with COLLECTION_PAUSE:  # as the poller holds it
+        tracker.apply(
+            reads.messages,
+            poll.now,
+            checked=reads.checked,
+            cursor=reads.cursor,
+            read_to=reads.read_to,
+            resume=reads.resume,
+            rejected=reads.rejected,
+        )
     snapshot = tracker.snapshot(poll.now)
     with state.lock:
         status = state.targets[TARGET]

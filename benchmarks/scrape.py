@@ -143,12 +143,13 @@ def serve(args: argparse.Namespace) -> None:  # noqa: PLR0915 - set-up, poller a
         DEFAULT_DELIVERY_LATENCY_BUCKETS,
         DEFAULT_SEND_DELAY_BUCKETS,
     )
-    from exporter.serving.server import WebServer, serve_promptly  # noqa: PLC0415
+    from exporter.runtime import COLLECTION_PAUSE, tune_process  # noqa: PLC0415
+    from exporter.serving.server import WebServer  # noqa: PLC0415
     from exporter.stats import ExporterState, TargetStatus  # noqa: PLC0415
     from exporter.tracking.store import StateStore  # noqa: PLC0415
     from exporter.tracking.tracker import TargetTracker  # noqa: PLC0415
 
-    serve_promptly()  # as the exporter's main does
+    tune_process()  # as the exporter's main does
     tmp = tempfile.TemporaryDirectory()
     store = StateStore(str(Path(tmp.name) / "bsg-exporter.db"))
     names = [f"target-{i}" for i in range(args.targets)]
@@ -190,7 +191,8 @@ def serve(args: argparse.Namespace) -> None:  # noqa: PLR0915 - set-up, poller a
                 now = clock["now"]
                 pages = [decode_page(sources[name].page(), UTC, tracker.labels) for _ in range(2)]
                 messages = [m for page in pages for m in page.messages]
-                tracker.apply(messages, now, read_to=now)
+                with COLLECTION_PAUSE:  # as the poller holds it
+                    tracker.apply(messages, now, read_to=now)
                 snapshot = tracker.snapshot(now)
                 with state.lock:
                     status = state.targets[name]
@@ -256,6 +258,7 @@ def memory(args: argparse.Namespace) -> None:
         DEFAULT_DELIVERY_LATENCY_BUCKETS,
         DEFAULT_SEND_DELAY_BUCKETS,
     )
+    from exporter.runtime import COLLECTION_PAUSE  # noqa: PLC0415
     from exporter.tracking.store import StateStore  # noqa: PLC0415
     from exporter.tracking.tracker import TargetTracker  # noqa: PLC0415
 
@@ -283,7 +286,8 @@ def memory(args: argparse.Namespace) -> None:
                 read.add_page(decode_page(body, UTC, tracker.labels))
             if not read.pages:
                 break
-            tracker.apply(read.messages, now, resume=(now - WINDOW, 0), cursor=None)
+            with COLLECTION_PAUSE:  # as the poller holds it
+                tracker.apply(read.messages, now, resume=(now - WINDOW, 0), cursor=None)
             del read
         tracker.apply([], now, read_to=now)  # the read of new messages got to the end
         snapshot = tracker.snapshot(now)

@@ -23,7 +23,8 @@ from exporter.config.schema import ApiConfig, Config, ConfigError, load_config
 from exporter.config.webconfig import load_web_config
 from exporter.defaults import DEFAULT_LISTEN_ADDRESS, DEFAULT_MAX_REQUESTS, DEFAULT_TELEMETRY_PATH
 from exporter.logs import FORMATS, LEVELS, configure_logging
-from exporter.serving.server import WebServer, serve_promptly
+from exporter.runtime import tune_process
+from exporter.serving.server import WebServer
 from exporter.tracking.store import MEMORY, StateAccessError, StateError, set_aside
 
 if TYPE_CHECKING:
@@ -138,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the exporter; returns the process exit status."""
     args = parse_args(argv)
     configure_logging(args.log_level, args.log_format)
-    serve_promptly()
+    tune_process()
     simulator = None
     demo_api = None
     web_error = _load_web_config(args)  # reported with the main config's: every problem at once

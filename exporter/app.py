@@ -23,6 +23,7 @@ from exporter.bsg.client import BsgClient, RetryPolicy
 from exporter.config.schema import ApiConfig, Config, ConfigError, TargetConfig
 from exporter.liveness import Liveness, stall_limit
 from exporter.polling.poller import Poller
+from exporter.runtime import COLLECTION_PAUSE
 from exporter.serving.collector import BsgRegistry
 from exporter.stats import ApiStats, ExporterState, TargetStatus
 from exporter.tracking.store import StateStore
@@ -69,6 +70,7 @@ class App:
             clock=clock,
             budget=budget,
             store=self.store,
+            pause=COLLECTION_PAUSE,
         )
         self.registry = _registry(self.state, process_metrics)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import random
 import sqlite3
 from typing import Any
@@ -275,21 +274,6 @@ def test_a_message_is_read_once_more_when_its_validity_ends() -> None:
     t.apply([one_hour], NOW + 1800, checked={1})  # still pending
     assert t.due(NOW + 1860) == []
     assert t.due(NOW + 1800 + 3600) == [(1, NOW - 1800)]  # once more, right before abandoning
-
-
-@pytest.mark.parametrize("enabled_before", [True, False])
-def test_collection_is_paused_during_an_apply_and_left_as_it_was(enabled_before: bool) -> None:
-    seen: list[bool] = []
-    t = tracker(on_count=lambda message, now: seen.append(gc.isenabled()))
-    t.apply([], NOW)  # warm: the next final messages are counted
-    if not enabled_before:
-        gc.disable()
-    try:
-        t.apply([msg(1, "delivered"), msg(2, "failed")], NOW)
-        assert seen == [False, False]
-        assert gc.isenabled() is enabled_before
-    finally:
-        gc.enable()
 
 
 def labelled(msg_id: int, country: str) -> Message:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 import structlog
@@ -88,8 +89,11 @@ class Poller:
         clock: Callable[[], float] = time.time,
         budget: RequestBudget | None = None,
         store: StateStore | None = None,
+        pause: AbstractContextManager[None] | None = None,
     ) -> None:
+        """``pause`` is held while a tracker applies a poll (the wiring passes the collector's)."""
         self._config = config
+        self._pause = pause or nullcontext()
         self._store = store
         self._client = client
         self._state = state
@@ -218,16 +222,17 @@ class Poller:
             plan, target, now, offset, share=share, density=tracker.density, cold=tracker.cold
         )
         backlog = len(due) - len(reads.checked & {msg_id for msg_id, _ in due})
-        result = tracker.apply(
-            reads.messages,
-            now,
-            checked=reads.checked,
-            cursor=reads.cursor,
-            read_to=reads.read_to,
-            resume=reads.resume,
-            rejected=reads.rejected,
-            backlog=backlog,
-        )
+        with self._pause:
+            result = tracker.apply(
+                reads.messages,
+                now,
+                checked=reads.checked,
+                cursor=reads.cursor,
+                read_to=reads.read_to,
+                resume=reads.resume,
+                rejected=reads.rejected,
+                backlog=backlog,
+            )
         return reads, result
 
     def _execute(

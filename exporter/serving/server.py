@@ -59,21 +59,8 @@ READY_PATH = "/-/ready"
 RELOAD_PATH = "/-/reload"
 UNLIMITED_PATHS = frozenset({HEALTH_PATH, READY_PATH})
 """Paths that need no request slot: probes must be answered however busy the scrapes keep it."""
-SWITCH_INTERVAL = 0.001
-"""Seconds a thread holds the GIL while another waits for it (Python's default is 0.005)."""
 
 Answer = tuple[int, dict[str, str], bytes]
-
-
-def serve_promptly() -> None:
-    """Let the GIL change hands every :data:`SWITCH_INTERVAL` in this process.
-
-    A scrape's thread gives the GIL up at each socket call and at compression; while a poll
-    ran Python in the poller thread, it waited up to a whole interval to get it back each
-    time (docs/performance.md). A poll loses a little to the extra hand-overs, far less than
-    the network's share of its time.
-    """
-    sys.setswitchinterval(SWITCH_INTERVAL)
 
 
 def parse_listen_address(address: str) -> tuple[str, int]:

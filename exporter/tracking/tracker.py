@@ -13,11 +13,9 @@ Must not import: prometheus_client, httpx, or the client, poller, collector and 
 
 from __future__ import annotations
 
-import gc
 import json
 import math
 import operator
-import threading
 from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -267,7 +265,7 @@ class TargetTracker:
         batch = _Batch()
         checked = set(checked)
         try:
-            with _COLLECTION_PAUSED, self._store.transaction():
+            with self._store.transaction():
                 abandoned = self._apply(messages, now, checked, batch)
                 self._advance(now, cursor, read_to, resume, rejected or {})
                 self._finish_tiers(now, checked)
@@ -757,37 +755,6 @@ _ID = attrgetter("id")
 _CREATED = attrgetter("created_at")
 _CHANNEL_STATUS = attrgetter("channel", "status")
 _STATUS = attrgetter("status")
-
-
-class _CollectionPause:
-    """Pauses Python's cyclic garbage collector while any tracker applies a poll.
-
-    An apply makes hundreds of thousands of short-lived containers (keys, columns), all freed
-    by reference counting when it returns; meanwhile each of them counted towards the next
-    collection, and the collections kept walking the tracked state (docs/performance.md).
-    Collecting resumes after, if it was on before.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._depth = 0
-        self._resume = False
-
-    def __enter__(self) -> None:
-        with self._lock:
-            if self._depth == 0:
-                self._resume = gc.isenabled()
-                gc.disable()
-            self._depth += 1
-
-    def __exit__(self, *exc: object) -> None:
-        with self._lock:
-            self._depth -= 1
-            if self._depth == 0 and self._resume:
-                gc.enable()
-
-
-_COLLECTION_PAUSED = _CollectionPause()
 
 
 class _Finals(dict[tuple[str, str], Final]):
