@@ -245,11 +245,7 @@ def _our_poll(
             rejected=reads.rejected,
         )
     snapshot = tracker.snapshot(poll.now)
-    with state.lock:
-        status = state.targets[TARGET]
-        status.snapshot = snapshot
-        status.up = status.polled_once = True
-        status.last_success = poll.now
+    state.publish_success(TARGET, snapshot, at=poll.now, duration=0.0, mismatches=0)
     scrape(registry)
 
 

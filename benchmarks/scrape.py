@@ -194,13 +194,8 @@ def serve(args: argparse.Namespace) -> None:  # noqa: PLR0915 - set-up, poller a
                 with COLLECTION_PAUSE:  # as the poller holds it
                     tracker.apply(messages, now, read_to=now)
                 snapshot = tracker.snapshot(now)
-                with state.lock:
-                    status = state.targets[name]
-                    status.snapshot = snapshot
-                    status.up = status.polled_once = True
-                    status.last_success = now
-                    status.durations.observe(time.perf_counter() - started)
-                state.published()  # as the poller does
+                took = time.perf_counter() - started
+                state.publish_success(name, snapshot, at=now, duration=took, mismatches=0)
                 durations.append(time.perf_counter() - started)
 
     thread = threading.Thread(target=poller, name="poller", daemon=True)

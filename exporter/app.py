@@ -57,9 +57,9 @@ class App:
             version=__version__,
             test_key=config.api.key.is_test_key,
             budget=budget,
-            reload_success=now,
             liveness=Liveness(_stall_limit(config)),
         )
+        self.state.reloaded(ok=True, at=now)  # the first load counts as one
         self.client = self._client(config.api, budget)
         self.poller = Poller(
             config,
@@ -86,15 +86,11 @@ class App:
             if config.api != self.config.api or budget is not self.state.budget:
                 client = self._client(config.api, budget)
             now = self._clock()
-            with self.state.lock:
-                old = self.state.targets
-                self.state.targets = {}
-                for name, tracker in trackers.items():
-                    status = old.get(name) or TargetStatus(snapshot=tracker.snapshot(now))
-                    status.snapshot = tracker.snapshot(now)  # a changed campaign starts over
-                    self.state.targets[name] = status
-                self.state.test_key = config.api.key.is_test_key
-                self.state.budget = budget
+            self.state.replace_targets(
+                {name: tracker.snapshot(now) for name, tracker in trackers.items()},
+                test_key=config.api.key.is_test_key,
+                budget=budget,
+            )
             self.poller.reconfigure(config, client, trackers, budget)
             self.state.liveness.set_stall_limit(_stall_limit(config))
             if client is not self.client:
@@ -112,13 +108,10 @@ class App:
             config = load()
         except ConfigError as exc:
             log.error("config_reload_failed", errors=list(exc.errors))
-            with self.state.lock:
-                self.state.reload_ok = False
+            self.state.reloaded(ok=False, at=self._clock())
             return str(exc)
         self.reload(config)
-        with self.state.lock:
-            self.state.reload_ok = True
-            self.state.reload_success = self._clock()
+        self.state.reloaded(ok=True, at=self._clock())
         return None
 
     def close(self) -> None:

@@ -40,6 +40,18 @@ class TargetStatus:
     last_error: str | None = None
     total_mismatches: int = 0  # passes whose meta.page.total disagreed with the rows read
 
+    def copy(self) -> TargetStatus:
+        """A copy of the mutable parts (the snapshot is immutable, and shared)."""
+        return TargetStatus(
+            snapshot=self.snapshot,
+            up=self.up,
+            polled_once=self.polled_once,
+            last_success=self.last_success,
+            durations=self.durations.copy(),
+            last_error=self.last_error,
+            total_mismatches=self.total_mismatches,
+        )
+
 
 @dataclass(slots=True)
 class ApiStats:
@@ -64,22 +76,120 @@ class ApiStats:
             return dict(self.requests), {k: h.copy() for k, h in self.durations.items()}
 
 
+@dataclass(frozen=True, slots=True)
+class StateView:
+    """A consistent copy of what the collector and the status page show, taken at once."""
+
+    targets: dict[str, TargetStatus]  # copies: the snapshots inside are immutable
+    balances: dict[str, Balance]
+    balance_errors: dict[str, int]
+    version: str
+    test_key: bool
+    reload_ok: bool
+    reload_success: float
+
+
 @dataclass(slots=True)
 class ExporterState:
-    """Everything the collector and the landing page show, behind one lock."""
+    """Everything the collector and the landing page show, changed only through its methods.
+
+    Writers (the poller, a reload) change it briefly under its private lock and readers take
+    a :meth:`view`, so a scrape never waits for a poll.
+    """
 
     targets: dict[str, TargetStatus]
     version: str
     test_key: bool
     api: ApiStats = field(default_factory=ApiStats)
-    balances: dict[str, Balance] = field(default_factory=dict)
-    balance_errors: dict[str, int] = field(default_factory=dict)  # failed reads, by reason
     budget: RequestBudget | None = None
-    reload_ok: bool = True
-    reload_success: float = 0.0
     liveness: Liveness = field(default_factory=lambda: Liveness(float("inf")))
-    lock: threading.Lock = field(default_factory=threading.Lock)
     listeners: list[Callable[[], None]] = field(default_factory=list)  # told of each publish
+    _balances: dict[str, Balance] = field(default_factory=dict)
+    _balance_errors: dict[str, int] = field(default_factory=dict)  # failed reads, by reason
+    _reload_ok: bool = True
+    _reload_success: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def view(self) -> StateView:
+        """A consistent copy of everything shown."""
+        with self._lock:
+            return StateView(
+                targets={name: status.copy() for name, status in self.targets.items()},
+                balances=dict(self._balances),
+                balance_errors=dict(self._balance_errors),
+                version=self.version,
+                test_key=self.test_key,
+                reload_ok=self._reload_ok,
+                reload_success=self._reload_success,
+            )
+
+    def publish_success(
+        self, name: str, snapshot: TargetSnapshot, *, at: float, duration: float, mismatches: int
+    ) -> None:
+        """A poll of ``name`` succeeded: show its new values and mark it up."""
+        with self._lock:
+            status = self.targets[name]
+            status.snapshot = snapshot
+            status.up = status.polled_once = True
+            status.last_success = at
+            status.durations.observe(duration)
+            status.last_error = None
+            status.total_mismatches += mismatches
+        self.published()
+
+    def publish_failure(
+        self, name: str, snapshot: TargetSnapshot | None, *, duration: float, error: str
+    ) -> None:
+        """A poll of ``name`` failed: mark it down, with its error and its counts so far."""
+        with self._lock:
+            status = self.targets[name]
+            if snapshot is not None:
+                status.snapshot = snapshot
+            status.up = False
+            status.durations.observe(duration)
+            status.last_error = error
+        self.published()
+
+    def publish_problem(self, name: str, snapshot: TargetSnapshot, error: str) -> None:
+        """Show a problem of ``name`` (and the count of it) without marking it down."""
+        with self._lock:
+            status = self.targets[name]
+            status.snapshot = snapshot
+            status.last_error = error
+        self.published()
+
+    def publish_balance(self, balance: Balance) -> None:
+        """A balance read succeeded."""
+        with self._lock:
+            self._balances = {balance.currency: balance}
+
+    def count_balance_failure(self, reason: str) -> None:
+        """A balance read failed (the last good balance stays shown)."""
+        with self._lock:
+            add_to(self._balance_errors, reason)
+
+    def replace_targets(
+        self, snapshots: dict[str, TargetSnapshot], *, test_key: bool, budget: RequestBudget | None
+    ) -> None:
+        """Show exactly these targets (a reload): kept ones keep their status, new ones start.
+
+        Listeners are not told: the caller publishes once the rest of the reload is done.
+        """
+        with self._lock:
+            old, self.targets = self.targets, {}
+            for name, snapshot in snapshots.items():
+                status = old.get(name) or TargetStatus(snapshot=snapshot)
+                status.snapshot = snapshot  # a changed campaign starts over
+                self.targets[name] = status
+            self.test_key = test_key
+            self.budget = budget
+
+    def reloaded(self, ok: bool, at: float) -> None:
+        """A configuration reload ended; ``at`` is when, if it succeeded."""
+        with self._lock:
+            self._reload_ok = ok
+            if ok:
+                self._reload_success = at
 
     def published(self) -> None:
         """Tell the listeners that a target's values changed (call without the lock held)."""
@@ -92,5 +202,5 @@ class ExporterState:
 
     def ready(self) -> bool:
         """True once every target has completed a poll."""
-        with self.lock:
+        with self._lock:
             return all(status.polled_once for status in self.targets.values())

@@ -61,7 +61,7 @@ def build_state() -> ExporterState:
     state = ExporterState(targets={"otp": status}, version="1.2.3", test_key=False)
     state.api.observe_request("messages", "200", 0.02)
     state.api.observe_request("messages", "timeout", 10.0)
-    state.balances = {"EUR": Balance(balance=-50.25, credit=125.0, currency="EUR")}
+    state.publish_balance(Balance(balance=-50.25, credit=125.0, currency="EUR"))
     return state
 
 
@@ -218,18 +218,15 @@ def test_the_cached_exposition_is_byte_for_byte_the_full_one(accept: str) -> Non
     # A poll of one target publishes: its part changes, the other's comes from the cache.
     tracker = _tracker("otp")
     tracker.apply([Message(9, "sent", "rcs", 7, NOW - 5)], NOW)
-    with state.lock:
-        state.targets["otp"].snapshot = tracker.snapshot(NOW)
-        state.targets["otp"].up = False
+    state.publish_failure("otp", tracker.snapshot(NOW), duration=0.5, error="timeout")
     second = registry.exposition(encoder, content_type)
     assert second != first
     assert second == encoder(registry)
     # A reload drops a target.
-    with state.lock:
-        del state.targets["otp"]
+    kept = {name: s.snapshot for name, s in state.targets.items() if name != "otp"}
+    state.replace_targets(kept, test_key=False, budget=None)
     assert registry.exposition(encoder, content_type) == encoder(registry)
-    with state.lock:
-        state.targets.clear()
+    state.replace_targets({}, test_key=False, budget=None)
     assert registry.exposition(encoder, content_type) == encoder(registry)
 
 
@@ -286,9 +283,7 @@ def test_a_publish_renders_the_scraped_formats_before_the_next_scrape(
     registry.exposition(encoder, content_type)  # a scrape: the format is known from now on
     tracker = _tracker("otp")
     tracker.apply([Message(9, "delivered", "rcs", 7, NOW - 5, NOW - 4, NOW - 1)], NOW)
-    with state.lock:
-        state.targets["otp"].snapshot = tracker.snapshot(NOW)
-    state.published()  # as the poller does, in its thread
+    state.publish_success("otp", tracker.snapshot(NOW), at=NOW, duration=0.1, mismatches=0)
     rendered: list[object] = []
     real_render = collector_module._render
     monkeypatch.setattr(
@@ -306,8 +301,7 @@ def test_a_scrape_during_a_render_serves_the_parts_rendered_before_it() -> None:
     before = registry.exposition(encoder, content_type)
     tracker = _tracker("otp")
     tracker.apply([Message(9, "delivered", "rcs", 7, NOW - 5, NOW - 4, NOW - 1)], NOW)
-    with state.lock:
-        state.targets["otp"].snapshot = tracker.snapshot(NOW)
+    state.targets["otp"].snapshot = tracker.snapshot(NOW)  # published, not rendered yet
     with registry._rendering:  # a poll's thread renders the new values: the scrape does not wait
         assert registry.exposition(encoder, content_type) == before
     after = registry.exposition(encoder, content_type)

@@ -133,8 +133,7 @@ def test_a_gzipped_scrape_is_never_stale(served: tuple[ExporterState, str]) -> N
     first = scrape()
     assert scrape() == first  # the same body: its compression is reused
     assert 'bsg_up{target="otp"} 0.0' in first
-    with state.lock:
-        state.targets["otp"].up = True
+    state.publish_success("otp", state.targets["otp"].snapshot, at=0.0, duration=0.1, mismatches=0)
     assert 'bsg_up{target="otp"} 1.0' in scrape()  # a changed body is compressed anew
 
 

@@ -33,7 +33,6 @@ from exporter.config.schema import Config, TargetConfig
 from exporter.model import INTERNAL, STATE
 from exporter.polling.planner import Density, ReadPlan, plan_reads, within_allowance
 from exporter.stats import ExporterState
-from exporter.tracking.counts import add_to
 from exporter.tracking.snapshot import ApplyResult, TargetSnapshot
 from exporter.tracking.store import FILE_ERRORS, WRITE_ERRORS, StateStore
 from exporter.tracking.tracker import TargetTracker
@@ -111,7 +110,7 @@ class Poller:
         trackers: dict[str, TargetTracker],
         budget: RequestBudget | None,
     ) -> None:
-        """Use new parts from the next target poll on (call with ``lock`` held)."""
+        """Use new parts from the next target poll on (takes ``lock``: never inside a poll)."""
         with self.lock:
             self._config, self._client, self._trackers = config, client, trackers
             self._budget = budget
@@ -177,12 +176,9 @@ class Poller:
             tracker.record_failure(STATE)
         except Exception:  # the new file may be unusable too: the count stays in memory
             log.exception("state_write_failed", target=tracker.name)
-        snapshot = tracker.snapshot(self._clock())
-        with self._state.lock:
-            status = self._state.targets[tracker.name]
-            status.snapshot = snapshot
-            status.last_error = f"state file: {problem}"
-        self._state.published()
+        self._state.publish_problem(
+            tracker.name, tracker.snapshot(self._clock()), f"state file: {problem}"
+        )
 
     def poll_target(self, target: TargetConfig, share: int = 1) -> bool:
         """Poll one target and publish the outcome; True when the poll completed.
@@ -298,16 +294,13 @@ class Poller:
         """Expose the tracker's new values and mark the target up."""
         snapshot = tracker.snapshot(self._clock())
         duration = time.monotonic() - started
-        with self._state.lock:
-            status = self._state.targets[tracker.name]
-            status.snapshot = snapshot
-            status.up = True
-            status.polled_once = True
-            status.last_success = self._clock()
-            status.durations.observe(duration)
-            status.last_error = None
-            status.total_mismatches += reads.total_mismatches
-        self._state.published()
+        self._state.publish_success(
+            tracker.name,
+            snapshot,
+            at=self._clock(),
+            duration=duration,
+            mismatches=reads.total_mismatches,
+        )
         self._state.liveness.beat()
         if reads.total_mismatches:
             log.warning(
@@ -351,14 +344,7 @@ class Poller:
         except Exception:
             log.exception("state_read_failed", target=tracker.name)
             snapshot = None
-        with self._state.lock:
-            status = self._state.targets[tracker.name]
-            if snapshot is not None:
-                status.snapshot = snapshot
-            status.up = False
-            status.durations.observe(duration)
-            status.last_error = error
-        self._state.published()
+        self._state.publish_failure(tracker.name, snapshot, duration=duration, error=error)
         self._state.liveness.beat()
         log.warning(
             "poll_failed",
@@ -379,18 +365,12 @@ class Poller:
             return
         except BsgError as exc:
             log.warning("balance_failed", reason=exc.reason, error=str(exc))
-            self._balance_failed(exc.reason)
+            self._state.count_balance_failure(exc.reason)
             return
         except Exception:  # a bug must not end the loop: the targets still get polled
             log.exception("balance_crashed")
-            self._balance_failed(INTERNAL)
+            self._state.count_balance_failure(INTERNAL)
             return
         finally:
             self._state.liveness.beat()
-        with self._state.lock:
-            self._state.balances = {balance.currency: balance}
-
-    def _balance_failed(self, reason: str) -> None:
-        """Count a failed balance read (the last good balance stays on /metrics)."""
-        with self._state.lock:
-            add_to(self._state.balance_errors, reason)
+        self._state.publish_balance(balance)

@@ -32,7 +32,7 @@ from exporter.model import (
     POLL_ERROR_REASONS,
     REJECT_REASONS,
 )
-from exporter.stats import ExporterState, TargetStatus
+from exporter.stats import ExporterState, StateView, TargetStatus
 from exporter.tracking.counts import Histogram
 from exporter.tracking.snapshot import SEP, TargetSnapshot
 
@@ -51,25 +51,20 @@ class BsgCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         """Build every family from a consistent copy of the state."""
-        targets, balances = self.copy_state()
-        yield from _target_families(targets)
-        yield from self.collect_shared(balances)
+        view = self.view()
+        yield from _target_families(view.targets)
+        yield from self.collect_shared(view)
 
-    def copy_state(self) -> tuple[dict[str, TargetStatus], dict[str, Balance]]:
-        """A consistent copy of the targets' statuses and the balances, taken under the lock."""
-        with self._state.lock:
-            targets = {name: _copy_status(status) for name, status in self._state.targets.items()}
-            balances = dict(self._state.balances)
-        return targets, balances
+    def view(self) -> StateView:
+        """A consistent copy of the state."""
+        return self._state.view()
 
-    def collect_shared(self, balances: Mapping[str, Balance]) -> Iterator[Metric]:
+    def collect_shared(self, view: StateView) -> Iterator[Metric]:
         """The families after the targets' ones: the API, the account, reloads, the build."""
         yield from _api_families(self._state)
-        with self._state.lock:
-            balance_errors = dict(self._state.balance_errors)
-        yield from _account_families(balances, balance_errors)
-        yield from _reload_families(self._state)
-        yield _build_info(self._state)
+        yield from _account_families(view.balances, view.balance_errors)
+        yield from _reload_families(view)
+        yield _build_info(view)
 
 
 Encoder = Callable[[Collector], bytes]
@@ -129,14 +124,14 @@ class BsgRegistry(CollectorRegistry):
         head = self._heads.get(key)
         if self._rendering.acquire(blocking=head is None):
             try:
-                targets, balances = self.bsg.copy_state()
-                head = self._heads[key] = self._targets_part(encoder, key, targets)
+                view = self.bsg.view()
+                head = self._heads[key] = self._targets_part(encoder, key, view.targets)
             finally:
                 self._rendering.release()
         else:
-            _, balances = self.bsg.copy_state()
+            view = self.bsg.view()
         assert head is not None  # a first scrape of a format waits for the lock
-        shared = _render(encoder, self.bsg.collect_shared(balances))
+        shared = _render(encoder, self.bsg.collect_shared(view))
         others = self._others_part(encoder, key, self._others_ttl)
         return head + shared + others + encoder(_Families(()))  # OpenMetrics' "# EOF"
 
@@ -158,7 +153,7 @@ class BsgRegistry(CollectorRegistry):
         the next poll (docs/performance.md).
         """
         with self._rendering:
-            targets, _ = self.bsg.copy_state()
+            targets = self.bsg.view().targets
             for key, encoder in list(self._encoders.items()):
                 self._heads[key] = self._targets_part(encoder, key, targets)
         for key, encoder in list(self._encoders.items()):
@@ -339,18 +334,6 @@ def _target_families(targets: dict[str, TargetStatus]) -> Iterator[Metric]:
     """The families of the targets: their messages, then how their polls go."""
     yield from _message_families([status.snapshot for status in targets.values()])
     yield from _poll_families(targets)
-
-
-def _copy_status(status: TargetStatus) -> TargetStatus:
-    """A copy of the mutable parts of a target's status (snapshots are immutable)."""
-    return TargetStatus(
-        snapshot=status.snapshot,
-        up=status.up,
-        polled_once=status.polled_once,
-        last_success=status.last_success,
-        durations=status.durations.copy(),
-        total_mismatches=status.total_mismatches,
-    )
 
 
 def _message_families(snapshots: list[TargetSnapshot]) -> Iterator[Metric]:
@@ -602,7 +585,7 @@ def _account_families(
     yield from (balance, credit, failed)
 
 
-def _reload_families(state: ExporterState) -> Iterator[Metric]:
+def _reload_families(state: StateView) -> Iterator[Metric]:
     """Whether the last configuration reload worked, and when one last did."""
     yield GaugeMetricFamily(
         "bsg_exporter_config_last_reload_successful",
@@ -616,7 +599,7 @@ def _reload_families(state: ExporterState) -> Iterator[Metric]:
     )
 
 
-def _build_info(state: ExporterState) -> Metric:
+def _build_info(state: StateView) -> Metric:
     """The constant build-info gauge."""
     info = GaugeMetricFamily(
         "bsg_exporter_build_info",

@@ -170,14 +170,13 @@ class _Target:
 
 def render_landing(state: ExporterState, telemetry_path: str, now: float) -> str:
     """The whole page for the state as of ``now``."""
-    with state.lock:
-        # snapshots are immutable: copying the references is enough
-        targets = [
-            _Target(name, s.up, s.last_success, s.last_error, s.snapshot)
-            for name, s in state.targets.items()
-        ]
-        balances = list(state.balances.values())
-        version, test_key = state.version, state.test_key
+    view = state.view()
+    targets = [
+        _Target(name, s.up, s.last_success, s.last_error, s.snapshot)
+        for name, s in view.targets.items()
+    ]
+    balances = list(view.balances.values())
+    version, test_key = view.version, view.test_key
     warning = (
         '<p class="warn">This exporter uses a <b>test_</b> API key: the API returns random '
         "data and these numbers mean nothing.</p>"
