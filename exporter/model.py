@@ -30,7 +30,9 @@ CHANNELS: tuple[str, ...] = ("sms", "viber", "hlr", "rcs", "whatsapp")
 LABEL_DIMENSIONS: tuple[str, ...] = ("country", "sender")
 """The extra labels a target may split its series by (message fields read only for them)."""
 OTHER_VALUE = "other"
-"""An extra label's value beyond the target's cap (and the value of a missing one is "unknown")."""
+"""An extra label's value beyond the target's cap."""
+MISSING_VALUE = "unknown"
+"""An extra label's value when the message has none."""
 
 NANOS = 1_000_000_000
 """Prices are summed as integer nano-units so that millions of additions stay exact."""

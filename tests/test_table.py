@@ -141,7 +141,7 @@ def test_a_schema_1_file_is_upgraded_with_every_message(tmp_path: Path) -> None:
     snap = tracker.snapshot(NOW)
     assert (snap.tracked, snap.pending) == (3, 1)
     assert dict(snap.window) == {("sms", "delivered"): 1, ("viber", "read"): 1, ("sms", "sent"): 1}
-    assert tracker.due(NOW + 61)[:1] == [(3, NOW - 40)]  # its own re-check time survived
+    assert tracker.rechecks(NOW + 61).due[:1] == ((3, NOW - 40),)  # its own re-check survived
     store.close()
     db = sqlite3.connect(path)
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}

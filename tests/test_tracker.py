@@ -170,7 +170,7 @@ def test_window_gauge_and_oldest_pending_follow_the_clock() -> None:
     snap = t.snapshot(later)
     assert snap.window == {("sms", "delivered"): 1}
     assert snap.oldest_pending_age == later - (NOW - 100)
-    assert t.due(later) == [(1, NOW - 100)]
+    assert t.rechecks(later).due == ((1, NOW - 100),)
 
 
 def test_final_messages_are_pruned_after_the_window_but_never_recounted() -> None:
@@ -235,10 +235,12 @@ def test_rechecks_of_a_tier_fall_due_together() -> None:
     t.apply([], NOW)  # the tiers start their clocks
     t.apply([msg(1, "sent", created=NOW - 900)], NOW + 20)
     t.apply([msg(2, "sent", created=NOW - 900), msg(3, "sent", created=NOW + 100)], NOW + 200)
-    assert t.due(NOW + 240) == [(3, NOW + 100)]  # the young tier, every minute
-    assert {i for i, _ in t.due(NOW + 300)} == {1, 2, 3}  # and now the older tier, as a whole
-    t.apply([], NOW + 300, checked={1, 3})  # the budget left 2 unread: it stays due
-    assert t.due(NOW + 330)[0] == (2, NOW - 900)  # the backlog comes first
+    assert t.rechecks(NOW + 240).due == ((3, NOW + 100),)  # the young tier, every minute
+    recheck = t.rechecks(NOW + 300)
+    assert recheck.ids == {1, 2, 3}  # and now the older tier, as a whole
+    result = t.apply([], NOW + 300, checked={1, 3}, recheck=recheck)  # the budget left 2 unread
+    assert t.snapshot(NOW + 300).backlog == 1 and result.new == 0
+    assert t.rechecks(NOW + 330).due[0] == (2, NOW - 900)  # the backlog comes first
 
 
 def test_a_baseline_spread_over_polls_counts_what_changed_after_it_began() -> None:
@@ -269,11 +271,12 @@ def test_a_message_is_read_once_more_when_its_validity_ends() -> None:
     )
     one_hour = Message(1, "sent", "sms", created_at=NOW - 1800, validity_hours=1)
     t.apply([one_hour], NOW)
-    assert t.due(NOW + 600) == []  # its tier is not due for a day
-    assert t.due(NOW + 1800) == [(1, NOW - 1800)]  # validity over: read the outcome now
-    t.apply([one_hour], NOW + 1800, checked={1})  # still pending
-    assert t.due(NOW + 1860) == []
-    assert t.due(NOW + 1800 + 3600) == [(1, NOW - 1800)]  # once more, right before abandoning
+    assert t.rechecks(NOW + 600).due == ()  # its tier is not due for a day
+    recheck = t.rechecks(NOW + 1800)
+    assert recheck.due == ((1, NOW - 1800),)  # validity over: read the outcome now
+    t.apply([one_hour], NOW + 1800, checked={1}, recheck=recheck)  # still pending
+    assert t.rechecks(NOW + 1860).due == ()
+    assert t.rechecks(NOW + 1800 + 3600).due == ((1, NOW - 1800),)  # once more, before abandoning
 
 
 def labelled(msg_id: int, country: str) -> Message:
@@ -308,3 +311,17 @@ def test_label_values_admitted_by_a_failed_poll_are_not_remembered(
     snap = t.snapshot(NOW + 120)
     assert snap.messages == {(f"sms{SEP}PL", "delivered"): 1, (f"sms{SEP}other", "delivered"): 1}
     assert snap.overflow == {"country": 1}
+
+
+def test_a_recheck_is_a_value_the_poll_hands_back_and_nothing_waits_in_the_tracker() -> None:
+    t = tracker(recheck=[(600.0, 60.0)], interval=60.0)
+    t.apply([], NOW)
+    t.apply([msg(1, "sent", created=NOW - 30), msg(2, "sent", created=NOW - 20)], NOW + 1)
+    first = t.rechecks(NOW + 70)
+    assert first.ids == {1, 2} and first.tiers == {0}
+    assert t.rechecks(NOW + 70) == first  # asking again changes nothing
+    t.apply([], NOW + 70)  # an apply without the recheck: no tier ran, no backlog
+    assert t.rechecks(NOW + 75) == first and t.snapshot(NOW + 75).backlog == 0
+    t.apply([], NOW + 75, checked={1, 2}, recheck=first)
+    assert t.rechecks(NOW + 80).due == ()  # the tier ran: due again a period later
+    assert t.rechecks(NOW + 75 + 60).ids == {1, 2}

@@ -211,13 +211,12 @@ class Poller:
     ) -> tuple[PollReads, ApplyResult]:
         """Plan, read, and fold the reads into the tracker in one transaction."""
         now = self._clock()
-        due = tracker.due(now)
+        recheck = tracker.rechecks(now)
         start, offset = tracker.next_read(now)
-        plan = plan_reads(due, start, now, tracker.density, resuming=offset > 0)
+        plan = plan_reads(recheck.due, start, now, tracker.density, resuming=offset > 0)
         reads = self._execute(
             plan, target, now, offset, share=share, density=tracker.density, cold=tracker.cold
         )
-        backlog = len(due) - len(reads.checked & {msg_id for msg_id, _ in due})
         with self._pause:
             result = tracker.apply(
                 reads.messages,
@@ -227,7 +226,7 @@ class Poller:
                 read_to=reads.read_to,
                 resume=reads.resume,
                 rejected=reads.rejected,
-                backlog=backlog,
+                recheck=recheck,
             )
         return reads, result
 

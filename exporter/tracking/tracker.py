@@ -3,12 +3,14 @@
 Owns the counting contract: a message is counted once, at the first poll that sees it in a final
 status; on a cold start, messages already final are the baseline; later final-status changes are
 counted as changes, never as new messages; pending messages are re-checked on an age-based
-schedule until final, or abandoned after their validity. The messages live in a
-:class:`~exporter.tracking.table.MessageTable`, the counters here; each poll saves both in the
-:class:`~exporter.tracking.store.StateStore` in one transaction, so a crash never loses or repeats a
-count. Snapshots are immutable copies for the collector.
+schedule (:mod:`.schedule`) until final, or abandoned after their validity. The messages live in
+a :class:`~exporter.tracking.table.MessageTable`, the counters in :mod:`.codec`'s records,
+series keys come from :mod:`.series`; each poll saves all of it in the
+:class:`~exporter.tracking.store.StateStore` in one transaction, so a crash never loses or repeats
+a count. Snapshots (:mod:`.snapshot`) are immutable copies for the collector.
 
-Must not import: prometheus_client, httpx, or the client, poller, collector and web modules.
+Must not import: prometheus_client, httpx, sqlite3, or any exporter module outside tracking but
+the records, the vocabulary and the defaults.
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ import operator
 from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import IntEnum
 from itertools import accumulate, compress
 from operator import attrgetter
-from typing import Any, TypeVar, cast
+from typing import TypeVar, cast
 
 import structlog
 
@@ -35,8 +37,11 @@ from exporter.defaults import (
     DEFAULT_RECHECK,
     DEFAULT_VALIDITY_HOURS,
 )
-from exporter.model import DELIVERED_STATUSES, FINAL_STATUSES, OTHER_VALUE
+from exporter.model import DELIVERED_STATUSES, FINAL_STATUSES, MISSING_VALUE
+from exporter.tracking.codec import Counters, Progress, dump, restore
 from exporter.tracking.counts import Histogram, add_counts, add_to
+from exporter.tracking.schedule import Recheck, mark_run, tiers_due
+from exporter.tracking.series import SeriesKeys
 from exporter.tracking.snapshot import SEP, ApplyResult, TargetSnapshot, channel_of
 from exporter.tracking.store import StateStore
 from exporter.tracking.table import Final, MessageTable, Row, minute_runs
@@ -54,6 +59,7 @@ COMPACT_MIN_CHANGES = 100_000
 """Changes saved before a snapshot replaces a target's chunks, however small its table."""
 
 log = structlog.get_logger("exporter.tracking.tracker")
+_NOTHING_DUE = Recheck()
 
 
 class State(IntEnum):
@@ -62,55 +68,6 @@ class State(IntEnum):
     PENDING = 0
     COUNTED = 1
     BASELINE = 2  # final at the cold start: never counted, never counted as a change
-
-
-@dataclass(slots=True)
-class _Counters:
-    """Everything a target counts; saved with every poll."""
-
-    series: set[str] = field(default_factory=set)
-    label_values: dict[str, set[str]] = field(default_factory=dict)
-    overflow: dict[str, int] = field(default_factory=dict)
-    counted: dict[tuple[str, str], int] = field(default_factory=dict)
-    submitted: dict[str, int] = field(default_factory=dict)
-    cost: dict[tuple[str, str, str], int] = field(default_factory=dict)
-    changes: dict[tuple[str, str], int] = field(default_factory=dict)
-    abandoned: dict[tuple[str, str], int] = field(default_factory=dict)
-    latency: dict[str, Histogram] = field(default_factory=dict)
-    send_delay: dict[str, Histogram] = field(default_factory=dict)
-    errors: dict[str, int] = field(default_factory=dict)
-    rejected: dict[str, int] = field(default_factory=dict)
-
-
-class _SeriesKeys(dict[tuple[Any, ...], str]):
-    """(channel, extra label fields as read) -> series key, kept once the label caps admitted
-    every value: most messages of a labelled target then cost a lookup. A value over its cap is
-    not kept, so that each message with it is counted in the overflow."""
-
-    def __init__(self, make: Callable[[tuple[Any, ...]], tuple[str, bool]]) -> None:
-        super().__init__()
-        self._make = make
-
-    def __missing__(self, read: tuple[Any, ...]) -> str:
-        key, admitted = self._make(read)
-        if admitted:
-            self[read] = key
-        return key
-
-
-@dataclass(slots=True)
-class _Progress:
-    """Where reading stands: the cold flag, the cursor, the horizon and the id density."""
-
-    cold: bool = True
-    cursor_id: int | None = None
-    cursor_created: float | None = None
-    read_to: float | None = None
-    resume: tuple[float, int] | None = None  # (start, offset) of an unfinished new-message read
-    horizon: float = float("-inf")
-    density: dict[int, int] = field(default_factory=dict)  # messages seen per minute of creation
-    baseline_started: float | None = None  # when the first (cold) poll began
-    tier_runs: list[float] = field(default_factory=list)  # when each re-check tier last ran
 
 
 @dataclass(slots=True)
@@ -159,15 +116,13 @@ class TargetTracker:
         # A re-check due within half an interval is done now, not a whole cycle late.
         self._slack = interval / 2
         self._on_count = on_count  # told of every count with the poll's now (benchmarks)
-        self._c = _Counters()
-        self._p = _Progress()
+        self._c = Counters()
+        self._p = Progress()
         self._read_labels = attrgetter("channel", *self.labels)  # the fields labelled by
         self._window: dict[tuple[str, str], int] = {}
         self._window_start: float | None = None
         self._table = MessageTable()
         self._backlog = 0
-        self._due_tiers: set[int] = set()  # what the last call of due() found, for apply()
-        self._due_ids: set[int] = set()
         # Sorted minutes and running totals of the density: the planner asks many times a poll.
         self._density_index: tuple[list[int], list[int]] | None = None
         self._load()
@@ -196,8 +151,8 @@ class TargetTracker:
             return window_start, 0
         return max(window_start, last - READ_OVERLAP), 0
 
-    def due(self, now: float) -> list[tuple[int, float]]:
-        """``(id, created_at)`` of pending messages whose re-check is due, most overdue first.
+    def rechecks(self, now: float) -> Recheck:
+        """The pending messages whose re-check is due, most overdue first, and their tiers.
 
         Each tier is re-checked as a whole, every ``every``: all its pending messages fall due
         in the same poll, so one range read covers them (a tier re-checked message by message
@@ -208,10 +163,10 @@ class TargetTracker:
         due = table.due(now)  # the backlog, and last reads before abandoning
         # Messages whose validity just ended, not read since: the outcome is due now.
         due += table.validity_ended(now + self._grace)
-        self._due_tiers = self._tiers_due(now)
+        tiers = tiers_due(self._recheck, self._p.tier_runs, now, self._slack)
         lower = 0.0
         for index, (max_age, _every) in enumerate(self._recheck):
-            if index in self._due_tiers:
+            if index in tiers:
                 last = index == len(self._recheck) - 1
                 after = float("-inf") if last else now - max_age
                 due += table.pending_created_between(after, now - lower)
@@ -219,19 +174,7 @@ class TargetTracker:
         unique: dict[int, float] = {}
         for msg_id, created in due:
             unique.setdefault(msg_id, created)
-        self._due_ids = set(unique)
-        return list(unique.items())
-
-    def _tiers_due(self, now: float) -> set[int]:
-        """The tiers whose period has passed (within half an interval) since they last ran."""
-        runs = self._p.tier_runs
-        if len(runs) != len(self._recheck):  # first poll, or the tiers were reconfigured
-            return set(range(len(self._recheck)))
-        return {
-            index
-            for index, ((_age, every), last) in enumerate(zip(self._recheck, runs, strict=True))
-            if now + self._slack >= last + every
-        }
+        return Recheck(tuple(unique.items()), frozenset(tiers))
 
     def density(self, start: float, end: float) -> int:
         """Messages seen created in ``[start, end]`` (whole minutes): what a range read costs."""
@@ -253,12 +196,13 @@ class TargetTracker:
         read_to: float | None = None,
         resume: tuple[float, int] | None = None,
         rejected: Mapping[str, int] | None = None,
-        backlog: int = 0,
+        recheck: Recheck = _NOTHING_DUE,
     ) -> ApplyResult:
         """Fold one poll's reads into the state and save it, all in one transaction.
 
         ``messages`` by id (as the client's passes hold them), or any iterable of them in which
-        the last version of an id counts.
+        the last version of an id counts. ``recheck`` is what :meth:`rechecks` asked this poll
+        to re-read: its tiers count as run, and what of it ``checked`` lacks is the backlog.
         """
         if not isinstance(messages, Mapping):
             messages = {message.id: message for message in messages}
@@ -268,12 +212,12 @@ class TargetTracker:
             with self._store.transaction():
                 abandoned = self._apply(messages, now, checked, batch)
                 self._advance(now, cursor, read_to, resume, rejected or {})
-                self._finish_tiers(now, checked)
+                self._finish_tiers(now, checked, recheck)
                 self._save()
         except BaseException:
             self._reload_keeping_failures()
             raise
-        self._backlog = backlog
+        self._backlog = len(recheck.left_unread(checked))
         return ApplyResult(batch.new, batch.finalized, batch.changes, batch.ignored, abandoned)
 
     def record_failure(self, reason: str) -> None:
@@ -287,7 +231,7 @@ class TargetTracker:
         self._table.take_changes()  # the snapshot holds them
         with self._store.transaction():
             self._store.replace_chunks(self.name, self._table.snapshot())
-            self._store.save_target(self.name, self._identity, _dump(self._c, self._p))
+            self._store.save_target(self.name, self._identity, dump(self._c, self._p))
 
     def _reload_keeping_failures(self) -> None:
         """Drop what a failed apply did in memory (the store is the truth), except the failed
@@ -637,16 +581,10 @@ class TargetTracker:
             return row.deadline
         return None
 
-    def _finish_tiers(self, now: float, checked: set[int]) -> None:
+    def _finish_tiers(self, now: float, checked: set[int], recheck: Recheck) -> None:
         """Mark the tiers that were due as run; due messages left unread become the backlog."""
-        runs = self._p.tier_runs
-        if len(runs) != len(self._recheck):
-            # A new tracker checks nothing yet: its pending messages were all just read.
-            runs[:] = [now] * len(self._recheck)
-        for index in self._due_tiers:
-            runs[index] = now
-        self._table.mark_backlog(self._due_ids - checked, now)
-        self._due_tiers, self._due_ids = set(), set()
+        mark_run(self._recheck, self._p.tier_runs, recheck.tiers, now)
+        self._table.mark_backlog(recheck.left_unread(checked), now)
 
     def _lifetime(self, message: Message) -> float:
         """Seconds after creation at which a still-pending message is abandoned."""
@@ -676,29 +614,6 @@ class TargetTracker:
             add_to(self._window, (series, old), -1)
             add_to(self._window, (series, new), 1)
 
-    def _series_key(self, read: tuple[Any, ...]) -> tuple[str, bool]:
-        """The series key of a new message from its channel and extra label fields as read;
-        and whether every value was admitted (not over its label's cap)."""
-        channel, *raws = read
-        values: list[str] = [channel]
-        admitted = True
-        for label, raw in zip(self.labels, raws, strict=True):
-            value = (raw or "unknown").replace(SEP, " ")
-            values.append(self._capped(label, value))
-            admitted = admitted and value in self._c.label_values[label]
-        return SEP.join(values), admitted
-
-    def _capped(self, label: str, value: str) -> str:
-        """``value``, or ``other`` once the label already has its maximum of distinct values."""
-        seen = self._c.label_values.setdefault(label, set())
-        if value in seen:
-            return value
-        if len(seen) < self._max_values:
-            seen.add(value)
-            return value
-        add_to(self._c.overflow, label)
-        return OTHER_VALUE
-
     def _add_series(self, series: str) -> None:
         """Start the zero-valued series of a series (and its channel) seen for the first time."""
         self._c.series.add(series)
@@ -708,9 +623,7 @@ class TargetTracker:
 
     def _load(self) -> None:
         """Read the saved state, or start cold; a target whose identity changed starts over."""
-        self._c, self._p = _Counters(), _Progress()
-        # Remembers the label values the counters admitted: dropped with them.
-        self._series_keys = _SeriesKeys(self._series_key)
+        self._c, self._p = Counters(), Progress()
         self._table = MessageTable()
         self._window_start = None
         self._density_index = None
@@ -720,9 +633,13 @@ class TargetTracker:
             self._store.drop_target(self.name)
             stored = None
         if stored is not None:
-            _restore(self._c, self._p, stored[1], self._latency_buckets, self._send_buckets)
+            restore(self._c, self._p, stored[1], self._latency_buckets, self._send_buckets)
+        # Remembers the label values the counters admitted: dropped with them.
+        self._series_keys = SeriesKeys(
+            self.labels, self._max_values, self._c.label_values, self._c.overflow
+        )
         if not self._c.series:
-            self._add_series(SEP.join(["sms", *("unknown" for _ in self.labels)]))
+            self._add_series(SEP.join(["sms", *(MISSING_VALUE for _ in self.labels)]))
         for series in list(self._c.series):
             self._add_series(series)
         for chunk in self._store.chunks(self.name):
@@ -743,7 +660,7 @@ class TargetTracker:
             self._store.replace_chunks(self.name, table.snapshot())
         elif changes is not None:
             self._store.append_chunk(self.name, changes)
-        self._store.save_target(self.name, self._identity, _dump(self._c, self._p))
+        self._store.save_target(self.name, self._identity, dump(self._c, self._p))
 
 
 _FINAL = frozenset(FINAL_STATUSES)
@@ -773,72 +690,3 @@ class _Finals(dict[tuple[str, str], Final]):
 def _kept(items: list[T], keep: list[bool]) -> list[T]:
     """The items whose flag is set."""
     return list(compress(items, keep))
-
-
-def _dump(c: _Counters, p: _Progress) -> dict[str, Any]:
-    """The JSON form of a target's counters and progress."""
-    return {
-        "cold": p.cold,
-        "cursor": [p.cursor_id, p.cursor_created],
-        "read_to": p.read_to,
-        "resume": list(p.resume) if p.resume is not None else None,
-        "horizon": p.horizon if p.horizon != float("-inf") else None,
-        "baseline_started": p.baseline_started,
-        "tier_runs": p.tier_runs,
-        "density": list(p.density.items()),
-        "series": sorted(c.series),
-        "label_values": {k: sorted(v) for k, v in c.label_values.items()},
-        "overflow": c.overflow,
-        "counted": [[*k, v] for k, v in c.counted.items()],
-        "submitted": c.submitted,
-        "cost": [[*k, v] for k, v in c.cost.items()],
-        "changes": [[*k, v] for k, v in c.changes.items()],
-        "abandoned": [[*k, v] for k, v in c.abandoned.items()],
-        "latency": {k: [list(h.bounds), h.counts, h.total] for k, h in c.latency.items()},
-        "send_delay": {k: [list(h.bounds), h.counts, h.total] for k, h in c.send_delay.items()},
-        "errors": c.errors,
-        "rejected": c.rejected,
-    }
-
-
-def _restore(
-    c: _Counters,
-    p: _Progress,
-    data: dict[str, Any],
-    latency_buckets: tuple[float, ...],
-    send_buckets: tuple[float, ...],
-) -> None:
-    """Fill counters and progress from their JSON form."""
-    p.cold = bool(data["cold"])
-    p.cursor_id, p.cursor_created = data["cursor"]
-    p.read_to = data["read_to"]
-    p.resume = (data["resume"][0], data["resume"][1]) if data.get("resume") else None
-    p.horizon = data["horizon"] if data["horizon"] is not None else float("-inf")
-    p.baseline_started = data.get("baseline_started")
-    p.tier_runs = list(data.get("tier_runs") or [])
-    p.density = {int(m): int(n) for m, n in data["density"]}
-    c.series = set(data["series"])
-    c.label_values = {k: set(v) for k, v in data["label_values"].items()}
-    c.overflow = dict(data["overflow"])
-    c.counted = {(a, b): n for a, b, n in data["counted"]}
-    c.submitted = dict(data["submitted"])
-    c.cost = {(a, b, d): n for a, b, d, n in data["cost"]}
-    c.changes = {(a, b): n for a, b, n in data["changes"]}
-    c.abandoned = {(a, b): n for a, b, n in data["abandoned"]}
-    c.latency = _histograms(data["latency"], latency_buckets)
-    c.send_delay = _histograms(data["send_delay"], send_buckets)
-    c.errors = dict(data["errors"])
-    c.rejected = dict(data["rejected"])
-
-
-def _histograms(data: dict[str, Any], bounds: tuple[float, ...]) -> dict[str, Histogram]:
-    """Histograms from JSON; ones saved with other buckets start over (they cannot be merged)."""
-    result: dict[str, Histogram] = {}
-    for channel, (saved_bounds, counts, total) in data.items():
-        histogram = Histogram(bounds)
-        if tuple(saved_bounds) == bounds:
-            histogram.counts, histogram.total = list(counts), float(total)
-        else:
-            log.warning("state_histogram_reset", channel=channel, reason="buckets changed")
-        result[channel] = histogram
-    return result

@@ -1,0 +1,121 @@
+"""What a target saves with every poll: its counters and its reading progress, and their JSON.
+
+Owns the two records a tracker keeps and the save format the store holds for them; a change
+to the format is a change here only.
+
+Must not import: prometheus_client, httpx, sqlite3, or any exporter module but the counting
+containers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from exporter.tracking.counts import Histogram
+
+log = structlog.get_logger("exporter.tracking.codec")
+
+
+@dataclass(slots=True)
+class Counters:
+    """Everything a target counts; saved with every poll."""
+
+    series: set[str] = field(default_factory=set)
+    label_values: dict[str, set[str]] = field(default_factory=dict)
+    overflow: dict[str, int] = field(default_factory=dict)
+    counted: dict[tuple[str, str], int] = field(default_factory=dict)
+    submitted: dict[str, int] = field(default_factory=dict)
+    cost: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    changes: dict[tuple[str, str], int] = field(default_factory=dict)
+    abandoned: dict[tuple[str, str], int] = field(default_factory=dict)
+    latency: dict[str, Histogram] = field(default_factory=dict)
+    send_delay: dict[str, Histogram] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+    rejected: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Progress:
+    """Where reading stands: the cold flag, the cursor, the horizon and the id density."""
+
+    cold: bool = True
+    cursor_id: int | None = None
+    cursor_created: float | None = None
+    read_to: float | None = None
+    resume: tuple[float, int] | None = None  # (start, offset) of an unfinished new-message read
+    horizon: float = float("-inf")
+    density: dict[int, int] = field(default_factory=dict)  # messages seen per minute of creation
+    baseline_started: float | None = None  # when the first (cold) poll began
+    tier_runs: list[float] = field(default_factory=list)  # when each re-check tier last ran
+
+
+def dump(c: Counters, p: Progress) -> dict[str, Any]:
+    """The JSON form of a target's counters and progress."""
+    return {
+        "cold": p.cold,
+        "cursor": [p.cursor_id, p.cursor_created],
+        "read_to": p.read_to,
+        "resume": list(p.resume) if p.resume is not None else None,
+        "horizon": p.horizon if p.horizon != float("-inf") else None,
+        "baseline_started": p.baseline_started,
+        "tier_runs": p.tier_runs,
+        "density": list(p.density.items()),
+        "series": sorted(c.series),
+        "label_values": {k: sorted(v) for k, v in c.label_values.items()},
+        "overflow": c.overflow,
+        "counted": [[*k, v] for k, v in c.counted.items()],
+        "submitted": c.submitted,
+        "cost": [[*k, v] for k, v in c.cost.items()],
+        "changes": [[*k, v] for k, v in c.changes.items()],
+        "abandoned": [[*k, v] for k, v in c.abandoned.items()],
+        "latency": {k: [list(h.bounds), h.counts, h.total] for k, h in c.latency.items()},
+        "send_delay": {k: [list(h.bounds), h.counts, h.total] for k, h in c.send_delay.items()},
+        "errors": c.errors,
+        "rejected": c.rejected,
+    }
+
+
+def restore(
+    c: Counters,
+    p: Progress,
+    data: dict[str, Any],
+    latency_buckets: tuple[float, ...],
+    send_buckets: tuple[float, ...],
+) -> None:
+    """Fill counters and progress from their JSON form."""
+    p.cold = bool(data["cold"])
+    p.cursor_id, p.cursor_created = data["cursor"]
+    p.read_to = data["read_to"]
+    p.resume = (data["resume"][0], data["resume"][1]) if data.get("resume") else None
+    p.horizon = data["horizon"] if data["horizon"] is not None else float("-inf")
+    p.baseline_started = data.get("baseline_started")
+    p.tier_runs = list(data.get("tier_runs") or [])
+    p.density = {int(m): int(n) for m, n in data["density"]}
+    c.series = set(data["series"])
+    c.label_values = {k: set(v) for k, v in data["label_values"].items()}
+    c.overflow = dict(data["overflow"])
+    c.counted = {(a, b): n for a, b, n in data["counted"]}
+    c.submitted = dict(data["submitted"])
+    c.cost = {(a, b, d): n for a, b, d, n in data["cost"]}
+    c.changes = {(a, b): n for a, b, n in data["changes"]}
+    c.abandoned = {(a, b): n for a, b, n in data["abandoned"]}
+    c.latency = _histograms(data["latency"], latency_buckets)
+    c.send_delay = _histograms(data["send_delay"], send_buckets)
+    c.errors = dict(data["errors"])
+    c.rejected = dict(data["rejected"])
+
+
+def _histograms(data: dict[str, Any], bounds: tuple[float, ...]) -> dict[str, Histogram]:
+    """Histograms from JSON; ones saved with other buckets start over (they cannot be merged)."""
+    result: dict[str, Histogram] = {}
+    for channel, (saved_bounds, counts, total) in data.items():
+        histogram = Histogram(bounds)
+        if tuple(saved_bounds) == bounds:
+            histogram.counts, histogram.total = list(counts), float(total)
+        else:
+            log.warning("state_histogram_reset", channel=channel, reason="buckets changed")
+        result[channel] = histogram
+    return result
