@@ -20,6 +20,7 @@ from typing import Any, TextIO
 from unittest import mock
 
 import structlog
+from structlog.typing import EventDict, WrappedLogger
 
 import exporter.app
 from exporter.app import App, build_app
@@ -196,8 +197,8 @@ class OurPoller:
             self._breakdown[kind] += result.pages
             return result
 
-        def observed_lookup(msg_id: int) -> Message | None:
-            found = read_message(msg_id)
+        def observed_lookup(message_id: int) -> Message | None:
+            found = read_message(message_id)
             age = None if found is None or found.created_at is None else found.created_at
             band = "?" if age is None else age_band(self.now - age)
             self._breakdown[f"lookup {band}"] += 1
@@ -252,7 +253,7 @@ class OurPoller:
 def quiet_logs(events: list[dict[str, Any]]) -> None:
     """Keep the exporter's poll_finished lines (budget facts), print only warnings, to stderr."""
 
-    def capture(_logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+    def capture(_logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
         if event.get("event") == "poll_finished":
             events.append(dict(event))
         if method in ("debug", "info"):

@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Required, TypedDict
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -36,6 +36,14 @@ from exporter.serving.server import WebServer
 from exporter.simulator import status_at
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+class TargetSpec(TypedDict, total=False):
+    """A target of :func:`config_yaml`: its name, and its window and campaign when given."""
+
+    name: Required[str]
+    window: str
+    campaign_id: int
 
 
 def price(nanos: int | None, currency: str | None) -> Price | None:
@@ -65,7 +73,7 @@ def series(samples: Samples, name: str, **labels: str) -> dict[frozenset[tuple[s
 
 def config_yaml(
     url: str,
-    targets: Iterable[Mapping[str, Any]],
+    targets: Iterable[TargetSpec],
     *,
     interval: str = "60s",
     count_existing: bool = False,
@@ -132,7 +140,7 @@ class InProcessExporter:
 
 
 def in_process(
-    url: str, targets: Iterable[Mapping[str, Any]], key: str, clock: Callable[[], float], **kw: Any
+    url: str, targets: Iterable[TargetSpec], key: str, clock: Callable[[], float], **kw: Any
 ) -> InProcessExporter:
     """An in-process exporter for the simulator at ``url``."""
     text = config_yaml(url, targets, **kw)

@@ -8,7 +8,7 @@ from collections import Counter
 
 from exporter.config.schema import parse_config
 from exporter.simulator import DEMO_API_KEY, ManualClock, SimulatorServer
-from tests.harness import InProcessExporter, config_yaml, series, value
+from tests.harness import InProcessExporter, TargetSpec, config_yaml, series, value
 from tests.test_e2e_counting import START, traffic
 
 EXTRA = "    labels: [country]\n    max_label_values: 3\n"
@@ -18,7 +18,10 @@ def test_values_beyond_the_cap_become_other_and_are_counted() -> None:
     clock = ManualClock(start=START)
     sim = traffic(clock, scenario="paused")
     with SimulatorServer(sim) as server:
-        targets = [{"name": "all", "window": "1h"}, {"name": "plain", "window": "1h"}]
+        targets: list[TargetSpec] = [
+            {"name": "all", "window": "1h"},
+            {"name": "plain", "window": "1h"},
+        ]
         # only the first target gets the extra label
         text = config_yaml(server.url, targets).replace(
             "  - name: all\n    window: 1h\n", "  - name: all\n    window: 1h\n" + EXTRA

@@ -16,7 +16,7 @@ from exporter.simulator import (
     Simulator,
     SimulatorServer,
 )
-from tests.harness import ExporterProcess, config_yaml, series, value
+from tests.harness import ExporterProcess, TargetSpec, config_yaml, series, value
 
 KEY_ENV = {"BSG_API_KEY": DEMO_API_KEY}
 
@@ -106,7 +106,10 @@ def test_restart_mid_run_starts_a_new_baseline_and_counts_exactly(
     tmp_path: Path, quiet_simulator: tuple[Simulator, SimulatorServer]
 ) -> None:
     sim, server = quiet_simulator
-    targets = [{"name": "all", "window": "1h"}, {"name": "c21", "campaign_id": 21, "window": "1h"}]
+    targets: list[TargetSpec] = [
+        {"name": "all", "window": "1h"},
+        {"name": "c21", "campaign_id": 21, "window": "1h"},
+    ]
     config = config_yaml(server.url, targets, interval="300ms")
     first = sim.create_messages(
         [

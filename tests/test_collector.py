@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections import defaultdict
+from collections.abc import Iterable
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -18,10 +19,10 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from exporter.bsg.records import Balance, Message
+from exporter.bsg.records import Balance, CountryCode, Epoch, Message
 from exporter.model import FINAL_STATUSES
 from exporter.serving import collector as collector_module
-from exporter.serving.collector import BsgCollector, BsgRegistry
+from exporter.serving.collector import BsgCollector, BsgRegistry, Encoder, _Template
 from exporter.stats import ExporterState, TargetStatus
 from exporter.tracking.counts import Histogram
 from exporter.tracking.store import MEMORY, StateStore
@@ -29,6 +30,12 @@ from exporter.tracking.tracker import TargetTracker
 from tests.harness import price
 
 NOW = 1_780_000_000.0
+PL = CountryCode("PL")
+
+
+def ago(seconds: float) -> Epoch:
+    """The API timestamp ``seconds`` before NOW, as the decoder hands it over."""
+    return Epoch(NOW - seconds)
 
 
 def build_state() -> ExporterState:
@@ -44,14 +51,14 @@ def build_state() -> ExporterState:
     tracker.apply(
         [
             Message(
-                1, "delivered", "viber", 7, NOW - 30, NOW - 29, NOW - 25, price(75_000_000, "EUR")
+                1, "delivered", "viber", 7, ago(30), ago(29), ago(25), price(75_000_000, "EUR")
             ),
-            Message(2, "failed", "sms", 7, NOW - 20, NOW - 19, None, price(10_000_000, "UAH")),
-            Message(3, "sent", "sms", 7, NOW - 10, NOW - 9),
+            Message(2, "failed", "sms", 7, ago(20), ago(19), None, price(10_000_000, "UAH")),
+            Message(3, "sent", "sms", 7, ago(10), ago(9)),
         ],
         NOW,
     )
-    tracker.apply([Message(1, "read", "viber", 7, NOW - 30, NOW - 29, NOW - 25)], NOW)
+    tracker.apply([Message(1, "read", "viber", 7, ago(30), ago(29), ago(25))], NOW)
     status = TargetStatus(snapshot=tracker.snapshot(NOW), up=True, polled_once=True)
     status.last_success = NOW
     status.durations.observe(0.3)
@@ -84,7 +91,10 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 def test_counters_gauges_and_histograms_have_the_contracted_shape() -> None:
     text = exposition(build_state())
     got = samples(text)
-    key = lambda name, **labels: (name, tuple(sorted(labels.items())))  # noqa: E731
+
+    def key(name: str, **labels: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+        return (name, tuple(sorted(labels.items())))
+
     assert got[key("bsg_messages_total", target="otp", channel="viber", status="delivered")] == 1
     assert got[key("bsg_messages_total", target="otp", channel="sms", status="failed")] == 1
     assert got[key("bsg_messages_total", target="otp", channel="sms", status="expired")] == 0
@@ -205,7 +215,7 @@ def test_the_cached_exposition_is_byte_for_byte_the_full_one(accept: str) -> Non
     state = build_state()
     other = _tracker("all", labels=("country",))
     other.apply(
-        [Message(8, "read", "viber", 7, NOW - 9, NOW - 8, NOW - 2, price(5, "PLN"), None, "PL")],
+        [Message(8, "read", "viber", 7, ago(9), ago(8), ago(2), price(5, "PLN"), None, PL)],
         NOW,
     )
     state.targets["all"] = TargetStatus(snapshot=other.snapshot(NOW))
@@ -217,7 +227,7 @@ def test_the_cached_exposition_is_byte_for_byte_the_full_one(accept: str) -> Non
     assert registry.exposition(encoder, content_type) == first  # served from the cache
     # A poll of one target publishes: its part changes, the other's comes from the cache.
     tracker = _tracker("otp")
-    tracker.apply([Message(9, "sent", "rcs", 7, NOW - 5)], NOW)
+    tracker.apply([Message(9, "sent", "rcs", 7, ago(5))], NOW)
     state.publish_failure("otp", tracker.snapshot(NOW), duration=0.5, error="timeout")
     second = registry.exposition(encoder, content_type)
     assert second != first
@@ -282,13 +292,16 @@ def test_a_publish_renders_the_scraped_formats_before_the_next_scrape(
     encoder, content_type = choose_encoder("application/openmetrics-text")
     registry.exposition(encoder, content_type)  # a scrape: the format is known from now on
     tracker = _tracker("otp")
-    tracker.apply([Message(9, "delivered", "rcs", 7, NOW - 5, NOW - 4, NOW - 1)], NOW)
+    tracker.apply([Message(9, "delivered", "rcs", 7, ago(5), ago(4), ago(1))], NOW)
     state.publish_success("otp", tracker.snapshot(NOW), at=NOW, duration=0.1, mismatches=0)
     rendered: list[object] = []
     real_render = collector_module._render
-    monkeypatch.setattr(
-        collector_module, "_render", lambda *a: rendered.append(a) or real_render(*a)
-    )
+
+    def recording(encoder: Encoder, families: Iterable[Metric]) -> bytes:
+        rendered.append((encoder, families))
+        return real_render(encoder, families)
+
+    monkeypatch.setattr(collector_module, "_render", recording)
     body = registry.exposition(encoder, content_type)
     assert body == encoder(registry)
     assert len(rendered) == 1  # only the shared families: the targets' parts were ready
@@ -300,7 +313,7 @@ def test_a_scrape_during_a_render_serves_the_parts_rendered_before_it() -> None:
     encoder, content_type = choose_encoder("")
     before = registry.exposition(encoder, content_type)
     tracker = _tracker("otp")
-    tracker.apply([Message(9, "delivered", "rcs", 7, NOW - 5, NOW - 4, NOW - 1)], NOW)
+    tracker.apply([Message(9, "delivered", "rcs", 7, ago(5), ago(4), ago(1))], NOW)
     state.targets["otp"].snapshot = tracker.snapshot(NOW)  # published, not rendered yet
     with registry._rendering:  # a poll's thread renders the new values: the scrape does not wait
         assert registry.exposition(encoder, content_type) == before
@@ -333,7 +346,7 @@ def test_a_template_renders_what_the_encoder_renders_and_spares_it(accept: str) 
         calls.append(1)
         return encoder(collector)
 
-    templates = defaultdict(collector_module._Template)
+    templates: defaultdict[str, _Template] = defaultdict(_Template)
     rounds = [
         [1.0, 0.0, -0.0, 2.5],
         [2.0, float("nan"), float("inf"), -1e20],  # only values changed: no encoder call

@@ -39,6 +39,8 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.yaml"
 KEY = "live_0123456789abcdef"
 ENV = {"BSG_API_KEY": KEY}
 
+DEFAULT_TIERS = tuple(RecheckTier(*tier) for tier in DEFAULT_RECHECK)
+
 BINARY = "tag:yaml.org,2002:binary"
 ORDER = "units must go from largest to smallest, each used once"
 SHAPE = 'expected a number and a unit, like "30s", "5m" or "1h30m"'
@@ -81,7 +83,7 @@ def test_example_loads_with_every_value() -> None:
     assert config.api.tz.utcoffset(datetime.datetime(2025, 1, 1)) == datetime.timedelta(0)
     assert config.api.max_retries == 3
     assert config.api.max_requests_per_minute == 300
-    assert config.poll == PollConfig(interval=60.0, recheck=DEFAULT_RECHECK, abandon_grace=3600.0)
+    assert config.poll == PollConfig(interval=60.0, recheck=DEFAULT_TIERS, abandon_grace=3600.0)
     assert config.targets == (
         TargetConfig(name="all", window=86400.0, campaign_id=None),
         TargetConfig(name="otp", window=259200.0, campaign_id=58982653, labels=("country",)),
@@ -150,7 +152,7 @@ def test_default_recheck_tiers() -> None:
         (21600.0, 1800.0),
         (259200.0, 7200.0),
     ]
-    assert PollConfig(60.0) == PollConfig(60.0, DEFAULT_RECHECK, 3600.0)
+    assert PollConfig(60.0) == PollConfig(60.0, DEFAULT_TIERS, 3600.0)
 
 
 def test_every_key_set() -> None:

@@ -17,19 +17,20 @@ from exporter.simulator import (
     Simulator,
     SimulatorServer,
     TrafficProfile,
+    status_at,
 )
 from tests.harness import (
     InProcessExporter,
+    TargetSpec,
     assert_matches,
     expected_counts,
     in_process,
     series,
-    status_at,
     value,
 )
 
 START = 1_780_000_000.0
-TARGETS = [
+TARGETS: list[TargetSpec] = [
     {"name": "all", "window": "1h"},
     {"name": "otp", "campaign_id": 11, "window": "30m"},
 ]

@@ -28,6 +28,7 @@ from exporter.simulator import (
     Simulator,
     SimulatorServer,
     TrafficProfile,
+    status_at,
 )
 from tests.harness import (
     Expected,
@@ -37,7 +38,6 @@ from tests.harness import (
     config_yaml,
     expected_counts,
     series,
-    status_at,
     value,
 )
 from tests.test_e2e_counting import START, TARGETS, traffic
@@ -372,9 +372,8 @@ def test_amount_missing_counts_the_message_without_a_cost(
     for target in WINDOWS:
         expected = rig.expected(target)
         # messages counted while the amount was not sent have no cost: take theirs off
-        for message, poll in counted_at(rig, target):
+        for message, poll, status in counted_at(rig, target):
             if poll in faulted and message["amount"]:
-                status = status_at(message["history"], poll)
                 key = (message["type"], status, message["amount"]["currency"].upper())
                 expected.cost_nanos[key] -= parse_price_nanos(message["amount"]["value"]) or 0
         expected.cost_nanos = +expected.cost_nanos  # drop zeros, as the exposition does
@@ -382,8 +381,9 @@ def test_amount_missing_counts_the_message_without_a_cost(
     assert faulted
 
 
-def counted_at(rig: Rig, target: str) -> Iterator[tuple[dict[str, Any], float]]:
-    """Each message counted in ``target`` with the poll that counted it (the contract's rule)."""
+def counted_at(rig: Rig, target: str) -> Iterator[tuple[dict[str, Any], float, str]]:
+    """Each message counted in ``target`` with the poll that counted it and its status then (the
+    contract's rule)."""
     window, campaign = WINDOWS[target]
     polls = rig.polls[target]
     for message in rig.sim.truth()["messages"]:
@@ -397,7 +397,7 @@ def counted_at(rig: Rig, target: str) -> Iterator[tuple[dict[str, Any], float]]:
             status = status_at(message["history"], polls[index])
             if status is not None and is_final(normalize_status(status)):
                 if index > 0:
-                    yield message, polls[index]
+                    yield message, polls[index], status
                 break
 
 
@@ -663,9 +663,9 @@ def test_a_negative_price_is_rejected_the_message_counts_and_no_cost_goes_down(
     both_up(samples, 1)
     for target in WINDOWS:
         expected = rig.expected(target)
-        for message, poll in counted_at(rig, target):  # counted while priced below zero: no cost
+        # counted while priced below zero: no cost
+        for message, poll, status in counted_at(rig, target):
             if poll in faulted and message["amount"]:
-                status = status_at(message["history"], poll)
                 key = (message["type"], status, message["amount"]["currency"].upper())
                 expected.cost_nanos[key] -= parse_price_nanos(message["amount"]["value"]) or 0
         expected.cost_nanos = +expected.cost_nanos

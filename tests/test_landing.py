@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -26,11 +25,11 @@ from exporter.simulator import (
 from exporter.stats import ExporterState
 from exporter.tracking.counts import Histogram
 from tests import chromium
-from tests.harness import InProcessExporter, Samples, config_yaml, series, value
+from tests.harness import InProcessExporter, Samples, TargetSpec, config_yaml, series, value
 
 KEY = "test_landing_0123456789abcdef"
 START = 1_780_000_000.0
-TARGETS: list[dict[str, Any]] = [
+TARGETS: list[TargetSpec] = [
     {"name": "all", "window": "1h"},
     {"name": "c22", "campaign_id": 22, "window": "1h"},
 ]

@@ -25,9 +25,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exporter.bsg.records import (
+    Channel,
     DecodeError,
+    Epoch,
     Message,
     Page,
+    Status,
     decode_balance,
     decode_page,
     decode_token,
@@ -321,8 +324,8 @@ class Seen:
     """One observation of a message by a poll."""
 
     id: int
-    status: str
-    channel: str
+    status: Status
+    channel: Channel
     age: int  # seconds before the poll's start that it was created, or -1 for no created_at
     cost: int | None
 
@@ -333,9 +336,9 @@ class Seen:
             id=self.id,
             status=self.status,
             channel=self.channel,
-            created_at=None if self.age < 0 else created,
-            sent_at=created + 1 if self.age >= 0 else None,
-            delivered_at=created + 5 if delivered and self.age >= 0 else None,
+            created_at=None if self.age < 0 else Epoch(created),
+            sent_at=Epoch(created + 1) if self.age >= 0 else None,
+            delivered_at=Epoch(created + 5) if delivered and self.age >= 0 else None,
             amount=price(self.cost, "EUR"),
         )
 

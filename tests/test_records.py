@@ -291,12 +291,12 @@ def test_the_fast_path_reads_right_across_its_caches_filling_up() -> None:
     decoder = PageDecoder(Stamps(UTC), frozenset(LABEL_DIMENSIONS))
     stamps = [format_api_time(T0 + i, UTC) for i in range(2 * _CACHE_SIZE + 7)]
     for start in range(0, len(stamps), 500):
+        indices = range(start, min(start + 500, len(stamps)))
         records = [
-            {**SAMPLE, "id": i + 1, "created_at": stamps[i], "delivered_at": None}
-            for i in range(start, min(start + 500, len(stamps)))
+            {**SAMPLE, "id": i + 1, "created_at": stamps[i], "delivered_at": None} for i in indices
         ]
         messages = decoder.decode(page(*records)).data
-        assert [m.created_at for m in messages] == [T0 + r["id"] - 1 for r in records]
+        assert [m.created_at for m in messages] == [T0 + i for i in indices]
         assert {m.delivered_at for m in messages} == {None}  # None survives each clearing
     assert len(decoder.stamps) <= _CACHE_SIZE
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import httpx
 
 from exporter.config.schema import parse_config
+from exporter.serving.collector import BsgRegistry
 from exporter.simulator import DEMO_API_KEY, ManualClock, SimulatorServer
-from tests.harness import ExporterProcess, config_yaml, in_process, series, value
+from tests.harness import ExporterProcess, TargetSpec, config_yaml, in_process, series, value
 from tests.test_e2e_counting import START, TARGETS, traffic
 
 ENV = {"BSG_API_KEY": DEMO_API_KEY}
@@ -27,7 +28,10 @@ def test_targets_added_and_removed_keep_the_others_state(tmp_path: Path) -> None
             before = exporter.samples()
             kept = series(before, "bsg_messages_total", target="all")
             assert sum(kept.values()) > 0
-            new_targets = [TARGETS[0], {"name": "c12", "campaign_id": 12, "window": "1h"}]
+            new_targets: list[TargetSpec] = [
+                TARGETS[0],
+                {"name": "c12", "campaign_id": 12, "window": "1h"},
+            ]
             text = config_yaml(server.url, new_targets)
             error = exporter.app.reload_with(lambda: parse_config(text, environ=ENV))
             assert error is None
@@ -142,9 +146,11 @@ def test_a_target_added_is_scraped_at_once_even_while_a_poll_renders() -> None:
             assert otp_up not in exporter.samples()  # the targets' part is rendered, kept
             text = config_yaml(server.url, TARGETS)
             assert exporter.app.reload_with(lambda: parse_config(text, environ=ENV)) is None
+            registry = exporter.app.registry
+            assert isinstance(registry, BsgRegistry)  # the app's own registry
             # A poll rendering holds this lock: a scrape meanwhile serves the parts rendered
             # last, which the reload must have rendered again.
-            with exporter.app.registry._rendering:
+            with registry._rendering:
                 assert otp_up in exporter.samples()
         finally:
             exporter.close()

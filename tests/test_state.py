@@ -22,6 +22,7 @@ from exporter.simulator import (
 from exporter.tracking.store import StateError, StateStore
 from tests.harness import (
     ExporterProcess,
+    TargetSpec,
     assert_matches,
     config_yaml,
     expected_counts,
@@ -85,7 +86,7 @@ def test_state_from_another_config(tmp_path: Path, capsys: pytest.CaptureFixture
             clock.advance(60)
         before = first.samples()
         first.close()
-        renamed = [
+        renamed: list[TargetSpec] = [
             {"name": "all", "window": "1h"},  # kept
             {"name": "otp", "campaign_id": 12, "window": "30m"},  # same name, another campaign
             {"name": "fresh", "window": "1h"},  # new
@@ -147,7 +148,10 @@ def test_kill_9_mid_poll_loses_nothing_and_counts_nothing_twice(
 ) -> None:
     sim, server = quiet_simulator
     rng = random.Random(9)
-    targets = [{"name": "all", "window": "1h"}, {"name": "c21", "campaign_id": 21, "window": "1h"}]
+    targets: list[TargetSpec] = [
+        {"name": "all", "window": "1h"},
+        {"name": "c21", "campaign_id": 21, "window": "1h"},
+    ]
     config = config_yaml(
         server.url, targets, interval="200ms", state_path=str(tmp_path / "state.db")
     )
@@ -160,12 +164,11 @@ def test_kill_9_mid_poll_loses_nothing_and_counts_nothing_twice(
     final: dict[int, tuple[int, str]] = {}
     kills = 0
     for round_ in range(6):
-        specs = [
-            {"campaign_id": rng.choice((21, 22)), "status": "sent", "amount": PRICE}
-            for _ in range(400)
-        ]
-        ids = sim.create_messages(specs)
-        campaign_of.update((i, spec["campaign_id"]) for i, spec in zip(ids, specs, strict=True))
+        campaigns = [rng.choice((21, 22)) for _ in range(400)]
+        ids = sim.create_messages(
+            [{"campaign_id": c, "status": "sent", "amount": PRICE} for c in campaigns]
+        )
+        campaign_of.update(zip(ids, campaigns, strict=True))
         pending += ids
         rng.shuffle(pending)
         for msg_id in pending[:300]:

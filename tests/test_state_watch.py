@@ -18,7 +18,7 @@ from exporter.simulator import (
     SimulatorServer,
 )
 from exporter.tracking.store import StateAccessError, StateStore, set_aside
-from tests.harness import config_yaml, in_process, value
+from tests.harness import TargetSpec, config_yaml, in_process, value
 
 PRICE = {"value": "0.0100000", "currency": "EUR"}
 
@@ -36,7 +36,7 @@ def test_a_state_file_lost_while_running_is_recreated_from_memory(
 ) -> None:
     clock, sim, server = manual_simulator
     path = tmp_path / "state.db"
-    targets = [{"name": "all", "window": "1h"}]
+    targets: list[TargetSpec] = [{"name": "all", "window": "1h"}]
     exporter = in_process(server.url, targets, DEMO_API_KEY, clock.now, state_path=str(path))
     try:
         exporter.cycle()  # the (empty) baseline

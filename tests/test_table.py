@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from exporter.bsg.records import Message
+from exporter.bsg.records import Epoch, Message, Status
 from exporter.tracking.store import SCHEMA_VERSION, StateStore
 from exporter.tracking.table import Final, MessageTable, Row, minute_runs
 from exporter.tracking.tracker import TargetTracker
 
 NOW = 1_780_000_000.0
-STATUSES = ("sent", "accepted", "delivered", "read", "failed")
+STATUSES: tuple[Status, ...] = ("sent", "accepted", "delivered", "read", "failed")
 
 
 def view(table: MessageTable) -> dict[str, Any]:
@@ -159,7 +159,7 @@ def test_chunks_are_replaced_by_a_snapshot_and_a_restart_resumes_from_it(
     for step in range(6):
         now = NOW + 60 * step
         messages = [
-            Message(id=i, status=rng.choice(STATUSES), channel="sms", created_at=now - i)
+            Message(id=i, status=rng.choice(STATUSES), channel="sms", created_at=Epoch(now - i))
             for i in range(step * 10, step * 10 + 30)  # each poll re-reads 20 of the last one
         ]
         live.apply(messages, now)
@@ -168,8 +168,9 @@ def test_chunks_are_replaced_by_a_snapshot_and_a_restart_resumes_from_it(
     again = tracker_on(store)
     loaded, saved = again.snapshot(NOW + 300), live.snapshot(NOW + 300)
     assert loaded.tracked == 30 + 5 * 10 and loaded.pending > 0
-    no_histograms = {"delivery_latency": {}, "send_delay": {}}
-    assert replace(loaded, **no_histograms) == replace(saved, **no_histograms)
+    assert replace(loaded, delivery_latency={}, send_delay={}) == replace(
+        saved, delivery_latency={}, send_delay={}
+    )
     assert loaded.delivery_latency["sms"].counts == saved.delivery_latency["sms"].counts
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from exporter.bsg.records import Message, is_final
+from exporter.bsg.records import Channel, Epoch, Message, Status, is_final, normalize_status
 from exporter.model import FINAL_STATUSES, PENDING_STATUSES
 from exporter.tracking.snapshot import SEP
 from exporter.tracking.store import MEMORY, StateStore
@@ -37,9 +37,9 @@ def tracker(
 
 def msg(
     msg_id: int,
-    status: str,
+    status: Status,
     *,
-    channel: str = "sms",
+    channel: Channel = "sms",
     created: float = NOW - 60,
     sent: float | None = None,
     delivered: float | None = None,
@@ -51,9 +51,9 @@ def msg(
         id=msg_id,
         status=status,
         channel=channel,
-        created_at=created,
-        sent_at=sent,
-        delivered_at=delivered,
+        created_at=Epoch(created),
+        sent_at=None if sent is None else Epoch(sent),
+        delivered_at=None if delivered is None else Epoch(delivered),
         amount=price(cost, currency),
     )
 
@@ -192,11 +192,12 @@ def test_final_messages_are_pruned_after_the_window_but_never_recounted() -> Non
 def test_random_observation_sequences_keep_the_contract() -> None:
     """Whatever order statuses are seen in, each message counts at most once and sums agree."""
     rng = random.Random(7)
-    statuses = (*PENDING_STATUSES, *FINAL_STATUSES, "other")
+    # as Status: the vocabulary normalises to itself
+    statuses = tuple(map(normalize_status, (*PENDING_STATUSES, *FINAL_STATUSES, "other")))
     for _ in range(50):
         t = tracker()
         t.apply([], NOW)
-        first_final: dict[int, str] = {}
+        first_final: dict[int, Status] = {}
         previous_total = 0
         for step in range(30):
             seen = []
@@ -269,7 +270,7 @@ def test_a_message_is_read_once_more_when_its_validity_ends() -> None:
         abandon_grace=3600.0,
         interval=60.0,
     )
-    one_hour = Message(1, "sent", "sms", created_at=NOW - 1800, validity_hours=1)
+    one_hour = Message(1, "sent", "sms", created_at=Epoch(NOW - 1800), validity_hours=1)
     t.apply([one_hour], NOW)
     assert t.rechecks(NOW + 600).due == ()  # its tier is not due for a day
     recheck = t.rechecks(NOW + 1800)

@@ -24,7 +24,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from prometheus_client import CollectorRegistry
 
-from exporter.config import webconfig
 from exporter.config.schema import ConfigError
 from exporter.config.webconfig import BasicAuth, WebConfig, load_web_config, parse_web_config
 from exporter.serving.collector import BsgCollector
@@ -396,7 +395,7 @@ def test_successful_checks_are_cached_and_every_failure_pays_bcrypt(
         calls.append(hashed)
         return real(password, hashed)
 
-    monkeypatch.setattr(webconfig.bcrypt, "checkpw", counting)
+    monkeypatch.setattr(bcrypt, "checkpw", counting)  # the module webconfig calls
     auth = parse_web_config(AUTH).authenticator()
     assert isinstance(auth, BasicAuth)
     right = basic("alice", PASSWORD)["Authorization"]
