@@ -24,7 +24,7 @@ from exporter.config.schema import ApiConfig, Config, ConfigError, TargetConfig
 from exporter.liveness import Liveness, stall_limit
 from exporter.polling.poller import Poller
 from exporter.runtime import COLLECTION_PAUSE
-from exporter.serving.collector import BsgRegistry
+from exporter.serving.exposition import BsgRegistry
 from exporter.stats import ApiStats, ExporterState, TargetStatus
 from exporter.tracking.store import StateStore
 from exporter.tracking.tracker import TargetTracker

@@ -22,7 +22,9 @@ from prometheus_client.registry import Collector
 from exporter.bsg.records import Balance, CountryCode, Epoch, Message
 from exporter.model import FINAL_STATUSES
 from exporter.serving import collector as collector_module
-from exporter.serving.collector import BsgCollector, BsgRegistry, Encoder, _Template
+from exporter.serving import exposition as exposition_module
+from exporter.serving.collector import BsgCollector
+from exporter.serving.exposition import BsgRegistry, Encoder, _Template
 from exporter.stats import ExporterState, TargetStatus
 from exporter.tracking.counts import Histogram
 from exporter.tracking.store import MEMORY, StateStore
@@ -295,13 +297,13 @@ def test_a_publish_renders_the_scraped_formats_before_the_next_scrape(
     tracker.apply([Message(9, "delivered", "rcs", 7, ago(5), ago(4), ago(1))], NOW)
     state.publish_success("otp", tracker.snapshot(NOW), at=NOW, duration=0.1, mismatches=0)
     rendered: list[object] = []
-    real_render = collector_module._render
+    real_render = exposition_module._render
 
     def recording(encoder: Encoder, families: Iterable[Metric]) -> bytes:
         rendered.append((encoder, families))
         return real_render(encoder, families)
 
-    monkeypatch.setattr(collector_module, "_render", recording)
+    monkeypatch.setattr(exposition_module, "_render", recording)
     body = registry.exposition(encoder, content_type)
     assert body == encoder(registry)
     assert len(rendered) == 1  # only the shared families: the targets' parts were ready
@@ -355,21 +357,21 @@ def test_a_template_renders_what_the_encoder_renders_and_spares_it(accept: str) 
     for values in rounds:
         for family in _families(values):
             rendered = templates[family.name].render(counting, family)
-            assert rendered == collector_module._render(encoder, [family])
+            assert rendered == exposition_module._render(encoder, [family])
     assert len(calls) == 3  # once per family
     _, changed, _ = _families([4.0, 1.0, 2.0, 3.0], extra_label="new")  # a new label value
     rendered = templates[changed.name].render(counting, changed)
-    assert rendered == collector_module._render(encoder, [changed])
+    assert rendered == exposition_module._render(encoder, [changed])
     assert len(calls) == 4
 
 
 def test_a_sample_with_a_timestamp_is_never_templated() -> None:
     encoder, _ = choose_encoder("")
-    template = collector_module._Template()
+    template = exposition_module._Template()
     for value in (1.0, 2.0):
         gauge = GaugeMetricFamily("bsg_level", "Level.", labels=["target"])
         gauge.add_metric(["otp"], value, timestamp=1_700_000_000 + value)
-        assert template.render(encoder, gauge) == collector_module._render(encoder, [gauge])
+        assert template.render(encoder, gauge) == exposition_module._render(encoder, [gauge])
 
 
 @pytest.mark.parametrize("bounds", [(0.5, 1.0, 10.0), (), (-1.0, 0.0, 2.5)])

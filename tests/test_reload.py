@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 
 from exporter.config.schema import parse_config
-from exporter.serving.collector import BsgRegistry
+from exporter.serving.exposition import BsgRegistry
 from exporter.simulator import DEMO_API_KEY, ManualClock, SimulatorServer
 from tests.harness import ExporterProcess, TargetSpec, config_yaml, in_process, series, value
 from tests.test_e2e_counting import START, TARGETS, traffic

@@ -210,7 +210,7 @@ ValidityHours = Annotated[int, msgspec.Meta(gt=0, le=_MAX_VALIDITY_HOURS)]
 class Message(msgspec.Struct, frozen=True, gc=False):
     """A message as the exporter understands it: normalised labels, epoch seconds, the price.
 
-    The fast path builds it from a :class:`_Row`, the same fields by their JSON names (the
+    The fast path builds it from a :class:`_WireRow`, the same fields by their JSON names (the
     names given here), checked by msgspec; the tolerant path from a :class:`WireMessage`.
     """
 
@@ -237,7 +237,7 @@ class Message(msgspec.Struct, frozen=True, gc=False):
         return None if self.amount is None else self.amount.currency
 
 
-class _Row(msgspec.Struct, gc=False):
+class _WireRow(msgspec.Struct, gc=False):
     """A record of an ordinary page: :class:`Message`'s fields by their JSON names, as sent.
 
     msgspec checks them in C (numeric text is accepted for numbers); timestamps, price,
@@ -397,7 +397,7 @@ class PageDecoder:
         self._decoder = msgspec.json.Decoder(_page_type(row), strict=False)
 
     def decode(self, body: bytes) -> MessagePage:
-        """Decode a page whose every record fits :class:`_Row`; ValidationError otherwise."""
+        """Decode a page whose every record fits :class:`_WireRow`; ValidationError otherwise."""
         page = self._decoder.decode(body)
         rows = page.data
         try:
@@ -413,16 +413,16 @@ def _bad_prices(messages: list[Message]) -> int:
 
 
 def _row_type(labels: frozenset[str]) -> type[Any]:
-    """:class:`_Row` without the label fields that are not in ``labels``."""
-    fields = msgspec.structs.fields(_Row)
+    """:class:`_WireRow` without the label fields that are not in ``labels``."""
+    fields = msgspec.structs.fields(_WireRow)
     if all(field.name in labels for field in fields if field.name in LABEL_DIMENSIONS):
-        return _Row
+        return _WireRow
     kept = [
         (field.name, field.type) if field.required else (field.name, field.type, field.default)
         for field in fields
         if field.name not in LABEL_DIMENSIONS or field.name in labels
     ]
-    return msgspec.defstruct("_Row", kept, gc=False, module=__name__)
+    return msgspec.defstruct("_WireRow", kept, gc=False, module=__name__)
 
 
 def _page_type(row: type[Any]) -> type[Any]:

@@ -35,7 +35,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from exporter.config.webconfig import AUTH_CHALLENGE, BasicAuth, WebConfig
 from exporter.defaults import DEFAULT_MAX_REQUESTS, DEFAULT_TELEMETRY_PATH
-from exporter.serving.collector import BsgRegistry
+from exporter.serving.exposition import BsgRegistry
 from exporter.serving.landing import render_landing
 from exporter.stats import ExporterState
 
@@ -241,7 +241,7 @@ class WebServer:
         ``max_requests`` 0 means no limit on requests served at once.
         """
         host, port = parse_listen_address(listen_address)
-        app = _App(registry, state, telemetry_path, clock, reload)
+        app = _Routes(registry, state, telemetry_path, clock, reload)
         web_config = web_config or WebConfig()
         tls = web_config.tls.ssl_context() if web_config.tls is not None else None
         limits = _Limits(header_timeout, idle_timeout, max_requests)
@@ -278,7 +278,7 @@ class WebServer:
         self._thread.join(timeout=5)
 
 
-class _App:
+class _Routes:
     """Routing and rendering, apart from the socket handling."""
 
     def __init__(
@@ -426,7 +426,7 @@ def _raw_answer(status: HTTPStatus, text: str, extra: tuple[tuple[str, str], ...
 
 
 def _handler_for(
-    app: _App,
+    app: _Routes,
     auth: BasicAuth | None,
     extra_headers: tuple[tuple[str, str], ...],
     limits: _Limits,

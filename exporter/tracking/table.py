@@ -27,7 +27,7 @@ from typing import Any
 import msgspec
 
 PENDING = 0
-"""The state of a pending message (the tracker's ``State.PENDING``)."""
+"""The state of a pending message (the tracker's ``Standing.PENDING``)."""
 
 _NONE = math.nan
 """A missing re-check time or deadline in a chunk's float arrays."""

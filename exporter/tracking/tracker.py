@@ -62,7 +62,7 @@ log = structlog.get_logger("exporter.tracking.tracker")
 _NOTHING_DUE = Recheck()
 
 
-class State(IntEnum):
+class Standing(IntEnum):
     """Where a tracked message stands in the counting contract."""
 
     PENDING = 0
@@ -664,7 +664,7 @@ class TargetTracker:
 
 
 _FINAL = frozenset(FINAL_STATUSES)
-_COUNTED, _BASELINE = int(State.COUNTED), int(State.BASELINE)
+_COUNTED, _BASELINE = int(Standing.COUNTED), int(Standing.BASELINE)
 """The final states as plain ints, as the table keeps and saves them."""
 
 
