@@ -15,7 +15,7 @@ reads the same pages in this process, with no network, on one core:
 * **ceiling**: decoding alone, with msgspec, into the exporter's wire structs (``WirePage``:
   every field as sent, no checks or conversions); ``typed`` is printed beside it for
   reference: decoding into the typed records the way ``decode_page`` does
-  (``records.page_decoder``: msgspec, then our shared timestamps, prices, countries and
+  (``decode.page_decoder``: msgspec, then our shared timestamps, prices, countries and
   senders; every label field read); and ``floor``: the least any tracker written in Python
   does per message, with nothing of the exporter's own: msgspec decodes the fields an
   unlabelled target reads (unchecked), each id is looked up and remembered with its creation
@@ -57,7 +57,8 @@ from prometheus_client.exposition import choose_encoder
 
 from exporter.app import _registry
 from exporter.bsg.client import MessagePass
-from exporter.bsg.records import Stamps, WireAmount, WirePage, decode_page, page_decoder
+from exporter.bsg.decode import Stamps, decode_page, page_decoder
+from exporter.bsg.wire import WireAmount, WirePage
 from exporter.defaults import DEFAULT_DELIVERY_LATENCY_BUCKETS, DEFAULT_SEND_DELAY_BUCKETS
 from exporter.model import DELIVERED_STATUSES, FINAL_STATUSES, LABEL_DIMENSIONS
 from exporter.polling.poller import PollReads

@@ -25,7 +25,7 @@ from structlog.typing import EventDict, WrappedLogger
 import exporter.app
 from exporter.app import App, build_app
 from exporter.bsg.client import BsgClient, BsgError, MessagePass, MessageQuery
-from exporter.bsg.records import Message, is_final
+from exporter.bsg.wire import Message, is_final
 from exporter.config.schema import parse_config
 from exporter.simulator import DEMO_API_KEY
 from exporter.stats import ApiStats

@@ -138,7 +138,7 @@ def _stamp(t: float | None) -> str | None:
 def serve(args: argparse.Namespace) -> None:  # noqa: PLR0915 - set-up, poller and loop
     """Serve /metrics over trackers a poller thread keeps applying pages to."""
     from exporter.app import _registry  # noqa: PLC0415 - children import the exporter only
-    from exporter.bsg.records import decode_page  # noqa: PLC0415
+    from exporter.bsg.decode import decode_page  # noqa: PLC0415
     from exporter.defaults import (  # noqa: PLC0415
         DEFAULT_DELIVERY_LATENCY_BUCKETS,
         DEFAULT_SEND_DELAY_BUCKETS,
@@ -248,7 +248,7 @@ def read_pages(path: Path) -> Iterator[bytes]:
 def memory(args: argparse.Namespace) -> None:
     """Ingest the pages of ``args.pages_file`` as a cold read, then report the memory."""
     from exporter.bsg.client import MessagePass  # noqa: PLC0415
-    from exporter.bsg.records import decode_page  # noqa: PLC0415
+    from exporter.bsg.decode import decode_page  # noqa: PLC0415
     from exporter.defaults import (  # noqa: PLC0415
         DEFAULT_DELIVERY_LATENCY_BUCKETS,
         DEFAULT_SEND_DELAY_BUCKETS,

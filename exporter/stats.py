@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 from exporter.bsg.budget import RequestBudget
-from exporter.bsg.records import Balance
+from exporter.bsg.wire import Balance
 from exporter.liveness import Liveness
 from exporter.tracking.counts import Histogram, add_to
 

@@ -42,5 +42,7 @@ def test_an_indirect_forbidden_import_breaks_its_contract(tmp_path: Path) -> Non
     result = lint_imports(tmp_path)
     assert result.returncode != 0
     broken = {line.removesuffix(" BROKEN") for line in result.stdout.splitlines()}
-    assert "The collector, the exposition cache and the status page do no I/O" in broken  # via the counts module
+    assert (
+        "The collector, the exposition cache and the status page do no I/O" in broken
+    )  # via the counts module
     assert "Tracking and the published state need neither HTTP nor Prometheus" in broken

@@ -19,7 +19,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from exporter.bsg.records import Balance, CountryCode, Epoch, Message
+from exporter.bsg.wire import Balance, CountryCode, Epoch, Message
 from exporter.model import FINAL_STATUSES
 from exporter.serving import collector as collector_module
 from exporter.serving import exposition as exposition_module

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from exporter.bsg.records import is_final
+from exporter.bsg.wire import is_final
 from exporter.simulator import (
     DEMO_API_KEY,
     CampaignProfile,

@@ -24,18 +24,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exporter.bsg.records import (
-    Channel,
-    DecodeError,
-    Epoch,
-    Message,
-    Page,
-    Status,
-    decode_balance,
-    decode_page,
-    decode_token,
-    is_final,
-)
+from exporter.bsg.decode import decode_balance, decode_page, decode_token
+from exporter.bsg.wire import Channel, DecodeError, Epoch, Message, Page, Status, is_final
 from exporter.model import ALL_STATUSES, CHANNELS, LABEL_DIMENSIONS, OTHER
 from exporter.tracking.snapshot import TargetSnapshot
 from exporter.tracking.store import MEMORY, StateStore

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from exporter.bsg.records import Epoch, Message, Status
+from exporter.bsg.wire import Epoch, Message, Status
 from exporter.tracking.store import SCHEMA_VERSION, StateStore
 from exporter.tracking.table import Final, MessageTable, Row, minute_runs
 from exporter.tracking.tracker import TargetTracker

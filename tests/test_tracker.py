@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from exporter.bsg.records import Channel, Epoch, Message, Status, is_final, normalize_status
+from exporter.bsg.wire import Channel, Epoch, Message, Status, is_final, normalize_status
 from exporter.model import FINAL_STATUSES, PENDING_STATUSES
 from exporter.tracking.snapshot import SEP
 from exporter.tracking.store import MEMORY, StateStore

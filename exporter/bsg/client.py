@@ -33,11 +33,7 @@ import structlog
 
 from exporter import model
 from exporter.bsg.budget import RequestBudget
-from exporter.bsg.records import (
-    MAX_DEPTH,
-    Balance,
-    Message,
-    Page,
+from exporter.bsg.decode import (
     decode_balance,
     decode_page,
     decode_token,
@@ -45,6 +41,7 @@ from exporter.bsg.records import (
     nested_too_deeply,
 )
 from exporter.bsg.transport import Deadline, deadline_transport
+from exporter.bsg.wire import MAX_DEPTH, Balance, Message, Page
 from exporter.defaults import DEFAULT_MAX_RESPONSE_SIZE, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
 from exporter.model import KEPT_REJECTS, LABEL_DIMENSIONS
 

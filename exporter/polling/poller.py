@@ -28,7 +28,7 @@ from exporter.bsg.client import (
     MessageQuery,
     StoppedError,
 )
-from exporter.bsg.records import Message
+from exporter.bsg.wire import Message
 from exporter.config.schema import Config, TargetConfig
 from exporter.model import INTERNAL, STATE
 from exporter.polling.planner import Density, ReadPlan, plan_reads, within_allowance

@@ -20,7 +20,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
-from exporter.bsg.records import Balance
+from exporter.bsg.wire import Balance
 from exporter.model import (
     ALL_STATUSES,
     BALANCE_ERROR_REASONS,

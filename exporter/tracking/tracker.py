@@ -29,7 +29,7 @@ from typing import TypeVar, cast
 
 import structlog
 
-from exporter.bsg.records import Message, is_final
+from exporter.bsg.wire import Message, is_final
 from exporter.defaults import (
     DEFAULT_ABANDON_GRACE,
     DEFAULT_MAX_LABEL_VALUES,

@@ -1,4 +1,4 @@
-"""Decoding quirks of the BSG API: every documented variant in, the same typed record out."""
+"""Decoding pages, balances and tokens into the API's records (exporter.bsg.decode and wire)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,10 @@ from zoneinfo import ZoneInfo
 import msgspec
 import pytest
 
-from exporter.bsg.records import (
+from exporter.bsg.decode import (
     _CACHE_SIZE,
-    Channel,
-    DecodeError,
-    Message,
     PageDecoder,
     Stamps,
-    Status,
     TimestampParser,
     _decode_page_tolerantly,
     decode_balance,
@@ -25,10 +21,16 @@ from exporter.bsg.records import (
     decode_token,
     format_api_time,
     nested_too_deeply,
-    normalize_channel,
-    normalize_status,
     page_decoder,
     parse_price_nanos,
+)
+from exporter.bsg.wire import (
+    Channel,
+    DecodeError,
+    Message,
+    Status,
+    normalize_channel,
+    normalize_status,
 )
 from exporter.model import ALL_STATUSES, CHANNELS, LABEL_DIMENSIONS, OTHER
 
