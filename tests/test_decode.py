@@ -1,4 +1,4 @@
-"""Decoding pages, balances and tokens into the API's records (exporter.bsg.decode and wire)."""
+"""Decoding quirks of the BSG API: every documented variant in, the same typed record out."""
 
 from __future__ import annotations
 
