@@ -25,7 +25,8 @@ from cryptography.x509.oid import NameOID
 from prometheus_client import CollectorRegistry
 
 from exporter.config.schema import ConfigError
-from exporter.config.webconfig import BasicAuth, WebConfig, load_web_config, parse_web_config
+from exporter.config.webconfig import WebConfig, load_web_config, parse_web_config
+from exporter.serving.auth import BasicAuth, authenticator
 from exporter.serving.collector import BsgCollector
 from exporter.serving.server import WebServer
 from exporter.stats import ExporterState, TargetStatus
@@ -396,7 +397,7 @@ def test_successful_checks_are_cached_and_every_failure_pays_bcrypt(
         return real(password, hashed)
 
     monkeypatch.setattr(bcrypt, "checkpw", counting)  # the module webconfig calls
-    auth = parse_web_config(AUTH).authenticator()
+    auth = authenticator(parse_web_config(AUTH))
     assert isinstance(auth, BasicAuth)
     right = basic("alice", PASSWORD)["Authorization"]
     assert auth.check(right) and auth.check(right)
@@ -418,8 +419,8 @@ def test_empty_files_and_sections_change_nothing() -> None:
     assert parse_web_config("# nothing\n") == WebConfig()
     text = "tls_server_config:\nhttp_server_config: {}\nbasic_auth_users: {}\n"
     assert parse_web_config(text) == WebConfig()
-    assert parse_web_config(AUTH).authenticator() is not None
-    assert WebConfig().authenticator() is None
+    assert authenticator(parse_web_config(AUTH)) is not None
+    assert authenticator(WebConfig()) is None
 
 
 def test_the_hashes_never_show() -> None:

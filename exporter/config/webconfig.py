@@ -1,8 +1,10 @@
 """The web configuration (``--web.config.file``): TLS, basic auth and extra response headers.
 
 Owns the Prometheus exporter-toolkit file format (docs/web-configuration.md of
-prometheus/exporter-toolkit) as far as Python's ssl module can honour it exactly, the server's
-`ssl.SSLContext` built from it, and the basic-auth check (bcrypt). Keys the toolkit knows but
+prometheus/exporter-toolkit) as far as Python's ssl module can honour it exactly, and the
+server's `ssl.SSLContext` built from it (built when the file is read, so that --config.check
+loads every certificate as a start would). Checking requests against the users is
+:mod:`exporter.serving.auth`'s. Keys the toolkit knows but
 this exporter cannot honour exactly are startup errors naming the key, never ignored and never
 approximated; unknown keys are errors too. Problems are reported like the main configuration's:
 all at once, each as "path: message", in one `ConfigError`.
@@ -10,29 +12,22 @@ all at once, each as "path: message", in one `ConfigError`.
 Unlike the main configuration, strings are taken as written: the toolkit's format has no
 ${VAR} expansion, and a file that works with a Go exporter must mean the same here.
 
-Must not import exporter.serving.server, httpx, prometheus_client or any exporter module but
-exporter.config.schema (whose YAML walker it reuses), so that the web server can depend on it.
+Must not import: httpx, prometheus_client, or any exporter module outside this package (it
+reads through :mod:`.reader`), so that the web server can depend on it.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
-import hashlib
-import hmac
 import os
 import re
-import secrets
 import ssl
 import tempfile
-import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, NoReturn, TypeAlias
 
-import bcrypt
 import yaml
 
 from exporter.config.durations import quoted
@@ -55,9 +50,7 @@ from exporter.config.reader import (
 )
 
 __all__ = [
-    "AUTH_CHALLENGE",
     "HEADER_VALUES",
-    "BasicAuth",
     "ClientAuthType",
     "TLSServerConfig",
     "TLSVersionName",
@@ -71,9 +64,6 @@ ClientAuthType: TypeAlias = Literal[
     "NoClientCert", "VerifyClientCertIfGiven", "RequireAndVerifyClientCert"
 ]
 TLSVersionName: TypeAlias = Literal["TLS12", "TLS13"]
-
-AUTH_CHALLENGE = 'Basic realm="bsg-exporter"'
-"""The WWW-Authenticate value of a 401."""
 
 HEADER_VALUES: dict[str, tuple[str, ...]] = {
     "Strict-Transport-Security": (),
@@ -141,7 +131,6 @@ _NO_USERS: tuple[tuple[str, Secret], ...] = ()
 
 # "$2y$10$" + 22 characters of salt + 31 of hash, in bcrypt's base64 alphabet; cost 4..31.
 _BCRYPT = re.compile(r"\$2[aby]\$(?:0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
-_BCRYPT_COST = re.compile(r"\$2[aby]\$([0-9]{2})\$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -239,79 +228,6 @@ class WebConfig:
     tls: TLSServerConfig | None = None
     headers: tuple[tuple[str, str], ...] = ()
     basic_auth_users: tuple[tuple[str, Secret], ...] = ()  # user, bcrypt hash
-
-    def authenticator(self) -> BasicAuth | None:
-        """The basic-auth check, or None when no user is configured."""
-        return BasicAuth(self.basic_auth_users) if self.basic_auth_users else None
-
-
-class BasicAuth:
-    """Checks Authorization headers against bcrypt hashes, caching the successful checks."""
-
-    CACHE_SIZE = 1024
-
-    def __init__(self, users: Iterable[tuple[str, Secret]]) -> None:
-        self._users = tuple((name.encode(), hashed.reveal().encode()) for name, hashed in users)
-        if not self._users:
-            raise ValueError("BasicAuth needs at least one user")
-        # An unknown user is checked against the costliest real hash, so that a wrong user
-        # name takes as long as a wrong password and does not reveal which users exist.
-        self._decoy = max((h for _, h in self._users), key=_bcrypt_cost)
-        # The cache is keyed by a keyed hash: memory never holds a fast, unsalted hash of a
-        # password that could be brute-forced from a dump.
-        self._cache_key = secrets.token_bytes(32)
-        self._good: set[bytes] = set()
-        # bcrypt is slow on purpose: one check at a time keeps a flood of bad passwords from
-        # taking every core from the scrapes.
-        self._lock = threading.Lock()
-
-    def check(self, authorization: str | None) -> bool:
-        """True when the header carries a configured user and its password."""
-        credentials = _basic_credentials(authorization)
-        if credentials is None:
-            return False
-        user, password = credentials
-        digest = hmac.new(
-            self._cache_key, len(user).to_bytes(4, "big") + user + password, hashlib.sha256
-        ).digest()
-        if digest in self._good:
-            return True
-        hashed = None
-        for name, candidate in self._users:  # every name compared, in constant time each
-            if hmac.compare_digest(name, user):
-                hashed = candidate
-        with self._lock:
-            try:
-                matches = bcrypt.checkpw(password, hashed or self._decoy)
-            except ValueError:  # longer than bcrypt's 72 bytes, or a NUL byte: never valid
-                matches = False
-        if not (matches and hashed is not None):
-            return False
-        if len(self._good) >= self.CACHE_SIZE:
-            self._good.clear()
-        self._good.add(digest)
-        return True
-
-
-def _basic_credentials(authorization: str | None) -> tuple[bytes, bytes] | None:
-    """The user and password of a "Basic" Authorization header, as bytes."""
-    if not authorization:
-        return None
-    scheme, _, token = authorization.strip().partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(token.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    user, colon, password = decoded.partition(b":")
-    return (user, password) if colon else None
-
-
-def _bcrypt_cost(hashed: bytes) -> int:
-    """The cost factor of a bcrypt hash."""
-    match = _BCRYPT_COST.match(hashed.decode("ascii", "replace"))
-    return int(match.group(1)) if match else 0
 
 
 # --- PEM material -------------------------------------------------------------------------

@@ -33,8 +33,9 @@ import structlog
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
 
-from exporter.config.webconfig import AUTH_CHALLENGE, BasicAuth, WebConfig
+from exporter.config.webconfig import WebConfig
 from exporter.defaults import DEFAULT_MAX_REQUESTS, DEFAULT_TELEMETRY_PATH
+from exporter.serving.auth import AUTH_CHALLENGE, BasicAuth, authenticator
 from exporter.serving.exposition import BsgRegistry
 from exporter.serving.landing import render_landing
 from exporter.stats import ExporterState
@@ -245,7 +246,7 @@ class WebServer:
         web_config = web_config or WebConfig()
         tls = web_config.tls.ssl_context() if web_config.tls is not None else None
         limits = _Limits(header_timeout, idle_timeout, max_requests)
-        handler = _handler_for(app, web_config.authenticator(), web_config.headers, limits)
+        handler = _handler_for(app, authenticator(web_config), web_config.headers, limits)
         refusal = _raw_answer(
             HTTPStatus.SERVICE_UNAVAILABLE, "Too many open connections\n", web_config.headers
         )
