@@ -9,6 +9,8 @@ Must not import: anything (it is the bottom of every other module).
 
 from __future__ import annotations
 
+from typing import Final
+
 FINAL_STATUSES: tuple[str, ...] = (
     "delivered",
     "read",
@@ -26,6 +28,10 @@ ALL_STATUSES: tuple[str, ...] = PENDING_STATUSES + FINAL_STATUSES + (OTHER,)
 DELIVERED_STATUSES = frozenset({"delivered", "read"})
 """Final statuses that mean the message reached the phone (their latency is observed)."""
 CHANNELS: tuple[str, ...] = ("sms", "viber", "hlr", "rcs", "whatsapp")
+DEFAULT_CHANNEL: Final = "sms"
+"""The channel of a message that states none (the documentation: "Campaign type: sms")."""
+FAILED_STATUSES: tuple[str, ...] = ("failed", "undelivered")
+"""Final statuses that mean the route gave up: what the status page and the alerts call failed."""
 
 LABEL_DIMENSIONS: tuple[str, ...] = ("country", "sender")
 """The extra labels a target may split its series by (message fields read only for them)."""

@@ -1,10 +1,10 @@
 """Plain in-memory statistics shared by the poller (writer) and the collector (reader).
 
-Owns the histogram and counter containers, the per-target poll status, the API request
-statistics, and :class:`ExporterState`, the one object the collector and the web pages read.
-Writers change it under its lock and only briefly, so a scrape never waits for a poll.
+Owns the per-target poll status, the API request statistics, and :class:`ExporterState`, the
+one object the collector and the web pages read. Writers change it through its methods, under
+its lock and only briefly, so a scrape never waits for a poll.
 
-Must not import: prometheus_client, httpx, or the poller, collector and web modules.
+Must not import: prometheus_client, httpx, or the polling and serving packages.
 """
 
 from __future__ import annotations

@@ -420,3 +420,10 @@ def test_nesting_depth_is_measured_outside_strings() -> None:
     deep_after_text = json.dumps({"t": "]" * 100}).encode()[:-1] + b"," + b'"x":' + b"[" * 70
     assert nested_too_deeply(deep_after_text + b"]" * 70 + b"}")
     assert not nested_too_deeply(b"")
+
+
+def test_the_status_and_channel_types_spell_the_vocabulary() -> None:
+    # The decoder checks statuses and channels by these Literal types, which must be written
+    # out; they may not drift from exporter.model.
+    assert sorted(get_args(Status)) == sorted(ALL_STATUSES)
+    assert sorted(get_args(Channel)) == sorted((*CHANNELS, OTHER))

@@ -3,5 +3,6 @@
 Importing the package loads nothing: import the module you need (``exporter.bsg.client`` pulls
 in httpx, ``exporter.bsg.wire`` only msgspec).
 
-Must not import: prometheus_client, or any exporter module outside this package.
+Must not import: prometheus_client, or any exporter module outside this package but the
+vocabulary and the defaults.
 """

@@ -7,7 +7,8 @@ and, on failure, into a :class:`BsgError` with a stable ``reason``. The API key 
 token never reach a log line or an exception message, and nothing the provider writes reaches
 one unless :func:`safe_text` has cleaned it.
 
-Must not import: prometheus_client, or any exporter module outside ``exporter.bsg``.
+Must not import: prometheus_client, or any exporter module outside ``exporter.bsg`` but the
+vocabulary and the defaults.
 """
 
 from __future__ import annotations
@@ -520,7 +521,7 @@ class BsgClient:
         """The error (or retry) an exception raised inside one request stands for."""
         name = type(exc).__name__
         if isinstance(exc, httpx.TimeoutException | _DeadlineError):
-            outcome.code = "timeout"
+            outcome.code = model.TIMEOUT
             error: BsgError = RequestTimeoutError(
                 f"{endpoint}: no whole answer within {self._timeout:g}s ({name})"
             )
@@ -531,7 +532,7 @@ class BsgClient:
             message = f"{endpoint}: answer larger than {self._max_body} bytes"
             return _RetryableError(BadAnswerError(message))
         if isinstance(exc, httpx.HTTPError):  # TransportError, and any other kind httpx adds
-            outcome.code = "connection_error"
+            outcome.code = model.CONNECTION_ERROR
             return _RetryableError(ApiConnectionError(f"{endpoint}: {name}"))
         self._log_internal(endpoint, exc)
         return InternalError(f"{endpoint}: unexpected {name} handling the answer")

@@ -57,6 +57,7 @@ from exporter.model import (
     BAD_CREATED_AT,
     BAD_ID,
     BAD_PRICE,
+    DEFAULT_CHANNEL,
     LABEL_DIMENSIONS,
     MISSING_ID,
     MISSING_STATUS,
@@ -78,7 +79,7 @@ class _WireRow(msgspec.Struct, gc=False):
 
     id: MessageId
     status: Status
-    type: Channel = "sms"
+    type: Channel = DEFAULT_CHANNEL
     campaign_id: int | None = None
     created_at: str | None = None
     sent_at: str | None = None

@@ -4,7 +4,8 @@ Owns what a page, a message, a price, a balance and a token look like, as sent a
 exporter keeps them, and the checks that are types (an id is a positive int64, a status is one
 of the documented ones). Decoding bodies into them is :mod:`.decode`'s.
 
-Must not import: prometheus_client, httpx, or any exporter module but the vocabulary.
+Must not import: prometheus_client, httpx, or any exporter module but the vocabulary and the
+country table.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import msgspec
 
 from exporter.model import (
     CHANNELS,
+    DEFAULT_CHANNEL,
     FINAL_STATUSES,
     KEPT_REJECTS,
     NANOS,
@@ -45,9 +47,10 @@ Status = Literal[
     "scheduled", "moderation", "accepted", "sending", "sent", "delivered", "read", "expired",
     "failed", "undelivered", "unknown", "not_viber_user", "not_service_user", "other",
 ]  # fmt: skip
-"""A normalised status: :data:`ALL_STATUSES` as a type, for the decoder to check in C."""
+"""A normalised status: :data:`~exporter.model.ALL_STATUSES` as a type, for the decoder to check
+in C (a type needs its literals written out; a test holds the two equal)."""
 Channel = Literal["sms", "viber", "hlr", "rcs", "whatsapp", "other"]
-"""A normalised channel: :data:`CHANNELS` and ``other``."""
+"""A normalised channel: :data:`~exporter.model.CHANNELS` and ``other`` (held equal by a test)."""
 
 
 def is_final(status: str) -> bool:
@@ -64,7 +67,7 @@ def normalize_status(raw: str) -> Status:
 def normalize_channel(raw: str | None) -> Channel:
     """Map a message ``type`` onto the documented channels, or ``other``."""
     if raw is None:
-        return "sms"  # the documentation page calls ``type`` "Campaign type: sms"
+        return DEFAULT_CHANNEL
     channel = raw.strip().lower()
     return cast(Channel, channel if channel in _KNOWN_CHANNELS else OTHER)
 
@@ -192,7 +195,7 @@ class Message(msgspec.Struct, frozen=True, gc=False):
 
     id: MessageId
     status: Status
-    channel: Channel = msgspec.field(name="type", default="sms")
+    channel: Channel = msgspec.field(name="type", default=DEFAULT_CHANNEL)
     campaign_id: int | None = None
     created_at: Epoch | None = None
     sent_at: Epoch | None = None

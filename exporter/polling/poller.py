@@ -6,7 +6,7 @@ within the request budget. A poll that fails changes no tracker: its reads are d
 so a failure can delay a count but never double it. A poll cut short by the budget keeps what it
 read: rows come in id order, so the cursor only moves over what was really read.
 
-Must not import: prometheus_client, or the collector and web modules.
+Must not import: prometheus_client, or the serving package.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from exporter.bsg.client import (
 )
 from exporter.bsg.wire import Message
 from exporter.config.schema import Config, TargetConfig
-from exporter.model import INTERNAL, STATE
+from exporter.model import BUDGET, INTERNAL, STATE
 from exporter.polling.planner import Density, ReadPlan, plan_reads, within_allowance
 from exporter.stats import ExporterState
 from exporter.tracking.snapshot import ApplyResult, TargetSnapshot
@@ -360,7 +360,7 @@ class Poller:
         except StoppedError:
             return
         except BudgetExhaustedError:
-            log.info("balance_skipped", reason="budget")
+            log.info("balance_skipped", reason=BUDGET)
             return
         except BsgError as exc:
             log.warning("balance_failed", reason=exc.reason, error=str(exc))

@@ -1,5 +1,6 @@
-"""Serving: the HTTP server (``server``), the metric families (``collector``) and the status
-page (``landing``), all reading the published state.
+"""Serving: the HTTP server (``server``) and its basic auth (``auth``), the metric families
+(``collector``) and their render cache (``exposition``), and the status page (``landing``), all
+reading the published state.
 
 Must not import: httpx, the BSG client, or the polling package.
 """

@@ -4,7 +4,7 @@ Owns metric names, types, labels and HELP texts; rendering them to bytes, and ca
 poll did not change, is :mod:`.exposition`'s. It reads :class:`ExporterState` (a brief copy
 under its lock) and never does I/O, so a scrape costs the same whatever the API is doing.
 
-Must not import: httpx, the client, the poller or the web module.
+Must not import: httpx, the client, the polling package or the web server; nothing that does I/O.
 """
 
 from __future__ import annotations

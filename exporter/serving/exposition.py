@@ -5,7 +5,7 @@ each scrape, the other collectors' (process metrics) at most every few seconds, 
 templates that reuse a family's text while only its values change. It reads the collector's
 families and the state's view; it does no I/O.
 
-Must not import: httpx, the client, the poller or the web module.
+Must not import: httpx, the client, the polling package or the web server; nothing that does I/O.
 """
 
 from __future__ import annotations

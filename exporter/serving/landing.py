@@ -17,7 +17,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from exporter.model import DELIVERED_STATUSES, FINAL_STATUSES, NANOS, PENDING_STATUSES
+from exporter.model import (
+    DELIVERED_STATUSES,
+    FAILED_STATUSES,
+    FINAL_STATUSES,
+    NANOS,
+    PENDING_STATUSES,
+)
 from exporter.stats import ExporterState
 from exporter.tracking.counts import Histogram
 from exporter.tracking.snapshot import channel_of
@@ -25,7 +31,6 @@ from exporter.tracking.snapshot import channel_of
 if TYPE_CHECKING:
     from exporter.tracking.snapshot import TargetSnapshot
 
-FAILED = ("failed", "undelivered")
 QUANTILES = (0.5, 0.95, 0.99)
 # Colours of the status mix bar, by status group; anything else is "other final".
 GROUP_COLOURS = {
@@ -75,7 +80,7 @@ def _group(status: str) -> str:
     """The mix bar's group of a status."""
     if status in DELIVERED_STATUSES:
         return "delivered"
-    if status in FAILED:
+    if status in FAILED_STATUSES:
         return "failed + undelivered"
     if status == "expired":
         return "expired"
@@ -236,7 +241,7 @@ def _summary_row(target: _Target, now: float) -> str:
     snapshot = target.snapshot
     mix = _window_mix(snapshot)
     state = "up" if target.up else "down"
-    failure = mix.ratio(FAILED)
+    failure = mix.ratio(FAILED_STATUSES)
     failure_class = " bad" if failure is not None and failure >= 0.1 else ""
     pending, oldest = snapshot.pending, snapshot.oldest_pending_age
     error = html.escape(target.last_error or "")
@@ -298,7 +303,7 @@ def _details(name: str, snapshot: TargetSnapshot) -> str:
         rows.append(
             f"<tr><td>{html.escape(channel)}</td><td class=num>{ch_mix.total:,}</td>"
             f"<td class=num>{fmt_ratio(ch_mix.ratio(DELIVERED_STATUSES))}</td>"
-            f"<td class=num>{fmt_ratio(ch_mix.ratio(FAILED))}</td>"
+            f"<td class=num>{fmt_ratio(ch_mix.ratio(FAILED_STATUSES))}</td>"
             f"<td class=num>{fmt_ratio(ch_mix.ratio(('expired',)))}</td>"
             f"<td class=num>{_latency(snapshot, channel)}</td>"
             f"<td class=num>{counted:,}</td>"

@@ -4,8 +4,8 @@ Owns the encoding of a key (see :data:`~exporter.tracking.snapshot.SEP`), the ca
 values per extra label (beyond it a value is ``other``, counted in the overflow), and the cache
 of keys already admitted.
 
-Must not import: prometheus_client, httpx, sqlite3, or any exporter module but the vocabulary
-and the snapshot's key encoding.
+Must not import: prometheus_client, httpx, sqlite3, or any exporter module but the vocabulary,
+the counting containers and the snapshot's key encoding.
 """
 
 from __future__ import annotations

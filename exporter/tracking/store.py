@@ -6,7 +6,7 @@ exposed: its counters as JSON, and its message table's changes as one chunk (see
 :mod:`exporter.tracking.table`), replaced now and then by a snapshot of the table. A ``kill -9``
 at any moment leaves either the whole poll or none of it.
 
-Must not import: prometheus_client, httpx, or the client, poller, collector and web modules.
+Must not import: prometheus_client, httpx, or the client, polling and serving packages.
 """
 
 from __future__ import annotations

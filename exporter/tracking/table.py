@@ -8,8 +8,8 @@ one :class:`Chunk` of changes per poll and now and then replaces them all with a
 :meth:`MessageTable.replay` rebuilds the table from them. A SQLite row per message, the design
 before, cost more to store than the message cost to decode.
 
-Must not import: sqlite3, prometheus_client, httpx, or the store, client, poller, collector and
-web modules.
+Must not import: sqlite3, prometheus_client, httpx, or the store, the client, the polling and
+serving packages.
 """
 
 from __future__ import annotations

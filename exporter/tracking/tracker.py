@@ -37,7 +37,7 @@ from exporter.defaults import (
     DEFAULT_RECHECK,
     DEFAULT_VALIDITY_HOURS,
 )
-from exporter.model import DELIVERED_STATUSES, FINAL_STATUSES, MISSING_VALUE
+from exporter.model import DEFAULT_CHANNEL, DELIVERED_STATUSES, FINAL_STATUSES, MISSING_VALUE
 from exporter.tracking.codec import Counters, Progress, dump, restore
 from exporter.tracking.counts import Histogram, add_counts, add_to
 from exporter.tracking.schedule import Recheck, mark_run, tiers_due
@@ -639,7 +639,7 @@ class TargetTracker:
             self.labels, self._max_values, self._c.label_values, self._c.overflow
         )
         if not self._c.series:
-            self._add_series(SEP.join(["sms", *(MISSING_VALUE for _ in self.labels)]))
+            self._add_series(SEP.join([DEFAULT_CHANNEL, *(MISSING_VALUE for _ in self.labels)]))
         for series in list(self._c.series):
             self._add_series(series)
         for chunk in self._store.chunks(self.name):
