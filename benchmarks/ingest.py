@@ -59,6 +59,7 @@ from exporter.app import _registry
 from exporter.bsg.client import MessagePass
 from exporter.bsg.decode import Stamps, decode_page, page_decoder
 from exporter.bsg.wire import WireAmount, WirePage
+from exporter.config.schema import TargetConfig
 from exporter.defaults import DEFAULT_DELIVERY_LATENCY_BUCKETS, DEFAULT_SEND_DELAY_BUCKETS
 from exporter.model import DELIVERED_STATUSES, FINAL_STATUSES, LABEL_DIMENSIONS
 from exporter.polling.poller import PollReads
@@ -190,14 +191,7 @@ def run_ours(
 ) -> dict[str, float]:
     """The exporter's path for a target with extra ``labels``; seconds per phase."""
     store = StateStore(str(state_dir / "bsg-exporter.db"))
-    tracker = TargetTracker(
-        store,
-        TARGET,
-        WINDOW,
-        delivery_latency_buckets=DEFAULT_DELIVERY_LATENCY_BUCKETS,
-        send_delay_buckets=DEFAULT_SEND_DELAY_BUCKETS,
-        labels=labels,
-    )
+    tracker = TargetTracker(store, TargetConfig(TARGET, WINDOW, None, labels=tuple(labels)))
     state = ExporterState(
         targets={TARGET: TargetStatus(snapshot=tracker.snapshot(START))},
         version="bench",

@@ -139,10 +139,7 @@ def serve(args: argparse.Namespace) -> None:  # noqa: PLR0915 - set-up, poller a
     """Serve /metrics over trackers a poller thread keeps applying pages to."""
     from exporter.app import _registry  # noqa: PLC0415 - children import the exporter only
     from exporter.bsg.decode import decode_page  # noqa: PLC0415
-    from exporter.defaults import (  # noqa: PLC0415
-        DEFAULT_DELIVERY_LATENCY_BUCKETS,
-        DEFAULT_SEND_DELAY_BUCKETS,
-    )
+    from exporter.config.schema import TargetConfig  # noqa: PLC0415
     from exporter.runtime import COLLECTION_PAUSE, tune_process  # noqa: PLC0415
     from exporter.serving.server import WebServer  # noqa: PLC0415
     from exporter.stats import ExporterState, TargetStatus  # noqa: PLC0415
@@ -153,16 +150,7 @@ def serve(args: argparse.Namespace) -> None:  # noqa: PLR0915 - set-up, poller a
     tmp = tempfile.TemporaryDirectory()
     store = StateStore(str(Path(tmp.name) / "bsg-exporter.db"))
     names = [f"target-{i}" for i in range(args.targets)]
-    trackers = {
-        name: TargetTracker(
-            store,
-            name,
-            WINDOW,
-            delivery_latency_buckets=DEFAULT_DELIVERY_LATENCY_BUCKETS,
-            send_delay_buckets=DEFAULT_SEND_DELAY_BUCKETS,
-        )
-        for name in names
-    }
+    trackers = {name: TargetTracker(store, TargetConfig(name, WINDOW, None)) for name in names}
     sources = {name: Pages(i, START - 2 * HOUR, 2.0) for i, name in enumerate(names)}
     clock = {"now": START}
     for name, tracker in trackers.items():  # a baseline, then a poll of counted messages
@@ -249,10 +237,7 @@ def memory(args: argparse.Namespace) -> None:
     """Ingest the pages of ``args.pages_file`` as a cold read, then report the memory."""
     from exporter.bsg.client import MessagePass  # noqa: PLC0415
     from exporter.bsg.decode import decode_page  # noqa: PLC0415
-    from exporter.defaults import (  # noqa: PLC0415
-        DEFAULT_DELIVERY_LATENCY_BUCKETS,
-        DEFAULT_SEND_DELAY_BUCKETS,
-    )
+    from exporter.config.schema import TargetConfig  # noqa: PLC0415
     from exporter.runtime import COLLECTION_PAUSE  # noqa: PLC0415
     from exporter.tracking.store import StateStore  # noqa: PLC0415
     from exporter.tracking.tracker import TargetTracker  # noqa: PLC0415
@@ -262,13 +247,7 @@ def memory(args: argparse.Namespace) -> None:
 
         def load(store: StateStore) -> TargetTracker:
             """The one tracker, from the state file (a restart loads it again)."""
-            return TargetTracker(
-                store,
-                "all",
-                WINDOW,
-                delivery_latency_buckets=DEFAULT_DELIVERY_LATENCY_BUCKETS,
-                send_delay_buckets=DEFAULT_SEND_DELAY_BUCKETS,
-            )
+            return TargetTracker(store, TargetConfig("all", WINDOW, None))
 
         store = StateStore(str(path))
         tracker = load(store)

@@ -201,17 +201,10 @@ def _tracker(config: Config, store: StateStore, target: TargetConfig) -> TargetT
     """A tracker for one target."""
     return TargetTracker(
         store,
-        target.name,
-        target.window,
-        campaign_id=target.campaign_id,
+        target,
+        poll=config.poll,
+        metrics=config.metrics,
         count_existing_on_start=config.count_existing_on_start,
-        delivery_latency_buckets=config.metrics.delivery_latency_buckets,
-        send_delay_buckets=config.metrics.send_delay_buckets,
-        recheck=[(tier.max_age, tier.every) for tier in config.poll.recheck],
-        abandon_grace=config.poll.abandon_grace,
-        interval=config.poll.interval,
-        labels=target.labels,
-        max_label_values=target.max_label_values,
     )
 
 

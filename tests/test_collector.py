@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from exporter.bsg.wire import Balance, CountryCode, Epoch, Message
+from exporter.config.schema import MetricsConfig, TargetConfig
 from exporter.model import FINAL_STATUSES
 from exporter.serving import collector as collector_module
 from exporter.serving import exposition as exposition_module
@@ -44,10 +45,8 @@ def build_state() -> ExporterState:
     """A state with one target that counted a few messages."""
     tracker = TargetTracker(
         StateStore(MEMORY),
-        "otp",
-        3600,
-        delivery_latency_buckets=(1.0, 10.0),
-        send_delay_buckets=(1.0,),
+        TargetConfig("otp", 3600, None),
+        metrics=MetricsConfig((1.0, 10.0), (1.0,)),
     )
     tracker.apply([], NOW)
     tracker.apply(
@@ -162,7 +161,7 @@ def test_every_final_status_has_a_series_for_every_channel_seen() -> None:
 
 def test_a_fresh_target_exposes_zero_series_for_sms() -> None:
     tracker = TargetTracker(
-        StateStore(MEMORY), "all", 60, delivery_latency_buckets=(1.0,), send_delay_buckets=(1.0,)
+        StateStore(MEMORY), TargetConfig("all", 60, None), metrics=MetricsConfig((1.0,), (1.0,))
     )
     state = ExporterState(
         targets={"all": TargetStatus(snapshot=tracker.snapshot(NOW))}, version="x", test_key=True
@@ -246,11 +245,8 @@ def _tracker(name: str, labels: tuple[str, ...] = ()) -> TargetTracker:
     """A tracker over a store of its own."""
     return TargetTracker(
         StateStore(MEMORY),
-        name,
-        3600,
-        delivery_latency_buckets=(1.0,),
-        send_delay_buckets=(1.0,),
-        labels=labels,
+        TargetConfig(name, 3600, None, labels=labels),
+        metrics=MetricsConfig((1.0,), (1.0,)),
     )
 
 

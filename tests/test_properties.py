@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from exporter.bsg.decode import decode_balance, decode_page, decode_token
 from exporter.bsg.wire import Channel, DecodeError, Epoch, Message, Page, Status, is_final
+from exporter.config.schema import MetricsConfig, PollConfig, RecheckTier, TargetConfig
 from exporter.model import ALL_STATUSES, CHANNELS, LABEL_DIMENSIONS, OTHER
 from exporter.tracking.snapshot import TargetSnapshot
 from exporter.tracking.store import MEMORY, StateStore
@@ -421,12 +422,10 @@ def new_tracker(store: StateStore, count_existing: bool) -> TargetTracker:
     """A one-hour tracker re-checking every poll, over ``store``."""
     return TargetTracker(
         store,
-        "t",
-        WINDOW,
+        TargetConfig("t", WINDOW, None),
+        poll=PollConfig(recheck=(RecheckTier(30 * 86400.0, 0.001),)),
+        metrics=MetricsConfig((1, 10, 100), (1, 10)),
         count_existing_on_start=count_existing,
-        delivery_latency_buckets=(1, 10, 100),
-        send_delay_buckets=(1, 10),
-        recheck=[(30 * 86400.0, 0.001)],
     )
 
 

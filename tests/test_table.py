@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from exporter.bsg.wire import Epoch, Message, Status
+from exporter.config.schema import MetricsConfig, TargetConfig
 from exporter.tracking.store import SCHEMA_VERSION, StateStore
 from exporter.tracking.table import Final, MessageTable, Row, minute_runs
 from exporter.tracking.tracker import TargetTracker
@@ -105,7 +106,7 @@ def test_a_message_finalized_after_its_minute_was_pruned_is_forgotten() -> None:
 
 def tracker_on(store: StateStore) -> TargetTracker:
     """The target "all" of a two-hour window over ``store``."""
-    return TargetTracker(store, "all", 7200, delivery_latency_buckets=(1,), send_delay_buckets=(1,))
+    return TargetTracker(store, TargetConfig("all", 7200, None), metrics=MetricsConfig((1,), (1,)))
 
 
 V1_SCHEMA = """

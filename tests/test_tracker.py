@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import random
 import sqlite3
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
 import pytest
 
 from exporter.bsg.wire import Channel, Epoch, Message, Status, is_final, normalize_status
+from exporter.config.schema import MetricsConfig, PollConfig, RecheckTier, TargetConfig
 from exporter.model import FINAL_STATUSES, PENDING_STATUSES
 from exporter.tracking.snapshot import SEP
 from exporter.tracking.store import MEMORY, StateStore
@@ -21,17 +23,28 @@ WINDOW = 3600.0
 
 
 def tracker(
-    count_existing: bool = False, store: StateStore | None = None, **options: Any
+    count_existing: bool = False,
+    store: StateStore | None = None,
+    *,
+    recheck: Sequence[tuple[float, float]] | None = None,
+    interval: float = 60.0,
+    abandon_grace: float = 3600.0,
+    labels: tuple[str, ...] = (),
+    max_label_values: int = 50,
+    on_count: Callable[[Message, float], None] | None = None,
 ) -> TargetTracker:
     """A tracker with a one-hour window and simple buckets, over an in-memory store."""
+    poll = PollConfig(interval, abandon_grace=abandon_grace)
+    if recheck is not None:
+        tiers = tuple(RecheckTier(age, every) for age, every in recheck)
+        poll = PollConfig(interval, tiers, abandon_grace)
     return TargetTracker(
         store or StateStore(MEMORY),
-        "t",
-        WINDOW,
+        TargetConfig("t", WINDOW, None, labels=labels, max_label_values=max_label_values),
+        poll=poll,
+        metrics=MetricsConfig((1, 10, 100), (1, 10)),
         count_existing_on_start=count_existing,
-        delivery_latency_buckets=(1, 10, 100),
-        send_delay_buckets=(1, 10),
-        **options,
+        on_count=on_count,
     )
 
 

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
+from exporter.config.schema import MetricsConfig, TargetConfig
 from exporter.config.webconfig import parse_web_config
 from exporter.serving.collector import BsgCollector
 from exporter.serving.server import WebServer, parse_listen_address
@@ -24,7 +25,7 @@ from exporter.tracking.tracker import TargetTracker
 def served() -> Iterator[tuple[ExporterState, str]]:
     """A web server over a one-target state that has not polled yet."""
     tracker = TargetTracker(
-        StateStore(MEMORY), "otp", 60, delivery_latency_buckets=(1.0,), send_delay_buckets=(1.0,)
+        StateStore(MEMORY), TargetConfig("otp", 60, None), metrics=MetricsConfig((1.0,), (1.0,))
     )
     state = ExporterState(
         targets={"otp": TargetStatus(snapshot=tracker.snapshot(0))}, version="9.9", test_key=True

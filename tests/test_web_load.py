@@ -19,6 +19,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.registry import Collector
 
+from exporter.config.schema import MetricsConfig, TargetConfig
 from exporter.config.webconfig import parse_web_config
 from exporter.serving.collector import BsgCollector
 from exporter.serving.server import WebServer
@@ -39,7 +40,7 @@ SLOW_CLIENTS = 100
 def one_target_state() -> ExporterState:
     """A one-target state that has not polled yet."""
     tracker = TargetTracker(
-        StateStore(MEMORY), "otp", 60, delivery_latency_buckets=(1.0,), send_delay_buckets=(1.0,)
+        StateStore(MEMORY), TargetConfig("otp", 60, None), metrics=MetricsConfig((1.0,), (1.0,))
     )
     return ExporterState(
         targets={"otp": TargetStatus(snapshot=tracker.snapshot(0))}, version="9", test_key=False

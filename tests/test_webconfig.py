@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from prometheus_client import CollectorRegistry
 
-from exporter.config.schema import ConfigError
+from exporter.config.schema import ConfigError, MetricsConfig, TargetConfig
 from exporter.config.webconfig import WebConfig, load_web_config, parse_web_config
 from exporter.serving.auth import BasicAuth, authenticator
 from exporter.serving.collector import BsgCollector
@@ -156,11 +156,7 @@ def serve(pki: Pki) -> Iterator[Serve]:
     def start(text: str, *, handshake_timeout: float = 10.0) -> str:
         config = parse_web_config(text, source="web.yml", base_dir=str(pki.dir))
         tracker = TargetTracker(
-            StateStore(MEMORY),
-            "otp",
-            60,
-            delivery_latency_buckets=(1.0,),
-            send_delay_buckets=(1.0,),
+            StateStore(MEMORY), TargetConfig("otp", 60, None), metrics=MetricsConfig((1.0,), (1.0,))
         )
         state = ExporterState(
             targets={"otp": TargetStatus(snapshot=tracker.snapshot(0))}, version="9", test_key=False

@@ -145,7 +145,7 @@ _DEFAULT_TIERS = tuple(RecheckTier(*tier) for tier in DEFAULT_RECHECK)
 class PollConfig:
     """How often the message list is fetched and pending messages are re-read."""
 
-    interval: float
+    interval: float = DEFAULT_POLL_INTERVAL
     recheck: tuple[RecheckTier, ...] = _DEFAULT_TIERS  # max_age strictly increasing
     abandon_grace: float = DEFAULT_ABANDON_GRACE
 
@@ -165,8 +165,8 @@ class TargetConfig:
 class MetricsConfig:
     """Histogram bucket bounds, in seconds."""
 
-    delivery_latency_buckets: tuple[float, ...]
-    send_delay_buckets: tuple[float, ...]
+    delivery_latency_buckets: tuple[float, ...] = DEFAULT_DELIVERY_LATENCY_BUCKETS
+    send_delay_buckets: tuple[float, ...] = DEFAULT_SEND_DELAY_BUCKETS
 
 
 @dataclass(frozen=True, slots=True)

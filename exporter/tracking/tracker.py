@@ -20,7 +20,7 @@ import math
 import operator
 from bisect import bisect_left, bisect_right
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from itertools import accumulate, compress
@@ -30,13 +30,8 @@ from typing import TypeVar, cast
 import structlog
 
 from exporter.bsg.wire import Message, is_final
-from exporter.defaults import (
-    DEFAULT_ABANDON_GRACE,
-    DEFAULT_MAX_LABEL_VALUES,
-    DEFAULT_POLL_INTERVAL,
-    DEFAULT_RECHECK,
-    DEFAULT_VALIDITY_HOURS,
-)
+from exporter.config.schema import MetricsConfig, PollConfig, TargetConfig
+from exporter.defaults import DEFAULT_VALIDITY_HOURS
 from exporter.model import DEFAULT_CHANNEL, DELIVERED_STATUSES, FINAL_STATUSES, MISSING_VALUE
 from exporter.tracking.codec import Counters, Progress, dump, restore
 from exporter.tracking.counts import Histogram, add_counts, add_to
@@ -60,6 +55,8 @@ COMPACT_MIN_CHANGES = 100_000
 
 log = structlog.get_logger("exporter.tracking.tracker")
 _NOTHING_DUE = Recheck()
+_DEFAULT_POLL = PollConfig()
+_DEFAULT_METRICS = MetricsConfig()
 
 
 class Standing(IntEnum):
@@ -86,35 +83,29 @@ class TargetTracker:
     def __init__(
         self,
         store: StateStore,
-        name: str,
-        window: float,
+        target: TargetConfig,
         *,
-        campaign_id: int | None = None,
+        poll: PollConfig = _DEFAULT_POLL,
+        metrics: MetricsConfig = _DEFAULT_METRICS,
         count_existing_on_start: bool = False,
-        delivery_latency_buckets: Sequence[float],
-        send_delay_buckets: Sequence[float],
-        recheck: Sequence[tuple[float, float]] = DEFAULT_RECHECK,
-        abandon_grace: float = DEFAULT_ABANDON_GRACE,
-        interval: float = DEFAULT_POLL_INTERVAL,
         on_count: Callable[[Message, float], None] | None = None,
-        labels: Sequence[str] = (),
-        max_label_values: int = DEFAULT_MAX_LABEL_VALUES,
     ) -> None:
-        self.name = name
-        self.window = window
-        self.campaign_id = campaign_id
-        self.labels = tuple(labels)
-        self._max_values = max_label_values
+        """The tracker of ``target``, loaded from ``store``; ``on_count`` hears every count."""
+        self.name = target.name
+        self.window = target.window
+        self.campaign_id = target.campaign_id
+        self.labels = tuple(target.labels)
+        self._max_values = target.max_label_values
         self._store = store
         # Stored series keys have the shape of the labels: other labels mean starting over.
-        self._identity = json.dumps({"campaign_id": campaign_id, "labels": list(self.labels)})
+        self._identity = json.dumps({"campaign_id": self.campaign_id, "labels": list(self.labels)})
         self._count_existing = count_existing_on_start
-        self._latency_buckets = tuple(delivery_latency_buckets)
-        self._send_buckets = tuple(send_delay_buckets)
-        self._recheck = tuple(recheck)
-        self._grace = abandon_grace
+        self._latency_buckets = tuple(metrics.delivery_latency_buckets)
+        self._send_buckets = tuple(metrics.send_delay_buckets)
+        self._recheck = tuple((tier.max_age, tier.every) for tier in poll.recheck)
+        self._grace = poll.abandon_grace
         # A re-check due within half an interval is done now, not a whole cycle late.
-        self._slack = interval / 2
+        self._slack = poll.interval / 2
         self._on_count = on_count  # told of every count with the poll's now (benchmarks)
         self._c = Counters()
         self._p = Progress()
