@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 from exporter.bsg.budget import RequestBudget
 from exporter.bsg.wire import Balance
@@ -21,8 +21,6 @@ from exporter.tracking.counts import Histogram, add_to
 
 if TYPE_CHECKING:
     from exporter.tracking.snapshot import TargetSnapshot
-
-K = TypeVar("K")
 
 POLL_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 API_DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

@@ -42,12 +42,10 @@ from exporter.bsg.decode import (
     nested_too_deeply,
 )
 from exporter.bsg.transport import Deadline, deadline_transport
-from exporter.bsg.wire import MAX_DEPTH, Balance, Message, Page
+from exporter.bsg.wire import MAX_DEPTH, PAGE_LIMIT, Balance, Message, Page
 from exporter.defaults import DEFAULT_MAX_RESPONSE_SIZE, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
 from exporter.model import KEPT_REJECTS, LABEL_DIMENSIONS
 
-PAGE_LIMIT = 500
-"""The API's largest page: fewest requests per pass."""
 _MAX_EXTRA_PAGES = 20
 """Pages followed past the first answer's total before a pass pauses (a total that lies)."""
 _MAX_PASS_PAGES = 2000

@@ -41,6 +41,8 @@ EARLIEST = 946_684_800.0
 """2000-01-01 UTC: a timestamp before it is not one (``1970-01-01 00:00:00`` is a zero)."""
 MAX_DEPTH = 64
 """Deepest JSON nesting accepted in an answer; the API's own bodies are four levels deep."""
+PAGE_LIMIT = 500
+"""The API's largest page (``page[limit]``): fewest requests per pass."""
 
 
 Status = Literal[

@@ -5,7 +5,8 @@ messages, due or not) and ``filter[id]`` lookups for sparse stragglers (one requ
 the order in which a short request budget is spent: new messages first, then the most overdue
 re-checks; the rest waits for a later cycle. Pure functions, no I/O.
 
-Must not import: prometheus_client, httpx, or any other exporter module but ``exporter.bsg``.
+Must not import: prometheus_client, httpx, the client, or any other exporter module but the
+API's records (``exporter.bsg.wire``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from exporter.bsg.client import PAGE_LIMIT
+from exporter.bsg.wire import PAGE_LIMIT
 
 Density = Callable[[float, float], int]
 """Messages (due or not) created in ``[start, end]``: what a range read there must page through."""

@@ -33,6 +33,7 @@ from exporter.config.schema import Config, TargetConfig
 from exporter.model import BUDGET, INTERNAL, STATE
 from exporter.polling.planner import Density, ReadPlan, plan_reads, within_allowance
 from exporter.stats import ExporterState
+from exporter.tracking.counts import add_counts
 from exporter.tracking.snapshot import ApplyResult, TargetSnapshot
 from exporter.tracking.store import FILE_ERRORS, WRITE_ERRORS, StateStore
 from exporter.tracking.tracker import TargetTracker
@@ -64,8 +65,7 @@ class PollReads:
         self.rows += read.rows
         self.duplicates += read.duplicates
         self.total_mismatches += read.total_mismatch
-        for reason, count in read.rejected.items():
-            self.rejected[reason] = self.rejected.get(reason, 0) + count
+        add_counts(self.rejected, read.rejected)
         if read.complete:
             self.checked.update(covers)
         else:

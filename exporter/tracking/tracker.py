@@ -10,7 +10,7 @@ series keys come from :mod:`.series`; each poll saves all of it in the
 a count. Snapshots (:mod:`.snapshot`) are immutable copies for the collector.
 
 Must not import: prometheus_client, httpx, sqlite3, or any exporter module outside tracking but
-the records, the vocabulary and the defaults.
+the API's records, the config's records, the vocabulary and the defaults.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ class TargetTracker:
         self._count_existing = count_existing_on_start
         self._latency_buckets = tuple(metrics.delivery_latency_buckets)
         self._send_buckets = tuple(metrics.send_delay_buckets)
-        self._recheck = tuple((tier.max_age, tier.every) for tier in poll.recheck)
+        self._recheck = tuple(poll.recheck)  # (max_age, every) pairs
         self._grace = poll.abandon_grace
         # A re-check due within half an interval is done now, not a whole cycle late.
         self._slack = poll.interval / 2
