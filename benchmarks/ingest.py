@@ -4,7 +4,7 @@ Run: ``.venv/bin/python benchmarks/ingest.py`` (``--help`` for the knobs). The s
 the API pages first (500 messages each, its realistic fields and status mix), then each path
 reads the same pages in this process, with no network, on one core:
 
-* **ours**: ``decode_page`` (reading the label fields of the target, ``--labels``, none by
+* **ours**: ``Decoder.page`` (reading the label fields of the target, ``--labels``, none by
   default, as the poller asks) -> ``MessagePass``/``PollReads`` (as the client and the poller
   merge pages) -> ``TargetTracker.apply`` on a real ``StateStore`` (a file in a temporary
   directory, the product default) -> ``snapshot`` -> published into ``ExporterState`` -> one
@@ -14,8 +14,8 @@ reads the same pages in this process, with no network, on one core:
   ``Counter.labels(...).inc()`` / ``Histogram.observe()`` per final message, one render per poll;
 * **ceiling**: decoding alone, with msgspec, into the exporter's wire structs (``WirePage``:
   every field as sent, no checks or conversions); ``typed`` is printed beside it for
-  reference: decoding into the typed records the way ``decode_page`` does
-  (``decode.page_decoder``: msgspec, then our shared timestamps, prices, countries and
+  reference: decoding into the typed records the way ``Decoder.page`` does
+  (``Decoder.fast``: msgspec, then our shared timestamps, prices, countries and
   senders; every label field read); and ``floor``: the least any tracker written in Python
   does per message, with nothing of the exporter's own: msgspec decodes the fields an
   unlabelled target reads (unchecked), each id is looked up and remembered with its creation
@@ -56,8 +56,9 @@ from prometheus_client import Histogram as PromHistogram
 from prometheus_client.exposition import choose_encoder
 
 from exporter.app import _registry
+from exporter.bsg.caches import Stamps
 from exporter.bsg.client import MessagePass
-from exporter.bsg.decode import Stamps, decode_page, page_decoder
+from exporter.bsg.decode import Decoder
 from exporter.bsg.wire import WireAmount, WirePage
 from exporter.config.schema import TargetConfig
 from exporter.defaults import DEFAULT_DELIVERY_LATENCY_BUCKETS, DEFAULT_SEND_DELAY_BUCKETS
@@ -198,29 +199,34 @@ def run_ours(
         test_key=False,
     )
     registry = _registry(state, process_metrics=False)  # the registry the exporter builds
+    decoder = Decoder(UTC)  # the client's
     times: dict[str, float] = {}
     for phase in phases:
         started = time.perf_counter()
         for poll in phase.polls:
-            _our_poll(poll, tracker, state, registry)
+            _our_poll(poll, decoder, tracker, state, registry)
         times[phase.name] = time.perf_counter() - started
     store.close()
     return times
 
 
 def _our_poll(
-    poll: Poll, tracker: TargetTracker, state: ExporterState, registry: CollectorRegistry
+    poll: Poll,
+    decoder: Decoder,
+    tracker: TargetTracker,
+    state: ExporterState,
+    registry: CollectorRegistry,
 ) -> None:
     """One poll as the poller runs it: merge the pages, apply, publish, render once."""
     fresh = MessagePass()
     for body in poll.new:
-        fresh.add_page(decode_page(body, UTC, tracker.labels))
+        fresh.add_page(decoder.page(body, tracker.labels))
     reads = PollReads()
     reads.add(fresh, ())
     if poll.recheck:
         again = MessagePass()
         for body in poll.recheck:
-            again.add_page(decode_page(body, UTC, tracker.labels))
+            again.add_page(decoder.page(body, tracker.labels))
         reads.add(again, tuple(again.messages))
     if fresh.last_id is not None:
         created = fresh.messages[fresh.last_id].created_at
@@ -328,8 +334,9 @@ def run_ceiling(phases: Sequence[Phase]) -> dict[str, float]:
 
 
 def run_typed(phases: Sequence[Phase]) -> dict[str, float]:
-    """msgspec decoding into the typed records, as decode_page does; seconds per phase."""
-    return _decode_only(phases, page_decoder(UTC).decode)
+    """msgspec decoding into the typed records, as the decoder's fast path does; seconds per
+    phase."""
+    return _decode_only(phases, Decoder(UTC).fast().decode)
 
 
 def _decode_only(phases: Sequence[Phase], decode: Callable[[bytes], object]) -> dict[str, float]:

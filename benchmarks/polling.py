@@ -23,7 +23,7 @@ from typing import Any
 
 from lines import read_line, send_line
 
-from exporter.bsg.decode import parse_price_nanos
+from exporter.bsg.caches import parse_price_nanos
 from exporter.bsg.wire import is_final, normalize_channel, normalize_status
 from exporter.defaults import DEFAULT_RECHECK
 from exporter.simulator import (

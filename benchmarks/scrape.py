@@ -7,7 +7,7 @@ each doing only its part, so that what is measured is theirs alone:
   ``BsgCollector`` plus the process, platform and GC collectors, as ``exporter.app`` builds it),
   with ``--targets`` trackers on a real ``StateStore`` (a file in a temporary directory), every
   one with 4 channels, all 13 statuses and 5 currencies, so several thousand series. A poller
-  thread applies pages to the trackers back to back (``decode_page`` -> ``apply`` -> ``snapshot``
+  thread applies pages to the trackers back to back (``Decoder.page`` -> ``apply`` -> ``snapshot``
   -> published under the state's lock, as the poller does) while this process, the driver,
   scrapes ``/metrics`` over HTTP/1.1 keep-alive and times each scrape from request to last byte:
   first with the poller idle, then with it running; as Prometheus asks (OpenMetrics, gzip) and
@@ -138,7 +138,7 @@ def _stamp(t: float | None) -> str | None:
 def serve(args: argparse.Namespace) -> None:  # noqa: PLR0915 - set-up, poller and loop
     """Serve /metrics over trackers a poller thread keeps applying pages to."""
     from exporter.app import _registry  # noqa: PLC0415 - children import the exporter only
-    from exporter.bsg.decode import decode_page  # noqa: PLC0415
+    from exporter.bsg.decode import Decoder  # noqa: PLC0415
     from exporter.config.schema import TargetConfig  # noqa: PLC0415
     from exporter.runtime import COLLECTION_PAUSE, tune_process  # noqa: PLC0415
     from exporter.serving.server import WebServer  # noqa: PLC0415
@@ -153,9 +153,10 @@ def serve(args: argparse.Namespace) -> None:  # noqa: PLR0915 - set-up, poller a
     trackers = {name: TargetTracker(store, TargetConfig(name, WINDOW, None)) for name in names}
     sources = {name: Pages(i, START - 2 * HOUR, 2.0) for i, name in enumerate(names)}
     clock = {"now": START}
+    decoder = Decoder(UTC)  # the client's
     for name, tracker in trackers.items():  # a baseline, then a poll of counted messages
         for at in (START - 2 * HOUR, START):
-            tracker.apply(decode_page(sources[name].page(), UTC, tracker.labels).messages, at)
+            tracker.apply(decoder.page(sources[name].page(), tracker.labels).messages, at)
     state = ExporterState(
         targets={n: TargetStatus(snapshot=t.snapshot(START)) for n, t in trackers.items()},
         version="bench",
@@ -177,7 +178,7 @@ def serve(args: argparse.Namespace) -> None:  # noqa: PLR0915 - set-up, poller a
                 started = time.perf_counter()
                 clock["now"] += 1.0
                 now = clock["now"]
-                pages = [decode_page(sources[name].page(), UTC, tracker.labels) for _ in range(2)]
+                pages = [decoder.page(sources[name].page(), tracker.labels) for _ in range(2)]
                 messages = [m for page in pages for m in page.messages]
                 with COLLECTION_PAUSE:  # as the poller holds it
                     tracker.apply(messages, now, read_to=now)
@@ -236,7 +237,7 @@ def read_pages(path: Path) -> Iterator[bytes]:
 def memory(args: argparse.Namespace) -> None:
     """Ingest the pages of ``args.pages_file`` as a cold read, then report the memory."""
     from exporter.bsg.client import MessagePass  # noqa: PLC0415
-    from exporter.bsg.decode import decode_page  # noqa: PLC0415
+    from exporter.bsg.decode import Decoder  # noqa: PLC0415
     from exporter.config.schema import TargetConfig  # noqa: PLC0415
     from exporter.runtime import COLLECTION_PAUSE  # noqa: PLC0415
     from exporter.tracking.store import StateStore  # noqa: PLC0415
@@ -253,11 +254,12 @@ def memory(args: argparse.Namespace) -> None:
         tracker = load(store)
         base_kb = memory_kb()[0]
         pages = read_pages(Path(args.pages_file))
+        decoder = Decoder(UTC)  # the client's
         now = START
         while True:
             read = MessagePass()
             for _, body in zip(range(args.poll_pages), pages, strict=False):
-                read.add_page(decode_page(body, UTC, tracker.labels))
+                read.add_page(decoder.page(body, tracker.labels))
             if not read.pages:
                 break
             with COLLECTION_PAUSE:  # as the poller holds it

@@ -24,7 +24,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.app import App, build_app
-from exporter.bsg.decode import parse_price_nanos
+from exporter.bsg.caches import parse_price_nanos
 from exporter.bsg.wire import Price, is_final, normalize_channel, normalize_status
 from exporter.config.schema import Config, parse_config
 from exporter.serving.server import WebServer

@@ -10,19 +10,16 @@ from zoneinfo import ZoneInfo
 import msgspec
 import pytest
 
+from exporter.bsg.caches import CACHE_SIZE, Caches, Stamps, parse_price_nanos
 from exporter.bsg.decode import (
-    _CACHE_SIZE,
+    Decoder,
     PageDecoder,
-    Stamps,
-    TimestampParser,
     _decode_page_tolerantly,
     decode_balance,
     decode_page,
     decode_token,
     format_api_time,
     nested_too_deeply,
-    page_decoder,
-    parse_price_nanos,
 )
 from exporter.bsg.wire import (
     Channel,
@@ -186,8 +183,8 @@ def test_a_million_prices_sum_exactly() -> None:
     assert total == 10_000 * 10**9  # float addition would be off in the last digits
 
 
-def test_timestamp_parser_caches_and_handles_none() -> None:
-    parse = TimestampParser(UTC)
+def test_the_timestamp_cache_parses_once_and_handles_none() -> None:
+    parse = Caches(UTC).timestamp
     assert parse(None) is None
     assert parse("2025-03-20 05:11:15") == parse("2025-03-20 05:11:15") == T0
 
@@ -258,7 +255,7 @@ def test_an_odd_record_costs_its_page_the_fast_path_not_its_fields(odd: dict[str
 def fast_path(body: bytes) -> list[Message] | None:
     """The messages of the fast path, or None when it gives the page up."""
     try:
-        messages = page_decoder(UTC).decode(body).data
+        messages = Decoder(UTC).fast().decode(body).data
     except msgspec.ValidationError:
         return None
     return None if any(m.country is None for m in messages) else messages
@@ -274,7 +271,7 @@ def test_the_fast_path_and_the_tolerant_path_agree_on_ordinary_pages() -> None:
     body = page(*records)
     fast = decode_page(body, UTC)
     assert fast.messages == fast_path(body)  # it took the fast path
-    assert fast.messages == _decode_page_tolerantly(body, UTC).messages
+    assert fast.messages == _decode_page_tolerantly(body, Caches(UTC)).messages
     assert [m.cost_nanos for m in fast.messages] == [10_000_000, None, 10_000_000, 10_000_000]
 
 
@@ -289,9 +286,19 @@ def test_prices_and_countries_are_shared_and_normalised_on_the_fast_path() -> No
     assert message.cost_nanos is None and message.currency is None  # unreadable: no price
 
 
+def test_each_decoder_owns_its_caches_and_shares_objects_from_page_to_page() -> None:
+    first, other = Decoder(UTC), Decoder(UTC)
+    [a] = first.page(page({**SAMPLE, "id": 1})).messages
+    [b] = first.page(page({**SAMPLE, "id": 2})).messages
+    [c] = other.page(page({**SAMPLE, "id": 3})).messages
+    assert a.amount is b.amount and a.country is b.country  # one client: shared across pages
+    assert c.amount == a.amount and c.amount is not a.amount  # nothing held process-wide
+    assert len(other.caches.prices) == len(first.caches.prices) == 2  # None and the one price
+
+
 def test_the_fast_path_reads_right_across_its_caches_filling_up() -> None:
-    decoder = PageDecoder(Stamps(UTC), frozenset(LABEL_DIMENSIONS))
-    stamps = [format_api_time(T0 + i, UTC) for i in range(2 * _CACHE_SIZE + 7)]
+    decoder = PageDecoder(Caches(UTC), frozenset(LABEL_DIMENSIONS))
+    stamps = [format_api_time(T0 + i, UTC) for i in range(2 * CACHE_SIZE + 7)]
     for start in range(0, len(stamps), 500):
         indices = range(start, min(start + 500, len(stamps)))
         records = [
@@ -300,7 +307,7 @@ def test_the_fast_path_reads_right_across_its_caches_filling_up() -> None:
         messages = decoder.decode(page(*records)).data
         assert [m.created_at for m in messages] == [T0 + i for i in indices]
         assert {m.delivered_at for m in messages} == {None}  # None survives each clearing
-    assert len(decoder.stamps) <= _CACHE_SIZE
+    assert len(decoder.caches.stamps) <= CACHE_SIZE
 
 
 @pytest.mark.parametrize("labels", [(), ("country",), ("sender",), ("country", "sender")])
@@ -322,7 +329,7 @@ def test_a_missing_country_costs_the_fast_path_only_when_it_is_a_label() -> None
     del record["country"]
     [unlabelled] = decode_page(page(record), UTC, ("sender",)).messages
     assert unlabelled.country is None and unlabelled.sender == "testsms"
-    assert page_decoder(UTC, ("sender",)).decode(page(record)).data == [unlabelled]
+    assert Decoder(UTC).fast(("sender",)).decode(page(record)).data == [unlabelled]
     [labelled] = decode_page(page(record), UTC, ("country",)).messages
     assert labelled.country == "UA"  # derived from the number, the tolerant way
 

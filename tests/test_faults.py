@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from exporter.bsg.decode import parse_price_nanos
+from exporter.bsg.caches import parse_price_nanos
 from exporter.bsg.wire import is_final, normalize_status
 from exporter.config.schema import parse_config
 from exporter.simulator import (

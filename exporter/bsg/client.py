@@ -35,8 +35,8 @@ import structlog
 from exporter import model
 from exporter.bsg.budget import RequestBudget
 from exporter.bsg.decode import (
+    Decoder,
     decode_balance,
-    decode_page,
     decode_token,
     format_api_time,
     nested_too_deeply,
@@ -288,6 +288,7 @@ class BsgClient:
     ) -> None:
         self._key = api_key
         self._tz = tz
+        self._decoder = Decoder(tz)
         self._timeout = timeout
         self._max_body = max_response_size
         self._retry = retry or RetryPolicy()
@@ -404,13 +405,13 @@ class BsgClient:
         self, params: Mapping[str, str | int], labels: tuple[str, ...] = LABEL_DIMENSIONS
     ) -> Page:
         """One ``GET /api/messages`` page, decoded, with the label fields in ``labels``."""
-        tz = self._tz
+        decoder = self._decoder
         return self._call(
             "messages",
             "GET",
             "/api/messages",
             params=params,
-            decode=lambda body: decode_page(body, tz, labels),
+            decode=lambda body: decoder.page(body, labels),
         )
 
     def _call(

@@ -1,13 +1,14 @@
-"""Decoding the API's bodies into records: the fast typed path, the tolerant one, the caches.
+"""Decoding the API's bodies into records: the fast typed path and the tolerant one.
 
-An ordinary page is decoded and checked by msgspec, then made into :class:`Message` objects that
-share their timestamps, prices and countries. The real API disagrees with its own documents
-(``sent_at`` or ``send_at``, ``phone`` as int or string, zone-less or ISO 8601 timestamps,
-``amount`` missing), so any other page is decoded again tolerantly: every documented variant is
-accepted, and only records that make no sense are rejected, each counted by reason.
+An ordinary page is decoded and checked by msgspec, then made into :class:`Message` objects
+that share their timestamps, prices and countries through the :class:`Decoder`'s caches. The
+real API disagrees with its own documents (``sent_at`` or ``send_at``, ``phone`` as int or
+string, zone-less or ISO 8601 timestamps, ``amount`` missing), so any other page is decoded
+again tolerantly: every documented variant is accepted, and only records that make no sense are
+rejected, each counted by reason.
 
-Must not import: prometheus_client, httpx, or any exporter module but the records, the country
-table and the vocabulary.
+Must not import: prometheus_client, httpx, or any exporter module but the records, the caches,
+the country table and the vocabulary.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import math
 import re
 from collections.abc import Callable, Collection, Iterable
 from datetime import datetime, tzinfo
-from decimal import Decimal, InvalidOperation
 from functools import partial
 from itertools import repeat
 from operator import attrgetter, is_
@@ -25,23 +25,20 @@ from typing import Any
 
 import msgspec
 
+from exporter.bsg.caches import PRICE_UNUSABLE, Caches, Shared
 from exporter.bsg.countries import country_of
 from exporter.bsg.wire import (
-    EARLIEST,
     MAX_DEPTH,
     MAX_ID,
-    MAX_PRICE_NANOS,
     MAX_VALIDITY_HOURS,
     Balance,
     Channel,
     CountryCode,
     DecodeError,
-    Epoch,
     Message,
     MessageId,
     MessagePage,
     Page,
-    Price,
     Status,
     ValidityHours,
     WireAmount,
@@ -61,13 +58,8 @@ from exporter.model import (
     LABEL_DIMENSIONS,
     MISSING_ID,
     MISSING_STATUS,
-    NANOS,
     NOT_AN_OBJECT,
 )
-
-_MAX_PRICE_DIGITS = 9
-"""A price of a billion units or more is not a price: dropped like an unreadable one (it would
-overflow the exposition's float, and ``1e999999`` takes minutes to turn into an integer)."""
 
 
 class _WireRow(msgspec.Struct, gc=False):
@@ -96,72 +88,55 @@ class _WireRow(msgspec.Struct, gc=False):
 _WIRE_DECODER = msgspec.json.Decoder(WirePage)
 _BALANCE_DECODER = msgspec.json.Decoder(WireBalance)
 _TOKEN_DECODER = msgspec.json.Decoder(WireToken)
-_CACHE_SIZE = 4096
-"""Bound of the timestamp, price and country caches (they are cleared when full)."""
 
 
-class _Shared(dict[Any, Any]):
-    """A cache of shared objects: ``key -> make(key)``, made once; ``None -> None``.
-
-    Read through ``__getitem__``, so that a column of keys maps without a Python call per
-    hit. Bounded: cleared when full (a poll reads recent seconds and few prices and countries,
-    so an old entry is seldom needed again).
-    """
-
-    def __init__(self, make: Callable[[Any], Any]) -> None:
-        super().__init__()
-        self._make = make
-        self[None] = None
-
-    def __missing__(self, key: Any) -> Any:
-        value = self._make(key)  # raises for a key that makes no sense: the page goes tolerant
-        if len(self) >= _CACHE_SIZE:
-            self.clear()
-            self[None] = None
-        self[key] = value
-        return value
-
-
-class Stamps(_Shared):
-    """API timestamp text -> epoch seconds in one zone, parsed once: messages share seconds.
-
-    Zone-less text is in the zone given; text with an offset keeps it. Raises ValueError or
-    TypeError for anything else.
-    """
+class Decoder:
+    """The decoding of one API zone: its caches of shared objects and a fast path per set of
+    label fields read. A client keeps one for its life."""
 
     def __init__(self, tz: tzinfo) -> None:
-        super().__init__(self._parse)
-        self.tz = tz
-        # The API's own format, "2025-03-20 05:11:15", is parsed a minute at a time: a sparse
-        # account's read has few messages a second, so most of its stamps are parsed, and a
-        # whole parse takes twice as long as these checks, a lookup of the minute and an int().
-        self._minutes = _Shared(self._epoch)
+        self.caches = Caches(tz)
+        self._fast: dict[frozenset[str], PageDecoder] = {}
 
-    def _parse(self, text: Any) -> Epoch:
-        """Epoch seconds of one timestamp."""
-        if type(text) is not str:
-            raise TypeError(f"not a timestamp: {text!r}")
-        seconds = text[17:]
-        if (
-            len(text) == 19
-            and text[13] == text[16] == ":"
-            and seconds.isascii()
-            and seconds.isdigit()
-            and seconds < "60"
-        ):
-            # A zone's offset changes on a whole minute, so a minute's seconds follow on.
-            return Epoch(self._minutes[text[:16]] + int(seconds))
-        return Epoch(self._epoch(text.strip()))
+    def fast(self, labels: Collection[str] = LABEL_DIMENSIONS) -> PageDecoder:
+        """The fast path that reads the label fields in ``labels`` (made on first use)."""
+        key = frozenset(labels)
+        decoder = self._fast.get(key)
+        if decoder is None:
+            decoder = self._fast[key] = PageDecoder(self.caches, key)
+        return decoder
 
-    def _epoch(self, text: str) -> float:
-        """Epoch seconds of ISO 8601 text, in the zone when it has no offset; none before 2000."""
-        moment = datetime.fromisoformat(text)
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=self.tz)
-        epoch = moment.timestamp()
-        if epoch < EARLIEST:
-            raise ValueError(f"timestamp before 2000: {text!r}")
-        return epoch
+    def page(self, body: bytes, labels: Collection[str] = LABEL_DIMENSIONS) -> Page:
+        """Decode a ``GET /api/messages`` body; bad records are counted, a bad envelope raises.
+
+        An ordinary page takes the fast path (:class:`PageDecoder`), which reads the label
+        fields in ``labels`` only. A page with anything else in it (a status in capitals, an id
+        as text with spaces, a missing country, ``send_at`` for ``sent_at``...) is decoded
+        again, record by record, tolerantly.
+        """
+        try:
+            fast = self.fast(labels).decode(body)
+        except msgspec.ValidationError:  # a DecodeError too: it comes first
+            return _decode_page_tolerantly(body, self.caches)
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            # msgspec checks UTF-8 as it reads each string: a bad byte inside one raises
+            # UnicodeDecodeError, which must be a bad answer (retried), not a crash of the poll.
+            raise DecodeError(f"malformed JSON: {exc}") from None
+        if "country" in labels and None in map(_COUNTRY, fast.data):
+            # the country is derived from the phone number by the tolerant path
+            return _decode_page_tolerantly(body, self.caches)
+        data = fast.data
+        page = Page(data, len(data), _page_total(fast.meta), limit=_page_limit(fast.meta))
+        bad = _bad_prices(data)
+        if bad:
+            page.rejected[BAD_PRICE] = bad
+        return page
+
+
+def decode_page(body: bytes, tz: tzinfo, labels: Collection[str] = LABEL_DIMENSIONS) -> Page:
+    """Decode one page with a :class:`Decoder` of its own, for one-off reads (a client keeps
+    one decoder, and with it the shared objects, from page to page)."""
+    return Decoder(tz).page(body, labels)
 
 
 class PageDecoder:
@@ -174,15 +149,15 @@ class PageDecoder:
     The label fields (:data:`LABEL_DIMENSIONS`) not in ``labels`` are not read at all: None.
     """
 
-    def __init__(self, stamps: Stamps, labels: frozenset[str]) -> None:
-        self.stamps = stamps
-        shared: dict[str, _Shared] = {
-            "created_at": stamps,
-            "sent_at": stamps,
-            "delivered_at": stamps,
-            "amount": _PRICE_OF_AMOUNT,
-            "country": _COUNTRY_CODES,
-            "sender": _SENDERS,
+    def __init__(self, caches: Caches, labels: frozenset[str]) -> None:
+        self.caches = caches
+        shared: dict[str, Shared] = {
+            "created_at": caches.stamps,
+            "sent_at": caches.stamps,
+            "delivered_at": caches.stamps,
+            "amount": caches.prices,
+            "country": caches.countries,
+            "sender": caches.senders,
         }
         row = _row_type(labels)
         # Message's fields in order, each as a function of a page's rows; read from the row
@@ -206,7 +181,7 @@ class PageDecoder:
 
 def _bad_prices(messages: list[Message]) -> int:
     """How many of ``messages`` were sent with a price that is not one."""
-    return sum(map(is_, map(_AMOUNT, messages), repeat(_BAD_PRICE)))
+    return sum(map(is_, map(_AMOUNT, messages), repeat(PRICE_UNUSABLE)))
 
 
 def _row_type(labels: frozenset[str]) -> type[Any]:
@@ -231,7 +206,7 @@ def _page_type(row: type[Any]) -> type[Any]:
     )
 
 
-def _column(name: str, shared: _Shared | None) -> Callable[[list[Any]], Iterable[Any]]:
+def _column(name: str, shared: Shared | None) -> Callable[[list[Any]], Iterable[Any]]:
     """The column of a field, shared through ``shared`` when given."""
     get = attrgetter(name)
     if shared is None:
@@ -245,64 +220,24 @@ def _absent(rows: list[Any]) -> Iterable[None]:
     return repeat(None)
 
 
-_STAMPS: dict[tzinfo, Stamps] = {}
-_DECODERS: dict[tuple[tzinfo, frozenset[str]], PageDecoder] = {}
-
-
-def page_decoder(tz: tzinfo, labels: Collection[str] = LABEL_DIMENSIONS) -> PageDecoder:
-    """The shared fast decoder of a zone and the label fields read (one timestamp cache a
-    zone)."""
-    key = (tz, frozenset(labels))
-    decoder = _DECODERS.get(key)
-    if decoder is None:
-        stamps = _STAMPS.setdefault(tz, Stamps(tz))
-        decoder = _DECODERS.setdefault(key, PageDecoder(stamps, key[1]))
-    return decoder
-
-
-def decode_page(body: bytes, tz: tzinfo, labels: Collection[str] = LABEL_DIMENSIONS) -> Page:
-    """Decode a ``GET /api/messages`` body; bad records are counted, a bad envelope raises.
-
-    An ordinary page takes the fast path (:class:`PageDecoder`), which reads the label fields
-    in ``labels`` only. A page with anything else in it (a status in capitals, an id as text
-    with spaces, a missing country, ``send_at`` for ``sent_at``...) is decoded again, record by
-    record, tolerantly.
-    """
-    try:
-        fast = page_decoder(tz, labels).decode(body)
-    except msgspec.ValidationError:  # a DecodeError too: it comes first
-        return _decode_page_tolerantly(body, tz)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        # msgspec checks UTF-8 as it reads each string: a bad byte inside one raises
-        # UnicodeDecodeError, which must be a bad answer (retried), not a crash of the poll.
-        raise DecodeError(f"malformed JSON: {exc}") from None
-    if "country" in labels and None in map(_COUNTRY, fast.data):
-        return _decode_page_tolerantly(body, tz)  # the country derived from the phone number
-    page = Page(fast.data, len(fast.data), _page_total(fast.meta), limit=_page_limit(fast.meta))
-    bad = _bad_prices(fast.data)
-    if bad:
-        page.rejected[BAD_PRICE] = bad
-    return page
-
-
 _COUNTRY = attrgetter("country")
 _AMOUNT = attrgetter("amount")
 
 
-def _decode_page_tolerantly(body: bytes, tz: tzinfo) -> Page:
+def _decode_page_tolerantly(body: bytes, caches: Caches) -> Page:
     """Decode a page record by record, normalising what the fast path refused."""
     try:
         wire = _WIRE_DECODER.decode(body)
     except msgspec.ValidationError:
-        return _decode_page_slowly(body, tz)
+        return _decode_page_slowly(body, caches)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise DecodeError(f"malformed JSON: {exc}") from None
     page = Page([], len(wire.data), _page_total(wire.meta), limit=_page_limit(wire.meta))
-    _convert_rows(zip(wire.data, repeat(_NOTHING_DROPPED)), tz, page)
+    _convert_rows(zip(wire.data, repeat(_NOTHING_DROPPED)), caches, page)
     return page
 
 
-def _decode_page_slowly(body: bytes, tz: tzinfo) -> Page:
+def _decode_page_slowly(body: bytes, caches: Caches) -> Page:
     """Salvage a page whose records do not all fit the wire types, one record at a time."""
     try:
         raw = msgspec.json.decode(body)
@@ -323,7 +258,7 @@ def _decode_page_slowly(body: bytes, tz: tzinfo) -> Page:
             _reject(page, wire)
         else:
             wires.append(wire)
-    _convert_rows(wires, tz, page)
+    _convert_rows(wires, caches, page)
     return page
 
 
@@ -374,23 +309,22 @@ def _reject(page: Page, reason: str) -> None:
 
 
 def _convert_rows(
-    wires: Iterable[tuple[WireMessage, frozenset[str]]], tz: tzinfo, page: Page
+    wires: Iterable[tuple[WireMessage, frozenset[str]]], caches: Caches, page: Page
 ) -> None:
     """Turn wire rows (each with the fields salvaging dropped) into messages, counting the ones
     that cannot be used, and the prices that are not ones (their messages are kept)."""
-    parse = TimestampParser(tz)
     for wire, dropped in wires:
-        message = to_message(wire, parse, dropped)
+        message = to_message(wire, caches, dropped)
         if isinstance(message, str):
             _reject(page, message)
             continue
-        if message.amount is _BAD_PRICE or "amount" in dropped:
+        if message.amount is PRICE_UNUSABLE or "amount" in dropped:
             _reject(page, BAD_PRICE)
         page.messages.append(message)
 
 
 def to_message(
-    wire: WireMessage, parse: TimestampParser, dropped: frozenset[str] = _NOTHING_DROPPED
+    wire: WireMessage, caches: Caches, dropped: frozenset[str] = _NOTHING_DROPPED
 ) -> Message | str:
     """Build a :class:`Message` from a wire row (salvaging ``dropped`` some fields of the
     wrong type), or return why it cannot be used."""
@@ -399,6 +333,7 @@ def to_message(
         return MISSING_ID if wire.id is None else BAD_ID
     if wire.status is None or not wire.status.strip():
         return MISSING_STATUS
+    parse = caches.timestamp
     created = parse(wire.created_at)
     if "created_at" in dropped or (created is None and wire.created_at is not None):
         return BAD_CREATED_AT  # before 2000 or unreadable: no window could place it
@@ -411,7 +346,7 @@ def to_message(
         created_at=created,
         sent_at=parse(sent),
         delivered_at=parse(wire.delivered_at),
-        amount=_PRICE_OF_AMOUNT[wire.amount],
+        amount=caches.prices[wire.amount],
         validity_hours=_validity(wire.validity),
         country=_country(wire.country.strip().upper() if wire.country else country_of(wire.phone)),
         sender=wire.sender,
@@ -431,95 +366,14 @@ def _as_int(value: int | str | None) -> int | None:
     return None
 
 
-def _validity(hours: int | None) -> int | None:
-    """The validity in hours when it is plausible; None (the default applies) otherwise."""
-    return hours if hours is not None and 0 < hours <= MAX_VALIDITY_HOURS else None
-
-
-_NO_PRICE = Price(None, None)
-"""The price of a message whose amount is not known yet (``value`` null)."""
-_BAD_PRICE = Price(None, None)
-"""The price of a message whose amount is not a price (told apart by identity): negative,
-NaN, above :data:`MAX_PRICE_NANOS`, unreadable, or without a currency."""
-
-
-def _price(amount: WireAmount) -> Price:
-    """The price of an ``amount``: nano-units and an upper-case currency, or none usable."""
-    value = amount.value  # never a bool: the wire types refuse one (True == 1 as a key)
-    if value is None:
-        return _NO_PRICE
-    code = amount.currency.strip().upper() if amount.currency else ""
-    nanos = parse_price_nanos(value) if code else None
-    # A negative price would make a cost counter go down, which Prometheus reads as a reset.
-    if nanos is None or not 0 <= nanos <= MAX_PRICE_NANOS:
-        return _BAD_PRICE
-    return Price(nanos, code)
-
-
-_PRICE_OF_AMOUNT = _Shared(_price)
-"""A record's ``amount`` -> its :class:`Price`, shared by both paths."""
-
-
-def _country_code(text: Any) -> CountryCode:
-    """A record's ``country`` as a code, shared; ValueError when empty (the phone decides)."""
-    if type(text) is not str:
-        raise TypeError(f"not a country: {text!r}")
-    normalised = text.strip().upper()
-    if not normalised:
-        raise ValueError("empty country")
-    code: CountryCode = _COUNTRY_CODES.setdefault(normalised, CountryCode(normalised))
-    return code
-
-
-_COUNTRY_CODES = _Shared(_country_code)
-"""A record's ``country`` -> its shared code."""
-_SENDERS = _Shared(str)
-"""A record's ``sender`` -> the first equal string seen (senders repeat, like countries)."""
-
-
 def _country(code: str | None) -> CountryCode | None:
     """A derived or normalised code as the type messages hold."""
     return None if code is None else CountryCode(code)
 
 
-def parse_price_nanos(value: str | int | float) -> int | None:
-    """Parse a decimal price (``"0.0100000"``) into integer nano-units, exactly."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value * NANOS if abs(value) < 10**_MAX_PRICE_DIGITS else None
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return None
-        value = repr(value)
-    try:
-        amount = Decimal(value.strip())
-    except InvalidOperation:
-        return None
-    # adjusted() is the exponent of the leading digit: checked before any arithmetic, which
-    # could raise decimal.Overflow ("1e999999999") or take minutes ("1e999999").
-    if not amount.is_finite() or (amount and amount.adjusted() >= _MAX_PRICE_DIGITS):
-        return None
-    return int(amount.scaleb(9))
-
-
-class TimestampParser:
-    """Parse API timestamps into epoch seconds, with the zone's shared cache."""
-
-    __slots__ = ("_stamps",)
-
-    def __init__(self, tz: tzinfo) -> None:
-        self._stamps = page_decoder(tz).stamps
-
-    def __call__(self, text: str | None) -> Epoch | None:
-        """Epoch seconds for ``text``, or None when absent or unreadable."""
-        if text is None:
-            return None
-        try:
-            epoch: Epoch = self._stamps[text]
-        except ValueError:
-            return None
-        return epoch
+def _validity(hours: int | None) -> int | None:
+    """The validity in hours when it is plausible; None (the default applies) otherwise."""
+    return hours if hours is not None and 0 < hours <= MAX_VALIDITY_HOURS else None
 
 
 def decode_balance(body: bytes) -> Balance:
