@@ -57,8 +57,8 @@ from prometheus_client.exposition import choose_encoder
 
 from exporter.app import _registry
 from exporter.bsg.caches import Stamps
-from exporter.bsg.client import MessagePass
 from exporter.bsg.decode import Decoder
+from exporter.bsg.paging import MessagePass
 from exporter.bsg.wire import WireAmount, WirePage
 from exporter.config.schema import TargetConfig
 from exporter.defaults import DEFAULT_DELIVERY_LATENCY_BUCKETS, DEFAULT_SEND_DELAY_BUCKETS

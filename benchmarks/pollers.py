@@ -24,7 +24,9 @@ from structlog.typing import EventDict, WrappedLogger
 
 import exporter.app
 from exporter.app import App, build_app
-from exporter.bsg.client import BsgClient, BsgError, MessagePass, MessageQuery
+from exporter.bsg.client import BsgClient
+from exporter.bsg.errors import BsgError
+from exporter.bsg.paging import MessagePass, MessageQuery
 from exporter.bsg.wire import Message, is_final
 from exporter.config.schema import parse_config
 from exporter.simulator import DEMO_API_KEY

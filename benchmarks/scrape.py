@@ -236,8 +236,8 @@ def read_pages(path: Path) -> Iterator[bytes]:
 
 def memory(args: argparse.Namespace) -> None:
     """Ingest the pages of ``args.pages_file`` as a cold read, then report the memory."""
-    from exporter.bsg.client import MessagePass  # noqa: PLC0415
     from exporter.bsg.decode import Decoder  # noqa: PLC0415
+    from exporter.bsg.paging import MessagePass  # noqa: PLC0415
     from exporter.config.schema import TargetConfig  # noqa: PLC0415
     from exporter.runtime import COLLECTION_PAUSE  # noqa: PLC0415
     from exporter.tracking.store import StateStore  # noqa: PLC0415

@@ -91,3 +91,5 @@ BALANCE_ERROR_REASONS: tuple[str, ...] = tuple(
     reason for reason in POLL_ERROR_REASONS if reason not in (BUDGET, STATE)
 )
 """Every reason a balance read can fail with (one the budget has no room for is skipped)."""
+SHUTDOWN = "shutdown"
+"""Why a pass was abandoned as the exporter stops: logged, never counted as a failure."""

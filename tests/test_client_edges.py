@@ -16,17 +16,10 @@ from datetime import UTC
 import httpx
 import pytest
 
-from exporter.bsg.client import (
-    AuthError,
-    BsgClient,
-    ClientError,
-    MessageQuery,
-    RateLimitedError,
-    RetryPolicy,
-    ServerError,
-    StoppedError,
-    jwt_expiry,
-)
+from exporter.bsg.client import BsgClient, RetryPolicy
+from exporter.bsg.errors import AuthError, ClientError, RateLimitedError, ServerError, StoppedError
+from exporter.bsg.paging import MessageQuery
+from exporter.bsg.replies import jwt_expiry
 
 KEY = "live_secretkey_1234567890"
 FAST = RetryPolicy(max_retries=3, base_delay=0.001, max_delay=0.01, retry_after_wait=0.2)

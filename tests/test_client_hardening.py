@@ -17,15 +17,10 @@ import httpx
 import pytest
 
 from exporter.bsg.budget import RequestBudget
-from exporter.bsg.client import (
-    AuthError,
-    BsgClient,
-    BsgError,
-    MessageQuery,
-    RetryPolicy,
-    retry_after_seconds,
-    safe_text,
-)
+from exporter.bsg.client import BsgClient, RetryPolicy
+from exporter.bsg.errors import AuthError, BsgError
+from exporter.bsg.paging import MessageQuery
+from exporter.bsg.replies import retry_after_seconds, safe_text
 from exporter.config.schema import ConfigError, parse_config
 from exporter.simulator import DEMO_API_KEY, Simulator, SimulatorServer
 from tests.harness import InProcessExporter, value

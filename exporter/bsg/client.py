@@ -1,4 +1,4 @@
-"""The BSG One API client: login, bearer auth, retries, paging and decoding.
+"""The BSG One API client: login, bearer auth, retries, and the requests a pass is read with.
 
 Owns every HTTP exchange with the provider. Each request goes through one place,
 :meth:`BsgClient._attempt`, which turns whatever happens (an answer, a transport failure, a
@@ -13,19 +13,13 @@ vocabulary and the defaults.
 
 from __future__ import annotations
 
-import base64
-import email.utils
-import json
-import math
 import random
-import re
 import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, tzinfo
-from operator import attrgetter
+from dataclasses import dataclass
+from datetime import tzinfo
 from typing import Protocol, TypeVar
 
 import httpx
@@ -34,23 +28,27 @@ import structlog
 
 from exporter import model
 from exporter.bsg.budget import RequestBudget
-from exporter.bsg.decode import (
-    Decoder,
-    decode_balance,
-    decode_token,
-    format_api_time,
-    nested_too_deeply,
+from exporter.bsg.decode import Decoder, decode_balance, decode_token, nested_too_deeply
+from exporter.bsg.errors import (
+    ApiConnectionError,
+    AuthError,
+    BadAnswerError,
+    BsgError,
+    BudgetExhaustedError,
+    ClientError,
+    InternalError,
+    RateLimitedError,
+    RequestTimeoutError,
+    ServerError,
+    StoppedError,
 )
+from exporter.bsg.paging import MessagePass, MessageQuery, read_range
+from exporter.bsg.replies import api_message, clock_text, jwt_expiry, retry_after_seconds, safe_text
 from exporter.bsg.transport import Deadline, deadline_transport
-from exporter.bsg.wire import MAX_DEPTH, PAGE_LIMIT, Balance, Message, Page
+from exporter.bsg.wire import MAX_DEPTH, Balance, Message, Page
 from exporter.defaults import DEFAULT_MAX_RESPONSE_SIZE, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
-from exporter.model import KEPT_REJECTS, LABEL_DIMENSIONS
+from exporter.model import LABEL_DIMENSIONS
 
-_MAX_EXTRA_PAGES = 20
-"""Pages followed past the first answer's total before a pass pauses (a total that lies)."""
-_MAX_PASS_PAGES = 2000
-"""Pages one pass reads at most (a million rows), whatever the total says: an API that serves
-full pages forever must not hold a poll forever."""
 _REFRESH_MARGIN = 86400.0
 """Refresh the token when it expires within a day, rather than waiting for a 401."""
 _LOGIN_BACKOFF = (30.0, 900.0)
@@ -59,12 +57,9 @@ _LOGIN_BACKOFF = (30.0, 900.0)
 of every target into a login attempt."""
 _ERROR_BODY_SIZE = 64 * 2**10
 """Bytes of an error answer read for its message: the status says what happened."""
-_TEXT_LIMIT = 200
-"""Characters of provider text kept in an error message."""
 
 T = TypeVar("T")
 log = structlog.get_logger("exporter.bsg")
-_ID = attrgetter("id")
 
 
 class RequestObserver(Protocol):
@@ -72,72 +67,6 @@ class RequestObserver(Protocol):
 
     def observe_request(self, endpoint: str, code: str, duration: float) -> None:
         """Record one request: endpoint name, HTTP status or failure kind, seconds taken."""
-
-
-class BsgError(Exception):
-    """A request that failed for good; ``reason`` is a stable label value."""
-
-    reason = "error"
-
-
-class AuthError(BsgError):
-    """The API refused the key or the token."""
-
-    reason = model.AUTH
-
-
-class RateLimitedError(BsgError):
-    """429 answers outlasted the retries, or the API asked for a longer pause than is waited."""
-
-    reason = model.RATE_LIMITED
-
-
-class ServerError(BsgError):
-    """5xx answers outlasted the retries."""
-
-    reason = model.SERVER_ERROR
-
-
-class ClientError(BsgError):
-    """A 4xx answer that retrying cannot fix."""
-
-    reason = model.CLIENT_ERROR
-
-
-class RequestTimeoutError(BsgError):
-    """Requests timed out until the retries ran out."""
-
-    reason = model.TIMEOUT
-
-
-class ApiConnectionError(BsgError):
-    """The connection failed until the retries ran out."""
-
-    reason = model.CONNECTION_ERROR
-
-
-class BadAnswerError(BsgError):
-    """The answers could not be decoded until the retries ran out."""
-
-    reason = model.DECODE
-
-
-class BudgetExhaustedError(BsgError):
-    """The request budget (api.max_requests_per_minute) is spent for now."""
-
-    reason = model.BUDGET
-
-
-class InternalError(BsgError):
-    """An exception nobody expected while handling one request (a bug; logged with its trace)."""
-
-    reason = model.INTERNAL
-
-
-class StoppedError(BsgError):
-    """The exporter is shutting down; the pass was abandoned."""
-
-    reason = "shutdown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,56 +88,6 @@ class RetryPolicy:
         """The longest a request with deadline ``timeout`` goes between two outcomes: the
         longest wait before a retry, then one whole attempt."""
         return max(self.max_delay, self.retry_after_wait) + timeout
-
-
-@dataclass(frozen=True, slots=True)
-class MessageQuery:
-    """One pass over ``GET /api/messages``: a created-at range and an optional campaign."""
-
-    start: float
-    end: float
-    campaign_id: int | None = None
-    offset: int = 0  # rows of this query already read by an earlier, unfinished pass
-    labels: tuple[str, ...] = LABEL_DIMENSIONS  # the label fields read (the others are None)
-
-
-@dataclass(slots=True)
-class MessagePass:
-    """What one pass read: the messages (deduplicated by id) and how it went.
-
-    A pass ends on an empty page or a short one (fewer rows than the page size the API says
-    it served, at most :data:`PAGE_LIMIT`); ``meta.page.total`` never ends or extends it.
-    """
-
-    messages: dict[int, Message] = field(default_factory=dict)
-    complete: bool = True  # False: the request budget ran out; resume at next_offset
-    ended_early: bool = False  # stopped at the page cap after a full page; more may follow
-    total_mismatch: bool = False  # the first page's total disagrees with the rows read
-    last_id: int | None = None
-    next_offset: int = 0
-    pages: int = 0
-    rows: int = 0
-    duplicates: int = 0
-    rejected: dict[str, int] = field(default_factory=dict)
-
-    def add_page(self, page: Page) -> None:
-        """Merge one page; a row seen again keeps its newest version."""
-        self.pages += 1
-        self.rows += page.rows
-        ids = list(map(_ID, page.messages))
-        known = len(self.messages)
-        self.messages.update(zip(ids, page.messages, strict=True))
-        self.duplicates += len(ids) - (len(self.messages) - known)
-        top = max(ids, default=None)
-        if top is not None and (self.last_id is None or top > self.last_id):
-            self.last_id = top
-        for reason, count in page.rejected.items():
-            self.rejected[reason] = self.rejected.get(reason, 0) + count
-
-    @property
-    def dropped(self) -> int:
-        """Rows that gave no message (rejected, and not kept)."""
-        return sum(n for reason, n in self.rejected.items() if reason not in KEPT_REJECTS)
 
 
 class _RetryableError(Exception):
@@ -332,64 +211,8 @@ class BsgClient:
         return until if until is not None and until > self._clock() else None
 
     def read_messages(self, query: MessageQuery) -> MessagePass:
-        """Read every message of ``query``, page by page, with ``filter[to]`` fixed for the pass.
-
-        When the request budget runs out mid-pass, the pages read so far come back with
-        ``complete`` False: rows arrive in id order, so everything up to ``last_id`` was read.
-        """
-        params: dict[str, str | int] = {
-            "page[limit]": PAGE_LIMIT,
-            "sort": "id",
-            "way": "asc",
-            "filter[from]": format_api_time(query.start, self._tz),
-            "filter[to]": format_api_time(query.end, self._tz),
-        }
-        if query.campaign_id is not None:
-            params["filter[campaign_id]"] = query.campaign_id
-        result, total = self._read_pass(params, query.offset, query.labels)
-        if result.complete and _rows_skipped(result, total, query.offset):
-            # Rows shifted between two pages (a page repeated some rows, and fewer distinct rows
-            # came than the total says): some were skipped, and a skipped row below the cursor
-            # is never read as new again. One more pass finds them; known rows cost nothing.
-            log.info("pass_reread", reason="rows shifted between pages", rows=result.rows)
-            again, _ = self._read_pass(params, query.offset, query.labels)
-            again.messages = {**result.messages, **again.messages}
-            again.pages += result.pages
-            again.rows += result.rows
-            again.duplicates += result.duplicates
-            if result.last_id is not None:
-                again.last_id = max(result.last_id, again.last_id or result.last_id)
-            result = again
-        return result
-
-    def _read_pass(
-        self, params: Mapping[str, str | int], offset: int, labels: tuple[str, ...]
-    ) -> tuple[MessagePass, int | None]:
-        """Page through one pass from ``offset``; also returns the total of its first page."""
-        result = MessagePass(next_offset=offset)
-        total: int | None = None
-        max_pages = _MAX_PASS_PAGES
-        start = offset
-        while True:
-            try:
-                page = self._get_page({**params, "page[offset]": offset}, labels)
-            except BudgetExhaustedError:
-                result.complete = False
-                break
-            result.add_page(page)
-            offset += page.rows
-            result.next_offset = offset
-            if result.pages == 1:
-                total = page.total
-                # max(): a negative total must not stop the pass at its first page
-                max_pages = min(max(total or 0, 0) // PAGE_LIMIT + _MAX_EXTRA_PAGES, max_pages)
-            if page.rows == 0 or page.rows < _page_size(page):
-                break
-            if result.pages >= max_pages:
-                result.ended_early = True
-                break
-        result.total_mismatch = _total_disagrees(total, start, result)
-        return result, total
+        """Read every message of ``query`` in one pass (see :func:`read_range`)."""
+        return read_range(self._get_page, query, self._tz)
 
     def read_message(self, message_id: int) -> Message | None:
         """Look one message up by id (``filter[id]``); None when the API does not know it."""
@@ -491,7 +314,7 @@ class BsgClient:
             wait = until - self._clock()
             raise RateLimitedError(
                 f"{endpoint}: the API asked for a pause; next request in {wait:.0f}s "
-                f"(at {_clock_text(until)})"
+                f"(at {clock_text(until)})"
             )
         if self._budget is not None and not self._budget.try_acquire():
             raise BudgetExhaustedError(f"{endpoint}: request budget spent for this minute")
@@ -556,7 +379,7 @@ class BsgClient:
                 self._token_proven = True
                 self._login_refusals = 0
             return value
-        message = _api_message(answer.body, self._key)
+        message = api_message(answer.body, self._key)
         if status == 401 and request.authorized:
             raise _UnauthorizedError
         if status in (401, 403):
@@ -593,7 +416,7 @@ class BsgClient:
         log.warning("api_rate_limited", endpoint=endpoint, asked=asked, held_s=held)
         raise RateLimitedError(
             f"{endpoint}: HTTP 429 {message}; the API asked for {asked}, "
-            f"no request for {held:.0f}s (until {_clock_text(now + held)})"
+            f"no request for {held:.0f}s (until {clock_text(now + held)})"
         )
 
     def _observe(self, endpoint: str, code: str, started: float) -> None:
@@ -702,116 +525,3 @@ def _read_body(response: httpx.Response, limit: int, deadline: float) -> bytes:
 def _indent(line: str) -> str:
     """The leading spaces of a line (a traceback's structure)."""
     return line[: len(line) - len(line.lstrip(" "))]
-
-
-def _page_size(page: Page) -> int:
-    """The rows a full page has: ours, or fewer when the API says it serves fewer."""
-    return min(PAGE_LIMIT, page.limit) if page.limit is not None else PAGE_LIMIT
-
-
-def _total_disagrees(total: int | None, start: int, result: MessagePass) -> bool:
-    """Tell whether a pass's first total disagrees with the rows it read from ``start``: not
-    equal for a pass that read to its end, below them for one that stopped short."""
-    if total is None:
-        return False
-    read = start + result.rows
-    if result.complete and not result.ended_early:
-        return total != read
-    return total < read
-
-
-def _rows_skipped(result: MessagePass, total: int | None, offset: int) -> bool:
-    """Tell whether a pass repeated rows and yet read fewer distinct rows than its total."""
-    if not result.duplicates or total is None:
-        return False
-    return len(result.messages) + result.dropped < total - offset
-
-
-def _api_message(body: bytes, key: str) -> str:
-    """The ``message`` of a Laravel-shaped error body, cleaned and shortened, in parentheses;
-    never the request itself."""
-    if not body or nested_too_deeply(body):
-        return ""
-    try:
-        decoded = msgspec.json.decode(body)
-    except (ValueError, RecursionError):  # not JSON, or cut at the error body cap
-        return ""
-    message = decoded.get("message") if isinstance(decoded, dict) else None
-    text = safe_text(str(message), key) if message not in (None, "") else ""
-    return f"({text})" if text else ""
-
-
-_SECRETS = re.compile(
-    r"\b(?:live|test)_[A-Za-z0-9_\-]{6,}"  # an API key
-    r"|\beyJ[A-Za-z0-9_\-]*\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"  # a JWT: header.claims.signature
-    r"|\bBearer\s+[A-Za-z0-9._~+/=\-]+",  # an Authorization header's value
-    re.IGNORECASE,
-)
-_SPACES = re.compile(r"[\t\n\r\v\f\x1c-\x1f\x85\u2028\u2029]+")
-_CONTROLS = re.compile(
-    r"[\x00-\x08\x0e-\x1b\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]"
-)
-REDACTED = "[redacted]"
-
-
-def safe_text(text: str, secret: str | None = None, limit: int = _TEXT_LIMIT) -> str:
-    """Provider text made fit for a log line or a page: the key and anything that looks like a
-    key or a token replaced by ``[redacted]``, control and direction characters removed, line
-    breaks made spaces, cut to ``limit`` characters."""
-    if secret:
-        text = text.replace(secret, REDACTED)
-    text = _SECRETS.sub(REDACTED, text)
-    text = _CONTROLS.sub("", _SPACES.sub(" ", text)).strip()
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def retry_after_seconds(value: str | None, now: float) -> float | None:
-    """A ``Retry-After`` in seconds from ``now`` (a number or an HTTP date), at least 0; None
-    when absent or unreadable. A number too large to mean anything comes back infinite."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    seconds: float | None
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = _http_date(text, now)
-    if seconds is None or math.isnan(seconds):
-        return None
-    return max(seconds, 0.0)
-
-
-def _http_date(text: str, now: float) -> float | None:
-    """Seconds from ``now`` to an HTTP date; None when it is not one."""
-    try:
-        moment = email.utils.parsedate_to_datetime(text)
-        if moment.tzinfo is None:  # "-0000": HTTP dates are in GMT
-            moment = moment.replace(tzinfo=UTC)
-        return moment.timestamp() - now
-    except (TypeError, ValueError, OverflowError, IndexError, OSError):
-        return None
-
-
-def _clock_text(epoch: float) -> str:
-    """A moment for a message, in UTC."""
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def jwt_expiry(token: str) -> float | None:
-    """The ``exp`` claim of a JWT, without verifying it (the API does that)."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
-    payload = parts[1] + "=" * (-len(parts[1]) % 4)
-    try:
-        claims = json.loads(base64.urlsafe_b64decode(payload))
-    except (ValueError, TypeError, RecursionError):
-        return None
-    exp = claims.get("exp") if isinstance(claims, dict) else None
-    if not isinstance(exp, int | float) or isinstance(exp, bool):
-        return None
-    try:
-        expiry = float(exp)
-    except OverflowError:  # an exp of hundreds of digits
-        return None
-    return expiry if math.isfinite(expiry) else None

@@ -20,17 +20,12 @@ from dataclasses import dataclass, field
 import structlog
 
 from exporter.bsg.budget import RequestBudget
-from exporter.bsg.client import (
-    BsgClient,
-    BsgError,
-    BudgetExhaustedError,
-    MessagePass,
-    MessageQuery,
-    StoppedError,
-)
+from exporter.bsg.client import BsgClient
+from exporter.bsg.errors import BsgError, BudgetExhaustedError, StoppedError
+from exporter.bsg.paging import MessagePass, MessageQuery
 from exporter.bsg.wire import Message
 from exporter.config.schema import Config, TargetConfig
-from exporter.model import BUDGET, INTERNAL, STATE
+from exporter.model import BUDGET, INTERNAL, SHUTDOWN, STATE
 from exporter.polling.planner import Density, ReadPlan, plan_reads, within_allowance
 from exporter.stats import ExporterState
 from exporter.tracking.counts import add_counts
@@ -190,7 +185,7 @@ class Poller:
         try:
             reads, result = self._read_and_apply(target, tracker, share)
         except StoppedError:
-            log.info("poll_abandoned", target=target.name, reason="shutdown")
+            log.info("poll_abandoned", target=target.name, reason=SHUTDOWN)
             return False
         except BsgError as exc:
             self._publish_failure(tracker, exc.reason, str(exc), started)
