@@ -32,14 +32,16 @@ import structlog
 from exporter.bsg.wire import Message, is_final
 from exporter.config.schema import MetricsConfig, PollConfig, TargetConfig
 from exporter.defaults import DEFAULT_VALIDITY_HOURS
-from exporter.model import DEFAULT_CHANNEL, DELIVERED_STATUSES, FINAL_STATUSES, MISSING_VALUE
+from exporter.model import DEFAULT_CHANNEL, FINAL_STATUSES, MISSING_VALUE
 from exporter.tracking.codec import Counters, Progress, dump, restore
-from exporter.tracking.counts import Histogram, add_counts, add_to
+from exporter.tracking.counts import Histogram, add_to
 from exporter.tracking.schedule import Recheck, mark_run, tiers_due
 from exporter.tracking.series import SeriesKeys
 from exporter.tracking.snapshot import SEP, ApplyResult, TargetSnapshot, channel_of
 from exporter.tracking.store import StateStore
 from exporter.tracking.table import Final, MessageTable, Row, minute_runs
+from exporter.tracking.tally import tally_finals
+from exporter.tracking.window import WindowCounts
 
 T = TypeVar("T")
 PRUNE_MARGIN = 300.0
@@ -110,9 +112,8 @@ class TargetTracker:
         self._c = Counters()
         self._p = Progress()
         self._read_labels = attrgetter("channel", *self.labels)  # the fields labelled by
-        self._window: dict[tuple[str, str], int] = {}
-        self._window_start: float | None = None
         self._table = MessageTable()
+        self._window = WindowCounts(self._table, self.window)
         self._backlog = 0
         # Sorted minutes and running totals of the density: the planner asks many times a poll.
         self._density_index: tuple[list[int], list[int]] | None = None
@@ -234,7 +235,7 @@ class TargetTracker:
 
     def snapshot(self, now: float) -> TargetSnapshot:
         """Copy the counters and gauges as of ``now``."""
-        self._slide_window(now)
+        self._window.slide(now)
         oldest = self._table.oldest_pending()
         c = self._c
         return TargetSnapshot(
@@ -250,7 +251,7 @@ class TargetTracker:
             abandoned=dict(c.abandoned),
             delivery_latency={k: h.copy() for k, h in c.latency.items()},
             send_delay={k: h.copy() for k, h in c.send_delay.items()},
-            window={k: v for k, v in self._window.items() if v},
+            window=self._window.counts(),
             errors=dict(c.errors),
             rejected=dict(c.rejected),
             oldest_pending_age=max(0.0, now - oldest) if oldest is not None else 0.0,
@@ -268,7 +269,7 @@ class TargetTracker:
             # later (a read widened for stragglers) is not new, and must not be counted.
             self._p.horizon = now - self.window
             self._p.baseline_started = now
-        self._slide_window(now)
+        self._window.slide(now)
         table = self._table
         entries = table.entries
         if entries.keys().isdisjoint(messages.keys()):  # a cold read: all new
@@ -370,11 +371,7 @@ class TargetTracker:
                 add_to(self._c.submitted, series, count)
         for minute, first, end in minute_runs(created):
             add_to(self._p.density, minute, end - first)
-        start = self._window_start if self._window_start is not None else math.inf
-        if earliest >= start:
-            add_counts(self._window, counts)
-        else:
-            add_counts(self._window, Counter(compress(keys, map(start.__le__, created))))
+        self._window.add_new(keys, counts, created, earliest)
 
     def _admit(
         self, fresh: list[Message], created: list[float | None], now: float, batch: _Batch
@@ -457,20 +454,18 @@ class TargetTracker:
         """Follow a pending message; count it when it turns final."""
         status = message.status
         if is_final(status):
-            self._window_add(row, -1)
+            self._window.move(row.created_at, row.series, row.status, status)
             row.status = status
             self._tally(row.series, message, now)
             self._table.finalize(row, self._table.final(row.series, status, _COUNTED))
             batch.finalized += 1
-            self._window_add(row, 1)
             return
         next_check = self._next_check(row, now)
         if status == row.status and next_check == row.next_check:
             return  # nothing new: nothing to save
-        self._window_add(row, -1)
+        self._window.move(row.created_at, row.series, row.status, status)
         row.status, row.next_check = status, next_check
         self._table.update(row)
-        self._window_add(row, 1)
 
     def _update_final(self, entry: Final, message: Message, batch: _Batch) -> None:
         """Note a final status that changed after counting."""
@@ -483,7 +478,7 @@ class TargetTracker:
         if created_at is None:
             created_at = self._table.created_at(message.id)
         if created_at is not None:
-            self._window_move(created_at, entry.series, entry.status, message.status)
+            self._window.move(created_at, entry.series, entry.status, message.status)
         self._table.change_final(
             message.id, self._table.final(entry.series, message.status, entry.state)
         )
@@ -493,41 +488,18 @@ class TargetTracker:
         self._tally_all([message], [(series, message.status)], now)
 
     def _tally_all(self, messages: list[Message], keys: list[tuple[str, str]], now: float) -> None:
-        """Add messages that just reached a final status to the counters of their key
-        (series, status).
-
-        One loop over locals: it runs for every message counted.
-        """
+        """Count messages that just reached a final status, under their (series, status)."""
         if self._on_count is not None:
             for message in messages:
                 self._on_count(message, now)
-        c, labels, delivered_statuses = self._c, self.labels, DELIVERED_STATUSES
-        counted, cost, latency, send_delay = c.counted, c.cost, c.latency, c.send_delay
-        for message, key in zip(messages, keys, strict=True):
-            counted[key] = counted.get(key, 0) + 1
-            series, status = key
-            price = message.amount
-            if price is not None and price.nanos is not None and price.currency:
-                cost_key = (series, status, price.currency)
-                cost[cost_key] = cost.get(cost_key, 0) + price.nanos
-            sent = message.sent_at
-            if sent is None:
-                continue
-            # Without extra labels a series is its channel. Clock skew between the provider's
-            # systems can order two stamps wrongly: such a delay counts as none.
-            channel = channel_of(series) if labels else series
-            delivered, created = message.delivered_at, message.created_at
-            if delivered is not None and status in delivered_statuses:
-                latency[channel].observe(delivered - sent if delivered > sent else 0.0)
-            if created is not None:
-                send_delay[channel].observe(sent - created if sent > created else 0.0)
+        tally_finals(self._c, messages, keys, bool(self.labels))
 
     def _abandon(self, now: float) -> int:
         """Stop following pending messages past validity plus grace; count them by last status."""
         expired = self._table.expired(now)
         for row in expired:
             add_to(self._c.abandoned, (row.series, row.status))
-            self._window_add(row, -1)
+            self._window.add(row.created_at, row.series, row.status, -1)
         self._table.abandon(expired)
         return len(expired)
 
@@ -582,29 +554,6 @@ class TargetTracker:
         hours = message.validity_hours or DEFAULT_VALIDITY_HOURS
         return hours * 3600.0 + self._grace
 
-    def _slide_window(self, now: float) -> None:
-        """Keep the window counts for ``[now - window, ...)`` as the window moves."""
-        start = now - self.window
-        if self._window_start is None:
-            self._window = self._table.status_counts(start)
-        elif start > self._window_start:
-            for key, count in self._table.status_counts(self._window_start, start).items():
-                self._window[key] = self._window.get(key, 0) - count
-        else:
-            return
-        self._window_start = start
-
-    def _window_add(self, row: Row, amount: int) -> None:
-        """Add or remove a row from the window counts when it lies in the window."""
-        if self._window_start is not None and row.created_at >= self._window_start:
-            add_to(self._window, (row.series, row.status), amount)
-
-    def _window_move(self, created_at: float, series: str, old: str, new: str) -> None:
-        """Move a message of the window from one status to another."""
-        if self._window_start is not None and created_at >= self._window_start:
-            add_to(self._window, (series, old), -1)
-            add_to(self._window, (series, new), 1)
-
     def _add_series(self, series: str) -> None:
         """Start the zero-valued series of a series (and its channel) seen for the first time."""
         self._c.series.add(series)
@@ -616,7 +565,7 @@ class TargetTracker:
         """Read the saved state, or start cold; a target whose identity changed starts over."""
         self._c, self._p = Counters(), Progress()
         self._table = MessageTable()
-        self._window_start = None
+        self._window = WindowCounts(self._table, self.window)
         self._density_index = None
         stored = self._store.load_target(self.name)
         if stored is not None and stored[0] != self._identity:
