@@ -30,6 +30,8 @@ DELIVERED_STATUSES = frozenset({"delivered", "read"})
 CHANNELS: tuple[str, ...] = ("sms", "viber", "hlr", "rcs", "whatsapp")
 DEFAULT_CHANNEL: Final = "sms"
 """The channel of a message that states none (the documentation: "Campaign type: sms")."""
+EXPIRED: Final = "expired"
+"""The final status of a message whose validity ended without a delivery report."""
 FAILED_STATUSES: tuple[str, ...] = ("failed", "undelivered")
 """Final statuses that mean the route gave up: what the status page and the alerts call failed."""
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from exporter.model import (
     DELIVERED_STATUSES,
+    EXPIRED,
     FAILED_STATUSES,
     FINAL_STATUSES,
     NANOS,
@@ -36,7 +37,7 @@ QUANTILES = (0.5, 0.95, 0.99)
 GROUP_COLOURS = {
     "delivered": "#2da44e",
     "failed + undelivered": "#cf222e",
-    "expired": "#bf8700",
+    EXPIRED: "#bf8700",
     "other final": "#8250df",
     "pending": "#8c959f",
 }
@@ -82,8 +83,8 @@ def _group(status: str) -> str:
         return "delivered"
     if status in FAILED_STATUSES:
         return "failed + undelivered"
-    if status == "expired":
-        return "expired"
+    if status == EXPIRED:
+        return EXPIRED
     return "other final" if status in FINAL_STATUSES else "pending"
 
 
@@ -304,7 +305,7 @@ def _details(name: str, snapshot: TargetSnapshot) -> str:
             f"<tr><td>{html.escape(channel)}</td><td class=num>{ch_mix.total:,}</td>"
             f"<td class=num>{fmt_ratio(ch_mix.ratio(DELIVERED_STATUSES))}</td>"
             f"<td class=num>{fmt_ratio(ch_mix.ratio(FAILED_STATUSES))}</td>"
-            f"<td class=num>{fmt_ratio(ch_mix.ratio(('expired',)))}</td>"
+            f"<td class=num>{fmt_ratio(ch_mix.ratio((EXPIRED,)))}</td>"
             f"<td class=num>{_latency(snapshot, channel)}</td>"
             f"<td class=num>{counted:,}</td>"
             f"<td class=num>{fmt_money(_cost(snapshot, channel))}</td></tr>"

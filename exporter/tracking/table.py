@@ -147,6 +147,7 @@ class _Changes:
         kinds = [key for key, _ in sorted(self._kinds.items(), key=lambda item: item[1])]
         chunk = Chunk(
             kinds=kinds,
+            # one array a typecode: the tuples have the lengths the Chunk fields declare
             pending=_pack_all(_PENDING_TYPES, self.pending),  # type: ignore[arg-type]
             final=_pack_all(_FINAL_TYPES, self.final),  # type: ignore[arg-type]
             deleted=_pack("q", self.deleted),
@@ -262,8 +263,10 @@ class MessageTable:
 
     def due(self, now: float) -> list[tuple[int, float]]:
         """``(id, created_at)`` of pending messages whose own re-check time has come."""
-        rows = [r for r in self._scheduled.values() if r.next_check is not None]
-        rows = sorted((r for r in rows if r.next_check <= now), key=_by_next_check)  # type: ignore[operator]
+        due = (
+            r for r in self._scheduled.values() if r.next_check is not None and r.next_check <= now
+        )
+        rows = sorted(due, key=_by_next_check)
         return [(r.id, r.created_at) for r in rows]
 
     def pending_created_between(self, after: float, upto: float) -> list[tuple[int, float]]:

@@ -283,6 +283,7 @@ class TargetTracker:
                 elif type(entry) is Row:
                     self._update_pending(entry, message, now, batch)
                 elif entry.status != message.status:  # else a re-read of a final message
+                    # type() is not narrowed like isinstance(), which costs more in this loop
                     self._update_final(entry, message, batch)  # type: ignore[arg-type]
         for msg_id in checked:  # asked for: look again on schedule (returned or not)
             row = entries.get(msg_id)
@@ -305,6 +306,7 @@ class TargetTracker:
         left to Python loops, over just those messages.
         """
         created: list[float | None] = list(map(_CREATED, fresh))
+        # None is not among them when min() runs
         earliest = None if None in created else min(created)  # type: ignore[type-var]
         if earliest is None or earliest < self._p.horizon:
             fresh, created = self._admit(fresh, created, now, batch)
