@@ -429,7 +429,7 @@ def main() -> None:
     progress(f"simulator: {len(sim.store):,} messages of history ({time.monotonic() - wall:.0f}s)")
     cycles = round(args.hours * HOUR / args.interval)
     simple_cycles = min(cycles, round(args.simple_hours * HOUR / args.interval))
-    settle_ours = max(every for _, every in DEFAULT_RECHECK) + args.interval
+    settle_ours = (max(every for _, every in DEFAULT_RECHECK) + 1) * args.interval
     args.settle = {"ours": settle_ours, "simple": 0.0}
     args.budget_label = "default max_requests_per_minute 300"
     with SimulatorServer(sim) as server, tempfile.TemporaryDirectory() as tmp:

@@ -22,12 +22,13 @@ DEFAULT_MAX_RESPONSE_SIZE = 64 * 2**20
 DEFAULT_POLL_INTERVAL = 60.0
 DEFAULT_ABANDON_GRACE = 3600.0
 DEFAULT_RECHECK: tuple[tuple[float, float], ...] = (
-    (600.0, 60.0),
-    (3600.0, 120.0),
-    (21600.0, 1800.0),
-    (259200.0, 7200.0),
+    (600.0, 1.0),
+    (3600.0, 2.0),
+    (21600.0, 30.0),
+    (259200.0, 120.0),
 )
-"""(max_age, every) tiers: young pending messages are re-read often, old ones rarely."""
+"""(max_age, every) tiers, ``every`` in poll intervals: young pending messages are re-read
+often, old ones rarely (at the default interval of 60s: every 1m, 2m, 30m and 2h)."""
 
 # targets:
 DEFAULT_MAX_LABEL_VALUES = 50

@@ -39,7 +39,8 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.yaml"
 KEY = "live_0123456789abcdef"
 ENV = {"BSG_API_KEY": KEY}
 
-DEFAULT_TIERS = tuple(RecheckTier(*tier) for tier in DEFAULT_RECHECK)
+DEFAULT_TIERS = tuple(RecheckTier(age, every * 60.0) for age, every in DEFAULT_RECHECK)
+"""The default tiers at the default interval of 60s."""
 
 BINARY = "tag:yaml.org,2002:binary"
 ORDER = "units must go from largest to smallest, each used once"
@@ -139,7 +140,7 @@ def test_minimal_file_takes_defaults() -> None:
     assert (config.api.timeout, config.api.timezone, config.api.max_retries) == (10.0, "UTC", 3)
     assert config.api.max_requests_per_minute == 300
     assert config.poll.interval == 60.0
-    assert config.poll.recheck == DEFAULT_RECHECK
+    assert config.poll.recheck == DEFAULT_TIERS
     assert config.poll.abandon_grace == 3600.0
     assert config.count_existing_on_start is False
     assert config.state == StateConfig("bsg-exporter.db")
@@ -153,6 +154,15 @@ def test_default_recheck_tiers() -> None:
         (259200.0, 7200.0),
     ]
     assert PollConfig(60.0) == PollConfig(60.0, DEFAULT_TIERS, 3600.0)
+
+
+def test_default_recheck_periods_follow_the_interval_and_an_explicit_schedule_wins() -> None:
+    quick = parse(MINIMAL + "poll:\n  interval: 15s\n")
+    assert [t.every for t in quick.poll.recheck] == [15.0, 30.0, 450.0, 1800.0]
+    assert [t.max_age for t in quick.poll.recheck] == [600.0, 3600.0, 21600.0, 259200.0]
+    assert [t.every for t in PollConfig(1.0).recheck] == [1.0, 2.0, 30.0, 120.0]
+    explicit = "poll:\n  interval: 15s\n  recheck:\n    - {max_age: 1h, every: 5m}\n"
+    assert parse(MINIMAL + explicit).poll.recheck == (RecheckTier(3600.0, 300.0),)
 
 
 def test_every_key_set() -> None:

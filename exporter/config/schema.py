@@ -138,7 +138,10 @@ class RecheckTier(NamedTuple):
     every: float
 
 
-_DEFAULT_TIERS = tuple(RecheckTier(*tier) for tier in DEFAULT_RECHECK)
+def default_recheck(interval: float) -> tuple[RecheckTier, ...]:
+    """The default re-check tiers at a poll interval: their periods are multiples of it, so
+    that a shorter interval makes counts fresher without a schedule of its own."""
+    return tuple(RecheckTier(max_age, every * interval) for max_age, every in DEFAULT_RECHECK)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,8 +149,13 @@ class PollConfig:
     """How often the message list is fetched and pending messages are re-read."""
 
     interval: float = DEFAULT_POLL_INTERVAL
-    recheck: tuple[RecheckTier, ...] = _DEFAULT_TIERS  # max_age strictly increasing
+    # max_age strictly increasing; empty: the defaults at this interval (default_recheck)
+    recheck: tuple[RecheckTier, ...] = ()
     abandon_grace: float = DEFAULT_ABANDON_GRACE
+
+    def __post_init__(self) -> None:
+        if not self.recheck:  # frozen: the one way to fill in a default that follows a field
+            object.__setattr__(self, "recheck", default_recheck(self.interval))
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,7 +369,8 @@ def _read_poll(reader: Reader, node: yaml.Node, path: str) -> PollConfig | None:
         return None
     check = as_duration(minimum=MIN_POLL_INTERVAL)
     interval = reader.optional(fields, "interval", path, leaf(check), DEFAULT_POLL_INTERVAL)
-    recheck = reader.optional(fields, "recheck", path, _read_recheck, _DEFAULT_TIERS)
+    follow_interval: tuple[RecheckTier, ...] = ()  # PollConfig fills in the defaults
+    recheck = reader.optional(fields, "recheck", path, _read_recheck, follow_interval)
     grace = reader.optional(
         fields, "abandon_grace", path, leaf(as_duration(zero=True)), DEFAULT_ABANDON_GRACE
     )
