@@ -29,6 +29,16 @@ DEFAULT_RECHECK: tuple[tuple[float, float], ...] = (
 )
 """(max_age, every) tiers, ``every`` in poll intervals: young pending messages are re-read
 often, old ones rarely (at the default interval of 60s: every 1m, 2m, 30m and 2h)."""
+DEFAULT_REPORT_FEED = True
+"""Read the delivery-report feed (sort=delivered) while its order holds."""
+FEED_SWEEP_FACTOR = 30
+"""While the report feed is trusted, the re-check tiers run this many times more rarely: they
+only sweep for what the feed cannot show (a final status without a report time) or missed."""
+FEED_RETRY_INTERVALS = 30
+"""Poll intervals after a disorder of the report feed before it is tried again."""
+FEED_OVERLAP = 30.0
+"""Seconds of report time each feed pass reads again below the last one's mark: a report that
+turns up a little after its own time is still read (known messages cost nothing more)."""
 
 # targets:
 DEFAULT_MAX_LABEL_VALUES = 50

@@ -93,5 +93,15 @@ BALANCE_ERROR_REASONS: tuple[str, ...] = tuple(
     reason for reason in POLL_ERROR_REASONS if reason not in (BUDGET, STATE)
 )
 """Every reason a balance read can fail with (one the budget has no room for is skipped)."""
+# Why the delivery-report feed (sort=delivered, newest first) was not trusted for a poll
+# (bsg_report_feed_disorders_total{reason}).
+RISING = "rising"
+"""A report time later than one above it: the API ignores the sort or its direction."""
+NULL_FIRST = "null_first"
+"""A report after a message without one: the API puts messages without a report first."""
+UNPROVEN = "unproven"
+"""Pages of messages without a report and no report after them: the order could not be told."""
+FEED_DISORDERS: tuple[str, ...] = (RISING, NULL_FIRST, UNPROVEN)
+"""Every reason the feed can be found out of order; each has a series from the first scrape."""
 SHUTDOWN = "shutdown"
 """Why a pass was abandoned as the exporter stops: logged, never counted as a failure."""

@@ -76,6 +76,7 @@ def config_yaml(
     state_path: str = ":memory:",
     recheck_every: str | None = "1ms",
     max_requests_per_minute: int = 0,
+    report_feed: bool = True,
 ) -> str:
     """A config file's text for the simulator at ``url``; the key comes from BSG_API_KEY.
 
@@ -90,6 +91,7 @@ def config_yaml(
         f"  max_requests_per_minute: {max_requests_per_minute}",
         "poll:",
         f"  interval: {interval}",
+        f"  report_feed: {'true' if report_feed else 'false'}",
     ]
     if recheck_every is not None:
         lines += ["  recheck:", f"    - {{max_age: 30d, every: {recheck_every}}}"]

@@ -44,6 +44,7 @@ from exporter.bsg.errors import (
 )
 from exporter.bsg.paging import MessagePass, MessageQuery, read_range
 from exporter.bsg.replies import api_message, clock_text, jwt_expiry, retry_after_seconds, safe_text
+from exporter.bsg.reports import ReportPass, ReportQuery, read_reports
 from exporter.bsg.transport import Deadline, deadline_transport
 from exporter.bsg.wire import MAX_DEPTH, Balance, Message, Page
 from exporter.defaults import DEFAULT_MAX_RESPONSE_SIZE, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
@@ -213,6 +214,10 @@ class BsgClient:
     def read_messages(self, query: MessageQuery) -> MessagePass:
         """Read every message of ``query`` in one pass (see :func:`read_range`)."""
         return read_range(self._get_page, query, self._tz)
+
+    def read_reports(self, query: ReportQuery) -> ReportPass:
+        """Read the delivery reports of ``query``, newest first (see :func:`read_reports`)."""
+        return read_reports(self._get_page, query, self._tz)
 
     def read_message(self, message_id: int) -> Message | None:
         """Look one message up by id (``filter[id]``); None when the API does not know it."""

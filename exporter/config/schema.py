@@ -51,6 +51,7 @@ from exporter.defaults import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_POLL_INTERVAL,
     DEFAULT_RECHECK,
+    DEFAULT_REPORT_FEED,
     DEFAULT_SEND_DELAY_BUCKETS,
     DEFAULT_STATE_PATH,
     DEFAULT_TIMEOUT,
@@ -97,7 +98,7 @@ _API_KEYS = (
     "url", "key", "key_file", "timeout", "timezone", "max_retries", "max_requests_per_minute",
     "max_response_size",
 )  # fmt: skip
-_POLL_KEYS = ("interval", "recheck", "abandon_grace")
+_POLL_KEYS = ("interval", "recheck", "abandon_grace", "report_feed")
 _RECHECK_KEYS = ("max_age", "every")
 _TARGET_KEYS = ("name", "campaign_id", "window", "labels", "max_label_values")
 MAX_LABEL_VALUES_LIMIT = 10_000
@@ -152,6 +153,7 @@ class PollConfig:
     # max_age strictly increasing; empty: the defaults at this interval (default_recheck)
     recheck: tuple[RecheckTier, ...] = ()
     abandon_grace: float = DEFAULT_ABANDON_GRACE
+    report_feed: bool = DEFAULT_REPORT_FEED
 
     def __post_init__(self) -> None:
         if not self.recheck:  # frozen: the one way to fill in a default that follows a field
@@ -374,9 +376,10 @@ def _read_poll(reader: Reader, node: yaml.Node, path: str) -> PollConfig | None:
     grace = reader.optional(
         fields, "abandon_grace", path, leaf(as_duration(zero=True)), DEFAULT_ABANDON_GRACE
     )
-    if interval is None or recheck is None or grace is None:
+    feed = reader.optional(fields, "report_feed", path, leaf(as_boolean), DEFAULT_REPORT_FEED)
+    if interval is None or recheck is None or grace is None or feed is None:
         return None
-    return PollConfig(interval, recheck, grace)
+    return PollConfig(interval, recheck, grace, feed)
 
 
 def _read_recheck(reader: Reader, node: yaml.Node, path: str) -> tuple[RecheckTier, ...] | None:

@@ -23,12 +23,14 @@ from exporter.bsg.budget import RequestBudget
 from exporter.bsg.client import BsgClient
 from exporter.bsg.errors import BsgError, BudgetExhaustedError, StoppedError
 from exporter.bsg.paging import MessagePass, MessageQuery
+from exporter.bsg.reports import ReportPass, ReportQuery
 from exporter.bsg.wire import Message
 from exporter.config.schema import Config, TargetConfig
 from exporter.model import BUDGET, INTERNAL, SHUTDOWN, STATE
 from exporter.polling.planner import Density, ReadPlan, plan_reads, within_allowance
 from exporter.stats import ExporterState
 from exporter.tracking.counts import add_counts
+from exporter.tracking.schedule import FeedRead, FeedResult
 from exporter.tracking.snapshot import ApplyResult, TargetSnapshot
 from exporter.tracking.store import FILE_ERRORS, WRITE_ERRORS, StateStore
 from exporter.tracking.tracker import TargetTracker
@@ -52,6 +54,7 @@ class PollReads:
     rejected: dict[str, int] = field(default_factory=dict)
     short: bool = False  # the budget ran out before the plan was done
     total_mismatches: int = 0  # passes whose meta.page.total disagreed with the rows read
+    feed: ReportPass | None = None  # the delivery-report feed's pass, when one ran
 
     def add(self, read: MessagePass, covers: list[int] | tuple[int, ...]) -> None:
         """Merge one pass; due messages it covered count as checked."""
@@ -67,6 +70,18 @@ class PollReads:
             self.short = True
             last = read.last_id if read.last_id is not None else -1
             self.checked.update(i for i in covers if i <= last)
+
+    def add_reports(self, read: ReportPass) -> None:
+        """Merge the feed's pass, read before the others: a message they read again keeps the
+        version they read."""
+        self.feed = read
+        for msg_id, message in read.messages.items():
+            self.messages.setdefault(msg_id, message)
+        self.pages += read.pages
+        self.rows += read.rows
+        self.duplicates += read.duplicates
+        add_counts(self.rejected, read.rejected)
+        self.short = self.short or not read.complete
 
 
 class Poller:
@@ -206,12 +221,18 @@ class Poller:
     ) -> tuple[PollReads, ApplyResult]:
         """Plan, read, and fold the reads into the tracker in one transaction."""
         now = self._clock()
-        recheck = tracker.rechecks(now)
+        report = self._read_feed(tracker.feed_read(now), target, now)
+        feed = None if report is None else FeedResult(report.top, report.disorder, report.trusted)
+        # The feed is read first: whether its order held decides how much the tiers re-read.
+        recheck = tracker.rechecks(now, feed)
         start, offset = tracker.next_read(now)
         plan = plan_reads(recheck.due, start, now, tracker.density, resuming=offset > 0)
         reads = self._execute(
             plan, target, now, offset, share=share, density=tracker.density, cold=tracker.cold
         )
+        if report is not None:
+            reads.add_reports(report)
+        was_trusted = tracker.feed_trusted
         with self._pause:
             result = tracker.apply(
                 reads.messages,
@@ -222,8 +243,19 @@ class Poller:
                 resume=reads.resume,
                 rejected=reads.rejected,
                 recheck=recheck,
+                feed=feed,
             )
+        _log_feed(tracker, report, was_trusted)
         return reads, result
+
+    def _read_feed(
+        self, feed: FeedRead | None, target: TargetConfig, now: float
+    ) -> ReportPass | None:
+        """Read the delivery-report feed as the tracker asks, when it asks."""
+        if feed is None:
+            return None
+        query = ReportQuery(feed.start, now, feed.since, target.campaign_id, target.labels)
+        return self._client.read_reports(query)
 
     def _execute(
         self,
@@ -320,6 +352,8 @@ class Poller:
             tracked=snapshot.tracked,
             pending=snapshot.pending,
             backlog=snapshot.backlog,
+            feed=_feed_word(reads.feed),
+            feed_pages=reads.feed.pages if reads.feed is not None else 0,
             budget_short=reads.short,
             duration_s=round(duration, 3),
         )
@@ -368,3 +402,28 @@ class Poller:
         finally:
             self._state.liveness.beat()
         self._state.publish_balance(balance)
+
+
+def _feed_word(read: ReportPass | None) -> str:
+    """How the report feed went in one poll, for its log line."""
+    if read is None:
+        return "idle"  # off, nothing pending, or waiting to be tried again
+    if read.disorder is not None:
+        return read.disorder
+    return "trusted" if read.trusted else "partial"
+
+
+def _log_feed(tracker: TargetTracker, read: ReportPass | None, was_trusted: bool) -> None:
+    """Say when the report feed is found out of order, or in order again."""
+    if read is None:
+        return
+    if read.disorder is not None:
+        log.warning(
+            "report_feed_disorder",
+            target=tracker.name,
+            reason=read.disorder,
+            pages=read.pages,
+            action="range re-checks on their own schedule; the feed is tried again later",
+        )
+    elif tracker.feed_trusted and not was_trusted:
+        log.info("report_feed_trusted", target=tracker.name, pages=read.pages)

@@ -24,6 +24,7 @@ from exporter.bsg.wire import Balance
 from exporter.model import (
     ALL_STATUSES,
     BALANCE_ERROR_REASONS,
+    FEED_DISORDERS,
     FINAL_STATUSES,
     NANOS,
     POLL_ERROR_REASONS,
@@ -68,6 +69,7 @@ def target_families(targets: dict[str, TargetStatus]) -> Iterator[Metric]:
     """The families of the targets: their messages, then how their polls go."""
     yield from _message_families([status.snapshot for status in targets.values()])
     yield from _poll_families(targets)
+    yield from _feed_families([status.snapshot for status in targets.values()])
 
 
 def _message_families(snapshots: list[TargetSnapshot]) -> Iterator[Metric]:
@@ -262,6 +264,28 @@ def _poll_families(targets: dict[str, TargetStatus]) -> Iterator[Metric]:
             rejected.add_metric([name, reason], snap.rejected.get(reason, 0))
         backlog.add_metric([name], snap.backlog)
     yield from (up, last, durations, errors, rejected, backlog, mismatches)
+
+
+def _feed_families(snapshots: list[TargetSnapshot]) -> Iterator[Metric]:
+    """The families of the delivery-report feed: whether it is trusted, and its disorders."""
+    trusted = GaugeMetricFamily(
+        "bsg_report_feed_trusted",
+        "1 while the delivery-report feed (sort=delivered) is read and its order holds, so "
+        "pending messages are only swept by range re-checks; 0 when they are re-read on the "
+        "poll.recheck schedule (the feed is off, not proven yet, or found out of order).",
+        labels=["target"],
+    )
+    disorders = CounterMetricFamily(
+        "bsg_report_feed_disorders",
+        "Passes over the delivery-report feed found out of order, by how; each one fell back "
+        "to the poll.recheck schedule in the same poll.",
+        labels=["target", "reason"],
+    )
+    for snap in snapshots:
+        trusted.add_metric([snap.name], 1.0 if snap.feed_trusted else 0.0)
+        for reason in _with_known(snap.feed_disorders, FEED_DISORDERS):
+            disorders.add_metric([snap.name, reason], snap.feed_disorders.get(reason, 0))
+    yield from (trusted, disorders)
 
 
 def _with_known(counts: Mapping[str, int], known: tuple[str, ...]) -> list[str]:

@@ -35,6 +35,16 @@ class Counters:
     send_delay: dict[str, Histogram] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)
+    disorders: dict[str, int] = field(default_factory=dict)  # feed passes out of order
+
+
+@dataclass(slots=True)
+class FeedProgress:
+    """Where the delivery-report feed stands."""
+
+    mark: float | None = None  # the latest report time a trusted pass read (the API's clock)
+    trusted_since: float | None = None  # when the feed was last found in order; None: it is not
+    retry_at: float = float("-inf")  # after a disorder, when the feed is tried again
 
 
 @dataclass(slots=True)
@@ -50,6 +60,7 @@ class Progress:
     density: dict[int, int] = field(default_factory=dict)  # messages seen per minute of creation
     baseline_started: float | None = None  # when the first (cold) poll began
     tier_runs: list[float] = field(default_factory=list)  # when each re-check tier last ran
+    feed: FeedProgress = field(default_factory=FeedProgress)
 
 
 def dump(c: Counters, p: Progress) -> dict[str, Any]:
@@ -62,6 +73,7 @@ def dump(c: Counters, p: Progress) -> dict[str, Any]:
         "horizon": p.horizon if p.horizon != float("-inf") else None,
         "baseline_started": p.baseline_started,
         "tier_runs": p.tier_runs,
+        "feed": [p.feed.mark, p.feed.trusted_since, _finite(p.feed.retry_at)],
         "density": list(p.density.items()),
         "series": sorted(c.series),
         "label_values": {k: sorted(v) for k, v in c.label_values.items()},
@@ -75,7 +87,13 @@ def dump(c: Counters, p: Progress) -> dict[str, Any]:
         "send_delay": {k: [list(h.bounds), h.counts, h.total] for k, h in c.send_delay.items()},
         "errors": c.errors,
         "rejected": c.rejected,
+        "disorders": c.disorders,
     }
+
+
+def _finite(value: float) -> float | None:
+    """A moment for JSON, which has no infinities: None for "never"."""
+    return value if value != float("-inf") else None
 
 
 def restore(
@@ -93,6 +111,8 @@ def restore(
     p.horizon = data["horizon"] if data["horizon"] is not None else float("-inf")
     p.baseline_started = data.get("baseline_started")
     p.tier_runs = list(data.get("tier_runs") or [])
+    mark, since, retry = data.get("feed") or (None,) * 3  # saved before the feed: none
+    p.feed = FeedProgress(mark, since, retry if retry is not None else float("-inf"))
     p.density = {int(m): int(n) for m, n in data["density"]}
     c.series = set(data["series"])
     c.label_values = {k: set(v) for k, v in data["label_values"].items()}
@@ -106,6 +126,7 @@ def restore(
     c.send_delay = _histograms(data["send_delay"], send_buckets)
     c.errors = dict(data["errors"])
     c.rejected = dict(data["rejected"])
+    c.disorders = dict(data.get("disorders") or {})
 
 
 def _histograms(data: dict[str, Any], bounds: tuple[float, ...]) -> dict[str, Histogram]:

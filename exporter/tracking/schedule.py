@@ -1,8 +1,11 @@
-"""The re-check schedule: which tiers of pending messages a poll re-reads, as a value.
+"""The re-check schedule: which tiers of pending messages a poll re-reads, as a value, and what
+the delivery-report feed is asked to read and tells back.
 
 A tracker's :meth:`~exporter.tracking.tracker.TargetTracker.rechecks` returns a
 :class:`Recheck`; the poller reads what it names, and hands it back to ``apply`` with what it
-read, so nothing of one poll's plan waits inside the tracker for the next call.
+read, so nothing of one poll's plan waits inside the tracker for the next call. While the feed
+is trusted, a tier runs ``factor`` times more rarely once it has run since the feed was trusted
+(a report that came before then is read by that run).
 
 Must not import: prometheus_client, httpx, sqlite3, or any exporter module.
 """
@@ -33,15 +36,48 @@ class Recheck:
         return self.ids - checked
 
 
-def tiers_due(tiers: Sequence[Tier], runs: Sequence[float], now: float, slack: float) -> set[int]:
+@dataclass(frozen=True, slots=True)
+class FeedRead:
+    """What the report feed is to read: reports of messages created from ``start`` (the oldest
+    pending one), down to report time ``since``; None: one page, to find where reports stand."""
+
+    start: float
+    since: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class FeedResult:
+    """What a feed pass found: its latest report time, and whether its order held."""
+
+    top: float | None
+    disorder: str | None  # a reason of the vocabulary's FEED_DISORDERS, None when in order
+    trusted: bool  # every report down to ``since`` was read, in order, within the budget
+
+
+@dataclass(frozen=True, slots=True)
+class Sweep:
+    """Tiers stretched ``factor`` times while the feed is trusted, from ``since`` on."""
+
+    factor: float
+    since: float
+
+
+def tiers_due(
+    tiers: Sequence[Tier],
+    runs: Sequence[float],
+    now: float,
+    slack: float,
+    sweep: Sweep | None = None,
+) -> set[int]:
     """The tiers whose period has passed (within ``slack``) since they last ran."""
     if len(runs) != len(tiers):  # first poll, or the tiers were reconfigured
         return set(range(len(tiers)))
-    return {
-        index
-        for index, ((_age, every), last) in enumerate(zip(tiers, runs, strict=True))
-        if now + slack >= last + every
-    }
+    due: set[int] = set()
+    for index, ((_age, every), last) in enumerate(zip(tiers, runs, strict=True)):
+        period = every * sweep.factor if sweep is not None and last >= sweep.since else every
+        if now + slack >= last + period:
+            due.add(index)
+    return due
 
 
 def mark_run(tiers: Sequence[Tier], runs: list[float], ran: frozenset[int], now: float) -> None:

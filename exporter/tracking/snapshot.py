@@ -49,6 +49,8 @@ class TargetSnapshot:
     window: Mapping[tuple[str, str], int]
     errors: Mapping[str, int]
     rejected: Mapping[str, int]
+    feed_trusted: bool  # the delivery-report feed is read and its order holds
+    feed_disorders: Mapping[str, int]  # feed passes found out of order, by reason
     oldest_pending_age: float
     tracked: int
     pending: int

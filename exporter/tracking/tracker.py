@@ -31,11 +31,16 @@ import structlog
 
 from exporter.bsg.wire import Message, is_final
 from exporter.config.schema import MetricsConfig, PollConfig, TargetConfig
-from exporter.defaults import DEFAULT_VALIDITY_HOURS
+from exporter.defaults import (
+    DEFAULT_VALIDITY_HOURS,
+    FEED_OVERLAP,
+    FEED_RETRY_INTERVALS,
+    FEED_SWEEP_FACTOR,
+)
 from exporter.model import DEFAULT_CHANNEL, FINAL_STATUSES, MISSING_VALUE
 from exporter.tracking.codec import Counters, Progress, dump, restore
 from exporter.tracking.counts import Histogram, add_to
-from exporter.tracking.schedule import Recheck, mark_run, tiers_due
+from exporter.tracking.schedule import FeedRead, FeedResult, Recheck, Sweep, mark_run, tiers_due
 from exporter.tracking.series import SeriesKeys
 from exporter.tracking.snapshot import SEP, ApplyResult, TargetSnapshot, channel_of
 from exporter.tracking.store import StateStore
@@ -106,6 +111,8 @@ class TargetTracker:
         self._send_buckets = tuple(metrics.send_delay_buckets)
         self._recheck = tuple(poll.recheck)  # (max_age, every) pairs
         self._grace = poll.abandon_grace
+        self._feed_on = poll.report_feed
+        self._feed_retry = FEED_RETRY_INTERVALS * poll.interval
         # A re-check due within half an interval is done now, not a whole cycle late.
         self._slack = poll.interval / 2
         self._on_count = on_count  # told of every count with the poll's now (benchmarks)
@@ -143,19 +150,45 @@ class TargetTracker:
             return window_start, 0
         return max(window_start, last - READ_OVERLAP), 0
 
-    def rechecks(self, now: float) -> Recheck:
+    @property
+    def feed_trusted(self) -> bool:
+        """True while the delivery-report feed is read and its order has held."""
+        return self._feed_on and self._p.feed.trusted_since is not None
+
+    def feed_read(self, now: float) -> FeedRead | None:
+        """What the report feed should read this poll; None when there is nothing to follow,
+        the feed is off, or it waits to be tried again after a disorder."""
+        feed = self._p.feed
+        oldest = self._table.oldest_pending()
+        if not self._feed_on or oldest is None or now < feed.retry_at:
+            return None
+        if feed.mark is None:
+            return FeedRead(oldest, None)
+        if now - feed.mark <= FEED_OVERLAP + self._slack:
+            return FeedRead(oldest, feed.mark - FEED_OVERLAP)
+        # Once the latest report is older than the overlap, one that turns up now with an
+        # earlier time is later than the overlap allows: the sweep's. Reports come in whole
+        # seconds, so the pass stops below the next second, and a burst of reports in the mark's
+        # second is not read again and again while nothing new is reported.
+        return FeedRead(oldest, feed.mark + 1)
+
+    def rechecks(self, now: float, feed: FeedResult | None = None) -> Recheck:
         """The pending messages whose re-check is due, most overdue first, and their tiers.
 
         Each tier is re-checked as a whole, every ``every``: all its pending messages fall due
         in the same poll, so one range read covers them (a tier re-checked message by message
         would be due in slivers, every poll, each sliver costing a read over the whole stretch).
-        Messages the budget left over from an earlier poll come first.
+        Messages the budget left over from an earlier poll come first. After a ``feed`` pass
+        that read every report since the last one, in order, the tiers only sweep.
         """
         table = self._table
         due = table.due(now)  # the backlog, and last reads before abandoning
         # Messages whose validity just ended, not read since: the outcome is due now.
         due += table.validity_ended(now + self._grace)
-        tiers = tiers_due(self._recheck, self._p.tier_runs, now, self._slack)
+        since = self._p.feed.trusted_since
+        trusted = feed is not None and feed.trusted and since is not None
+        sweep = Sweep(FEED_SWEEP_FACTOR, since) if trusted and since is not None else None
+        tiers = tiers_due(self._recheck, self._p.tier_runs, now, self._slack, sweep)
         lower = 0.0
         for index, (max_age, _every) in enumerate(self._recheck):
             if index in tiers:
@@ -189,12 +222,14 @@ class TargetTracker:
         resume: tuple[float, int] | None = None,
         rejected: Mapping[str, int] | None = None,
         recheck: Recheck = _NOTHING_DUE,
+        feed: FeedResult | None = None,
     ) -> ApplyResult:
         """Fold one poll's reads into the state and save it, all in one transaction.
 
         ``messages`` by id (as the client's passes hold them), or any iterable of them in which
         the last version of an id counts. ``recheck`` is what :meth:`rechecks` asked this poll
         to re-read: its tiers count as run, and what of it ``checked`` lacks is the backlog.
+        ``feed`` is what this poll's report feed pass found, if one ran.
         """
         if not isinstance(messages, Mapping):
             messages = {message.id: message for message in messages}
@@ -205,6 +240,8 @@ class TargetTracker:
                 abandoned = self._apply(messages, now, checked, batch)
                 self._advance(now, cursor, read_to, resume, rejected or {})
                 self._finish_tiers(now, checked, recheck)
+                if feed is not None:
+                    self._follow_feed(now, feed)
                 self._save()
         except BaseException:
             self._reload_keeping_failures()
@@ -254,6 +291,8 @@ class TargetTracker:
             window=self._window.counts(),
             errors=dict(c.errors),
             rejected=dict(c.rejected),
+            feed_trusted=self.feed_trusted,
+            feed_disorders=dict(c.disorders),
             oldest_pending_age=max(0.0, now - oldest) if oldest is not None else 0.0,
             tracked=len(self._table.entries),
             pending=self._table.pending,
@@ -534,6 +573,19 @@ class TargetTracker:
         self._density_index = None
         for reason, count in rejected.items():
             add_to(self._c.rejected, reason, count)
+
+    def _follow_feed(self, now: float, result: FeedResult) -> None:
+        """Move the feed's mark after a pass in order; after a disorder, stop trusting it and
+        try again later (the tiers ran as usual in the same poll)."""
+        feed = self._p.feed
+        if result.disorder is not None:
+            add_to(self._c.disorders, result.disorder)
+            feed.mark, feed.trusted_since = None, None
+            feed.retry_at = now + self._feed_retry
+        elif result.trusted and result.top is not None:
+            feed.mark = result.top if feed.mark is None else max(feed.mark, result.top)
+            if feed.trusted_since is None:
+                feed.trusted_since = now
 
     def _next_check(self, row: Row, now: float) -> float | None:
         """A still-pending message's own re-check time, after it was just read.
