@@ -316,6 +316,14 @@ def test_boolean_must_be_true_or_false(value: str, shown: str) -> None:
     ]
 
 
+def test_the_report_feed_is_on_unless_switched_off() -> None:
+    assert parse(MINIMAL).poll.report_feed is True
+    assert parse(MINIMAL + "poll:\n  report_feed: false\n").poll.report_feed is False
+    assert errors_of(MINIMAL + "poll:\n  report_feed: sometimes\n") == [
+        'poll.report_feed: expected true or false, got "sometimes"'
+    ]
+
+
 def test_section_must_be_a_mapping() -> None:
     assert errors_of(MINIMAL + "poll: 60s\n") == ['poll: expected a mapping, got "60s"']
 

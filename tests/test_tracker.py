@@ -12,7 +12,10 @@ import pytest
 
 from exporter.bsg.wire import Channel, Epoch, Message, Status, is_final, normalize_status
 from exporter.config.schema import MetricsConfig, PollConfig, RecheckTier, TargetConfig
-from exporter.model import FINAL_STATUSES, PENDING_STATUSES
+from exporter.defaults import FEED_OVERLAP, FEED_RETRY_INTERVALS, FEED_SWEEP_FACTOR
+from exporter.model import FINAL_STATUSES, NULL_FIRST, PENDING_STATUSES, RISING
+from exporter.tracking.codec import Counters, FeedProgress, Progress, dump, restore
+from exporter.tracking.schedule import FeedRead, FeedResult
 from exporter.tracking.snapshot import SEP
 from exporter.tracking.store import MEMORY, StateStore
 from exporter.tracking.tracker import PRUNE_MARGIN, TargetTracker
@@ -339,3 +342,70 @@ def test_a_recheck_is_a_value_the_poll_hands_back_and_nothing_waits_in_the_track
     t.apply([], NOW + 75, checked={1, 2}, recheck=first)
     assert t.rechecks(NOW + 80).due == ()  # the tier ran: due again a period later
     assert t.rechecks(NOW + 75 + 60).ids == {1, 2}
+
+
+TRUSTED = FeedResult(top=None, disorder=None, trusted=True)
+
+
+def test_the_feed_reads_from_the_oldest_pending_message_down_to_its_mark() -> None:
+    t = tracker(interval=60.0)  # a mark is young for the overlap (30s) plus half an interval
+    assert t.feed_read(NOW) is None  # nothing pending: nothing to follow
+    t.apply([msg(1, "sent", created=NOW - 50), msg(2, "delivered", created=NOW - 90)], NOW)
+    assert t.feed_read(NOW + 60) == FeedRead(NOW - 50, None)  # no mark: one page, to find it
+    t.apply([], NOW + 60, feed=FeedResult(NOW + 30, None, trusted=True))
+    assert t.feed_trusted and t.snapshot(NOW + 60).feed_trusted
+    assert t.feed_read(NOW + 90) == FeedRead(NOW - 50, NOW + 30 - FEED_OVERLAP)  # young
+    assert t.feed_read(NOW + 91 + FEED_OVERLAP) == FeedRead(NOW - 50, NOW + 31)  # settled
+    t.apply([], NOW + 80, feed=FeedResult(NOW + 20, None, trusted=True))  # an older top
+    assert t.feed_read(NOW + 85) == FeedRead(NOW - 50, NOW + 30 - FEED_OVERLAP)  # kept
+    t.apply([msg(1, "delivered", created=NOW - 50)], NOW + 180, feed=TRUSTED)
+    assert t.feed_read(NOW + 240) is None  # nothing pending any more
+
+
+def test_a_feed_out_of_order_is_counted_and_tried_again_later() -> None:
+    t = tracker(interval=60.0)
+    t.apply([msg(1, "sent")], NOW, feed=FeedResult(NOW - 5, None, trusted=True))
+    assert t.feed_trusted
+    t.apply([], NOW + 60, feed=FeedResult(NOW, RISING, trusted=False))
+    snap = t.snapshot(NOW + 60)
+    assert not t.feed_trusted and not snap.feed_trusted and snap.feed_disorders == {RISING: 1}
+    retry = NOW + 60 + FEED_RETRY_INTERVALS * 60.0
+    assert t.feed_read(retry - 1) is None
+    assert t.feed_read(retry) == FeedRead(NOW - 60, None)  # the mark is found again
+
+
+def test_while_the_feed_is_trusted_each_tier_sweeps_once_it_has_run_since() -> None:
+    t = tracker(recheck=[(3600.0, 60.0)], interval=60.0)
+    t.apply([msg(1, "sent", created=NOW - 10)], NOW)  # the first poll: the tier starts now
+    first = t.rechecks(NOW + 60, TRUSTED)
+    assert first.ids == {1}  # trusted since no earlier run: the tier keeps its period
+    t.apply([], NOW + 60, checked={1}, recheck=first, feed=FeedResult(NOW + 50, None, True))
+    assert t.rechecks(NOW + 120, TRUSTED).due == ()  # swept 30 times more rarely
+    assert t.rechecks(NOW + 120).ids == {1}  # no feed this poll: the tier as configured
+    untrusted = FeedResult(NOW + 110, RISING, trusted=False)
+    assert t.rechecks(NOW + 120, untrusted).ids == {1}  # a disorder: back in the same poll
+    sweep = NOW + 60 + 60.0 * FEED_SWEEP_FACTOR
+    assert t.rechecks(sweep - 31, TRUSTED).due == () and t.rechecks(sweep, TRUSTED).ids == {1}
+
+
+def test_the_feed_progress_survives_a_restart_and_old_state_has_none() -> None:
+    store = StateStore(MEMORY)
+    t = tracker(store=store)
+    t.apply([msg(1, "sent")], NOW, feed=FeedResult(NOW - 5, None, trusted=True))
+    t.apply([], NOW + 60, feed=FeedResult(NOW, NULL_FIRST, trusted=False))
+    again = tracker(store=store)
+    assert again.snapshot(NOW + 60).feed_disorders == {NULL_FIRST: 1}
+    assert again.feed_read(NOW + 61) is None  # the retry time was saved
+    c, p = Counters(), Progress()
+    saved = dump(c, p)
+    del saved["feed"], saved["disorders"]  # a state file from before the feed
+    restore(c, p, saved, (1.0,), (1.0,))
+    assert p.feed == FeedProgress() and c.disorders == {}
+
+
+def test_report_feed_off_never_asks_for_the_feed() -> None:
+    t = TargetTracker(
+        StateStore(MEMORY), TargetConfig("t", WINDOW, None), poll=PollConfig(report_feed=False)
+    )
+    t.apply([msg(1, "sent")], NOW)
+    assert t.feed_read(NOW + 60) is None and not t.snapshot(NOW + 60).feed_trusted
