@@ -27,6 +27,7 @@ from exporter.app import App, build_app
 from exporter.bsg.client import BsgClient
 from exporter.bsg.errors import BsgError
 from exporter.bsg.paging import MessagePass, MessageQuery
+from exporter.bsg.reports import ReportPass, ReportQuery
 from exporter.bsg.wire import Message, is_final
 from exporter.config.schema import parse_config
 from exporter.simulator import DEMO_API_KEY
@@ -206,9 +207,17 @@ class OurPoller:
             self._breakdown[f"lookup {band}"] += 1
             return found
 
+        read_reports = client.read_reports
+
+        def observed_feed(query: ReportQuery) -> ReportPass:
+            result = read_reports(query)
+            self._breakdown["report feed"] += result.pages
+            return result
+
         # Observation only: the poller calls these through the client instance.
         client.read_messages = observed_range  # type: ignore[method-assign]
         client.read_message = observed_lookup  # type: ignore[method-assign]
+        client.read_reports = observed_feed  # type: ignore[method-assign]
 
     def cycle(self, now: float) -> Reply:
         """One cycle of the real poller (the target, then the balance)."""
@@ -229,6 +238,8 @@ class OurPoller:
             "pending": snapshot.pending,
             "backlog": snapshot.backlog,
             "breakdown": dict(self._breakdown),
+            "feed_trusted": snapshot.feed_trusted,
+            "feed_disorders": sum(snapshot.feed_disorders.values()),
         }
 
     def finish(self) -> Reply:

@@ -95,6 +95,8 @@ class Run:
     tracked: int = 0
     max_backlog: int = 0
     short_polls: int = 0
+    trusted_polls: int = 0  # polls that ended with the report feed trusted
+    disorders: int = 0  # report feed passes found out of order, at the last poll
     rss_kb: list[int] = field(default_factory=list)
     final: dict[str, Any] = field(default_factory=dict)
     finished: bool = False
@@ -128,6 +130,8 @@ class Run:
         self.tracked = int(reply["tracked"])
         self.max_backlog = max(self.max_backlog, int(reply.get("backlog", 0)))
         self.short_polls += bool(reply.get("budget_short"))
+        self.trusted_polls += bool(reply.get("feed_trusted"))
+        self.disorders = int(reply.get("feed_disorders", 0))
         self.rss_kb.append(int(reply["rss_kb"]))
 
 
@@ -358,6 +362,10 @@ def report(
                 f"  request budget ({args.budget_label}): short in {run.short_polls} poll(s), "
                 f"max backlog {run.max_backlog} message(s)"
             )
+            lines.append(
+                f"  report feed (sort=delivered, simulator order {args.delivered_sort}): trusted "
+                f"after {run.trusted_polls} of {len(run.polls)} polls, {run.disorders} disorder(s)"
+            )
         lines.append("  " + delays("counting delay, all counted", verdict.delays))
         lines.append(
             "  " + delays("counting delay, final within 1h of creation", verdict.delays_hour)
@@ -393,7 +401,24 @@ def report(
                 f"{size / tracked:.0f} B/message"
             )
     lines.append(f"requests ratio (simple/ours): {rates['simple'] / rates['ours']:.1f}")
+    bound = args.lower_bound
+    lines.append(
+        f"lower bound: every message read once when new and once when final, 500 a request, "
+        f"plus the balance each cycle: {bound:,.1f} requests/h (ours/bound "
+        f"{rates['ours'] / bound:.2f})"
+    )
     return lines
+
+
+def lower_bound(truth: Mapping[int, Truth], start: float, end: float, interval: float) -> float:
+    """Requests per hour that reading each message created or final in ``(start, end]`` once,
+    500 to a request, plus a balance read a cycle, would take."""
+    new = sum(1 for row in truth.values() if start < row.created <= end)
+    final = sum(
+        1 for row in truth.values() if row.final_at is not None and start < row.final_at <= end
+    )
+    hours = (end - start) / HOUR
+    return ((new + final) / 500 + (end - start) / interval) / hours if hours else math.nan
 
 
 def arguments() -> argparse.Namespace:
@@ -463,6 +488,7 @@ def main() -> None:
     progress(f"ground truth ... (wall {time.monotonic() - wall:.0f}s)")
     truth = index_truth(sim.truth())
     verdicts = {run.name: check(run, truth, args.window, args.settle[run.name]) for run in runs}
+    args.lower_bound = lower_bound(truth, ours.cold_polls[-1], ours.polls[-1], args.interval)
     sent = sum(sum(sum(c.values()) for c in run.requests) for run in runs)
     elapsed = time.monotonic() - wall
     print(
