@@ -361,3 +361,50 @@ def test_messages_pending_past_validity_are_abandoned_not_guessed(clock: ManualC
             assert sim.request_counts()["messages"] - before == 2  # only the new-message reads
         finally:
             exporter.close()
+
+
+@pytest.mark.parametrize("feed", [False, True])
+def test_a_one_second_interval_counts_a_status_change_within_seconds(
+    clock: ManualClock, feed: bool
+) -> None:
+    """The default re-check periods follow the interval: at 1s, a pending message younger than
+    10 minutes is re-read every poll, with the report feed or without it."""
+    sim = traffic(clock, scenario="paused")
+    with SimulatorServer(sim) as server:
+        exporter = in_process(
+            server.url,
+            TARGETS,
+            DEMO_API_KEY,
+            clock.now,
+            interval="1s",
+            recheck_every=None,
+            report_feed=feed,
+        )
+        try:
+            exporter.cycle()
+            [msg_id] = sim.create_messages([{"campaign_id": 11, "status": "sent"}])
+            clock.advance(1)
+            exporter.cycle()  # first seen, pending
+            clock.advance(120)  # two minutes old: past any fixed one-minute period's first read
+            exporter.cycle()
+            sim.set_status(msg_id, "delivered")
+            before = value(
+                exporter.samples(),
+                "bsg_messages_total",
+                target="otp",
+                channel="sms",
+                status="delivered",
+            )
+            for _ in range(3):
+                clock.advance(1)
+                exporter.cycle()
+            after = value(
+                exporter.samples(),
+                "bsg_messages_total",
+                target="otp",
+                channel="sms",
+                status="delivered",
+            )
+            assert after - before == 1
+        finally:
+            exporter.close()
