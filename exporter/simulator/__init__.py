@@ -1,8 +1,9 @@
 """BSG One API simulator: a deterministic fake of the provider for demos, tests, benchmarks.
 
 Owns: simulated clocks, traffic profiles and scenarios, the message store and status
-timelines, JWT-like auth, GET /api/messages with every filter and paging parameter, the
-balance endpoint, injectable faults, ground truth and the /_sim/ admin API, the HTTP
+timelines, JWT-like auth, GET /api/messages with every filter and paging parameter (and
+sort=delivered off a report index, served right or in one of the ways an API gets it wrong),
+the balance endpoint, injectable faults, ground truth and the /_sim/ admin API, the HTTP
 server and the `bsg-simulator` CLI.
 
 Must not import: anything from exporter outside exporter.simulator, prometheus_client.

@@ -12,6 +12,7 @@ from types import FrameType
 
 from .clock import Clock, RealClock, ScaledClock
 from .engine import DEMO_API_KEY, Simulator
+from .reports import DELIVERED_SORTS, check_reportless
 from .server import SimulatorServer
 from .traffic import SCENARIOS, demo_profile
 
@@ -32,6 +33,14 @@ def listen_address(text: str) -> tuple[str, int]:
     if not sep or not port.isdigit():
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
     return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def final_statuses(text: str) -> frozenset[str]:
+    """Parse a comma-separated list of final statuses ('' for none)."""
+    try:
+        return check_reportless(s.strip() for s in text.split(",") if s.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,6 +84,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--tz", default="UTC", help="zone of the API's timestamps (default UTC)")
     p.add_argument("--scenario", choices=sorted(SCENARIOS), default="steady")
+    p.add_argument(
+        "--delivered-sort",
+        choices=DELIVERED_SORTS,
+        default="mysql",
+        help="how sort=delivered is served: mysql (NULLs first ascending, last descending), "
+        "ignored (id order), nulls_first (NULLs first both ways), no_direction (always "
+        "ascending); default mysql",
+    )
+    p.add_argument(
+        "--reportless",
+        type=final_statuses,
+        default=frozenset(),
+        metavar="STATUS,...",
+        help="final statuses served with delivered_at null, e.g. expired,unknown (default none)",
+    )
     p.add_argument("--access-log", action="store_true", help="log every request to stderr")
     return p
 
@@ -90,6 +114,8 @@ def make_server(args: argparse.Namespace) -> SimulatorServer:
         api_keys=args.api_keys or (DEMO_API_KEY,),
         tz=args.tz,
         retention=args.retention,
+        delivered_sort=args.delivered_sort,
+        reportless=args.reportless,
     )
     sim.set_scenario(args.scenario)  # also generates the backfilled history
     host, port = args.listen

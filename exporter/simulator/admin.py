@@ -1,4 +1,4 @@
-"""The simulator's own control API under /_sim/ (no auth): scenarios, faults, truth."""
+"""The simulator's own control API under /_sim/ (no auth): scenarios, faults, sorting, truth."""
 
 from __future__ import annotations
 
@@ -92,6 +92,28 @@ def _set_status(sim: Simulator, req: Request) -> Reply:
     return json_reply(200, {"id": msg_id, "status": status})
 
 
+def _get_sort(sim: Simulator, req: Request) -> Reply:
+    """GET /_sim/sort."""
+    return json_reply(200, sim.sorting())
+
+
+def _put_sort(sim: Simulator, req: Request) -> Reply:
+    """PUT /_sim/sort {"delivered": <mode>, "reportless": [<final status>, ...]}, either or both."""
+    body = _object(req)
+    reportless = (body or {}).get("reportless")
+    if not body or set(body) - {"delivered", "reportless"}:
+        return admin_error(400, 'expected {"delivered": <mode>, "reportless": [<status>, ...]}')
+    if reportless is not None and not (
+        isinstance(reportless, list) and all(isinstance(s, str) for s in reportless)
+    ):
+        return admin_error(400, "reportless must be a list of final statuses")
+    try:
+        settings = sim.set_sorting(delivered=body.get("delivered"), reportless=reportless)
+    except ValueError as exc:
+        return admin_error(400, str(exc))
+    return json_reply(200, settings)
+
+
 def _expire_tokens(sim: Simulator, req: Request) -> Reply:
     """POST /_sim/tokens/expire."""
     return json_reply(200, {"revoked": sim.expire_tokens()})
@@ -129,6 +151,7 @@ ADMIN_ROUTES: dict[str, dict[str, AdminHandler]] = {
     "/_sim/faults": {"GET": _list_faults, "POST": _add_fault, "DELETE": _clear_faults},
     "/_sim/messages": {"POST": _create_messages},
     "/_sim/messages/status": {"POST": _set_status},
+    "/_sim/sort": {"GET": _get_sort, "PUT": _put_sort},
     "/_sim/tokens/expire": {"POST": _expire_tokens},
     "/_sim/clock": {"GET": _get_clock, "POST": _move_clock},
     "/_sim/stats": {"GET": _stats},

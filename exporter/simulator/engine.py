@@ -8,18 +8,21 @@ import math
 import random
 import threading
 from bisect import bisect_right
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, tzinfo
 from functools import lru_cache
+from itertools import islice
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from .clock import Clock
 from .explicit import build_explicit
 from .faults import ENDPOINTS, Fault, FaultBook
+from .reports import ReportIndex, check_delivered_sort, check_reportless
 from .store import Message, MessageStore, Selection
 from .tokens import TokenStore
 from .traffic import (
+    FINAL_STATUSES,
     SCENARIOS,
     UNPRICED_STATUSES,
     CampaignProfile,
@@ -94,6 +97,8 @@ class Simulator:
         credit: float = 125.0,
         account_id: int = 208,
         retention: float | None = None,
+        delivered_sort: str = "mysql",
+        reportless: Iterable[str] = (),
     ) -> None:
         self.profile = profile
         self.clock = clock
@@ -122,6 +127,8 @@ class Simulator:
         self._schedule_arrivals(clock.now() - profile.backfill)
         self._faults = FaultBook()
         self._requests: dict[str, int] = dict.fromkeys(ENDPOINTS, 0)
+        self._delivered_sort = check_delivered_sort(delivered_sort)
+        self._reportless = check_reportless(reportless)
 
     # --- time and traffic -------------------------------------------------------------
 
@@ -212,8 +219,7 @@ class Simulator:
         """Draw a message's private attributes (timeline, phone, text) once."""
         if m.text and (m.timeline is not None or m.history is not None):
             return m
-        # one RNG per message, seeded by its id: what it does never depends on query order
-        rng = random.Random((self.seed << 64) | m.id)
+        rng = self._rng(m)
         if m.scenario is not None and m.history is None:
             m.timeline = build_timeline(rng, m.created, m.type, m.scenario, m.validity)
         code = f"{int(rng.random() * 1_000_000):06d}"
@@ -223,9 +229,14 @@ class Simulator:
             m.text = (c.text if c is not None else "Test").replace("{code}", code)
         return m
 
+    def _rng(self, m: Message) -> random.Random:
+        """A message's own RNG, seeded by its id: what it does never depends on query order."""
+        return random.Random((self.seed << 64) | m.id)
+
     def state(self, m: Message, now: float) -> tuple[str, float | None, float | None]:
-        """Return (status, sent_at, delivered_at) of a message at `now`."""
-        return self.materialize(m).state(now)
+        """Return (status, sent_at, delivered_at) of a message at `now`, as the API shows it."""
+        status, sent, done = self.materialize(m).state(now)
+        return status, sent, None if status in self._reportless else done
 
     def shown_amount(self, m: Message, status: str) -> tuple[str, str] | None:
         """The price as the API shows it: unknown while scheduled or in moderation."""
@@ -258,25 +269,16 @@ class Simulator:
             )
             if sort == "id":
                 rows = sel.page(offset, limit, descending)
+            elif sort == "phone":
+                rows = self._by_phone(sel, descending)[offset : offset + limit]
             else:
-                rows = self._sorted_rows(sel, sort, descending, now)[offset : offset + limit]
+                rows = self._by_report(sel, descending, now, offset, limit)
             return now, sel.total, [self.materialize(m) for m in rows]
 
-    def _sorted_rows(
-        self, sel: Selection, sort: str, descending: bool, now: float
-    ) -> list[Message]:
-        """All rows of a selection ordered by phone or delivered_at (ties by id)."""
+    def _by_phone(self, sel: Selection, descending: bool) -> list[Message]:
+        """All rows of a selection ordered by phone (ties by id)."""
         rows = [self.materialize(m) for m in sel.all()]
-        if sort == "phone":
-            rows.sort(key=lambda m: (m.phone, m.id), reverse=descending)
-            return rows
-
-        # MySQL puts NULLs first when ascending, last when descending
-        def key(m: Message) -> tuple[bool, float, int]:
-            done = m.state(now)[2]
-            return done is not None, done or 0.0, m.id
-
-        rows.sort(key=key, reverse=descending)
+        rows.sort(key=lambda m: (m.phone, m.id), reverse=descending)
         return rows
 
     def balance(self) -> dict[str, Any]:
@@ -288,6 +290,93 @@ class Simulator:
                 "currency": self.currency,
                 "credit": self.credit,
             }
+
+    # --- sort=delivered: the report index and the ways of serving it ---------------------
+
+    def _by_report(
+        self, sel: Selection, descending: bool, now: float, offset: int, limit: int
+    ) -> list[Message]:
+        """One page ordered by delivered_at (ties and NULLs by id), as the sort mode serves it."""
+        mode = self._delivered_sort
+        if mode == "ignored":
+            return sel.page(offset, limit, descending)
+        descending = descending and mode != "no_direction"
+        want = offset + limit
+        small = sel.total <= want  # sorting these rows costs no more than finding them
+        if not small:
+            self.index_reports()
+        reported = (self._sorted_reported if small else self._walk_reported)(sel, now, descending)
+        blank = self._unreported(sel, now, descending, small)
+        # MySQL puts NULLs first when ascending, last when descending
+        first, then = (reported, blank) if mode == "mysql" and descending else (blank, reported)
+        rows = list(islice(first, want))
+        rows += islice(then, want - len(rows))  # generators: `then` is not drawn if not needed
+        return rows[offset:]
+
+    def _sorted_reported(self, sel: Selection, now: float, descending: bool) -> Iterator[Message]:
+        """The selection's rows with a report time shown, sorted by (report time, id) either way."""
+        shown = [(done, m.id, m) for m in sel.all() if (done := self.state(m, now)[2]) is not None]
+        shown.sort(key=lambda row: row[:2], reverse=descending)
+        yield from (m for _, _, m in shown)
+
+    def _walk_reported(self, sel: Selection, now: float, descending: bool) -> Iterator[Message]:
+        """The selection's rows with a report time shown, in the report index's order."""
+        by_id, reportless = self.store.by_id, self._reportless
+        for msg_id in self.store.reports.reported(now, descending):
+            m = by_id[msg_id]
+            if sel.keep(m) and (not reportless or self.state(m, now)[2] is not None):
+                yield m
+
+    def _unreported(
+        self, sel: Selection, now: float, descending: bool, small: bool
+    ) -> Iterator[Message]:
+        """The selection's rows with no report time shown (NULLs), by id either way."""
+        found = None if small else self.store.reports.unreported(now, self._reportless)
+        if found is None:
+            rows = [m for m in sel.all() if self.state(m, now)[2] is None]
+        else:
+            by_id = self.store.by_id
+            unique = sorted(set(found))  # a report still to come is listed by status too
+            rows = [m for m in map(by_id.__getitem__, unique) if sel.keep(m)]
+        yield from reversed(rows) if descending else rows
+
+    def index_reports(self) -> ReportIndex:
+        """File every stored message under its report time (benchmarks warm up with this)."""
+        with self.lock:
+            reports = self.store.reports
+            reports.start(self.store.iter_all())
+            reports.file((m, *self._report(m)) for m in reports.take_pending())
+            return reports
+
+    def _report(self, m: Message) -> tuple[float | None, str]:
+        """When a message's report is (or will be) shown, and the status it comes with."""
+        if m.history is not None:
+            return m.delivered_at, m.history[-1][1]
+        tl = m.timeline
+        if tl is None and m.scenario is not None:
+            # drawn and dropped: a day of kept timelines costs more than redrawing a page's
+            tl = build_timeline(self._rng(m), m.created, m.type, m.scenario, m.validity)
+        if tl is None:
+            return None, ""
+        return tl.delivered_at, next((s for s in tl.statuses if s in FINAL_STATUSES), "")
+
+    def sorting(self) -> dict[str, Any]:
+        """The sort=delivered mode and the final statuses served without a report time."""
+        with self.lock:
+            return {"delivered": self._delivered_sort, "reportless": sorted(self._reportless)}
+
+    def set_sorting(
+        self, *, delivered: str | None = None, reportless: Iterable[str] | None = None
+    ) -> dict[str, Any]:
+        """Switch either setting (None keeps it); ValueError, and no change, on a bad value."""
+        with self.lock:
+            mode = self._delivered_sort if delivered is None else check_delivered_sort(delivered)
+            hidden = self._reportless if reportless is None else check_reportless(reportless)
+            if hidden != self._reportless:
+                for m in self.store.by_id.values():
+                    m.rendered = None  # cached records show report times by the old rule
+            self._delivered_sort, self._reportless = mode, hidden
+            return self.sorting()
 
     # --- explicit messages --------------------------------------------------------------
 
@@ -313,8 +402,13 @@ class Simulator:
             m = self.store.by_id.get(message_id)
             if m is None:
                 raise KeyError(message_id)
+            reports = self.index_reports() if self.store.reports.active else None
+            if reports is not None:  # its report time may move: file it afresh
+                reports.unfile(m, *self._report(m))
             self.materialize(m).freeze(now)
             m.apply_status(float(math.floor(now)), status)
+            if reports is not None:
+                reports.file([(m, *self._report(m))])
 
     # --- faults -----------------------------------------------------------------------
 

@@ -1,11 +1,12 @@
-"""Message storage with the indexes the list endpoint needs (created_at, campaign, id)."""
+"""Message storage with the indexes the list endpoint needs (created_at, campaign, id, report)."""
 
 from __future__ import annotations
 
 import math
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
+from .reports import ReportIndex
 from .traffic import FINAL_STATUSES, Scenario, Timeline
 
 Event = tuple[float, str]
@@ -129,9 +130,17 @@ class Message:
 class Selection:
     """The id-ordered rows matching a query: a contiguous run plus a few stragglers."""
 
-    def __init__(self, base: list[Message], lo: int, hi: int, extra: list[Message]) -> None:
+    def __init__(
+        self,
+        base: list[Message],
+        lo: int,
+        hi: int,
+        extra: list[Message],
+        keep: Callable[[Message], bool],
+    ) -> None:
         self._base, self._lo, self._hi = base, lo, max(lo, hi)
         self._extra = sorted(extra, key=lambda m: m.id)
+        self.keep = keep  # the query's filters, for rows found through another index
 
     @property
     def total(self) -> int:
@@ -161,7 +170,7 @@ class Selection:
 
 
 class MessageStore:
-    """All messages, indexed by id, reference, creation time and campaign."""
+    """All messages, indexed by id, reference, creation time, campaign and report time."""
 
     def __init__(self) -> None:
         self.by_id: dict[int, Message] = {}
@@ -173,6 +182,7 @@ class MessageStore:
         self._camp_created: dict[int, list[float]] = {}
         # explicitly backdated rows, scanned linearly (tests create only a few)
         self._late: list[Message] = []
+        self.reports = ReportIndex()
         self.last_id = 0
 
     def __len__(self) -> int:
@@ -185,6 +195,7 @@ class MessageStore:
             raise ValueError("message ids must increase")
         self.last_id = m.id
         self.by_id[m.id] = m
+        self.reports.added(m)
         if m.reference_id is not None:
             self.by_ref.setdefault(m.reference_id, []).append(m)
         if self._seq_created and m.created < self._seq_created[-1]:
@@ -205,6 +216,7 @@ class MessageStore:
             del times[:k], self._camp_seq[cid][:k]
         dropped += [m for m in self._late if m.created < before]
         self._late = [m for m in self._late if m.created >= before]
+        self.reports.drop(dropped)
         for m in dropped:
             del self.by_id[m.id]
             if m.reference_id is not None:
@@ -245,7 +257,7 @@ class MessageStore:
                 candidates = [hit] if hit is not None else []
             else:
                 candidates = self.by_ref.get(reference_id or "", [])
-            return Selection([], 0, 0, [m for m in candidates if keep(m)])
+            return Selection([], 0, 0, [m for m in candidates if keep(m)], keep)
         if campaign_id is None:
             base, times = self._seq, self._seq_created
         else:
@@ -253,4 +265,4 @@ class MessageStore:
             times = self._camp_created.get(campaign_id, [])
         lo = 0 if date_from is None else bisect_left(times, date_from)
         hi = bisect_right(times, date_to)
-        return Selection(base, lo, hi, [m for m in self._late if keep(m)])
+        return Selection(base, lo, hi, [m for m in self._late if keep(m)], keep)
