@@ -1,0 +1,146 @@
+"""The delivery-report feed end to end: the real exporter against the simulator in each way it
+can order ``sort=delivered``, every count checked against the ground truth."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from exporter.model import FEED_DISORDERS
+from exporter.simulator import (
+    DEMO_API_KEY,
+    CampaignProfile,
+    ManualClock,
+    Simulator,
+    SimulatorServer,
+    TrafficProfile,
+)
+from tests.harness import InProcessExporter, in_process, value
+from tests.test_e2e_counting import TARGETS, check_truth, run, traffic
+
+START = 1_780_000_000.0
+MISORDERS = ("ignored", "nulls_first", "no_direction")
+
+
+def exporter_for(
+    sim: Simulator, clock: ManualClock, **kwargs: object
+) -> Iterator[InProcessExporter]:
+    """An exporter polling ``sim`` every simulated minute (closed after the test)."""
+    with SimulatorServer(sim) as server:
+        exporter = in_process(server.url, TARGETS, DEMO_API_KEY, clock.now, **kwargs)
+        try:
+            yield exporter
+        finally:
+            exporter.close()
+
+
+def disorders(exporter: InProcessExporter, target: str) -> float:
+    """The target's feed passes found out of order, all reasons."""
+    samples = exporter.samples()
+    return sum(
+        value(samples, "bsg_report_feed_disorders_total", target=target, reason=reason)
+        for reason in FEED_DISORDERS
+    )
+
+
+def trusted(exporter: InProcessExporter, target: str) -> float:
+    """The target's bsg_report_feed_trusted."""
+    return value(exporter.samples(), "bsg_report_feed_trusted", target=target)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """A simulated clock shared by the simulator and the exporter."""
+    return ManualClock(start=START)
+
+
+def test_an_honest_feed_counts_every_message_at_the_first_poll_after_its_report(
+    clock: ManualClock,
+) -> None:
+    """With the default re-check schedule, only the feed can make every count land at the first
+    poll after its report (a pending message an hour old is re-read every 2 minutes)."""
+    sim = traffic(clock)
+    for exporter in exporter_for(sim, clock, recheck_every=None):
+        polls: list[float] = []
+        run(exporter, clock, 90, polls)
+        check_truth(sim, exporter, polls)
+        for target in ("all", "otp"):
+            assert trusted(exporter, target) == 1 and disorders(exporter, target) == 0
+
+
+@pytest.mark.parametrize("mode", MISORDERS)
+def test_a_feed_out_of_order_falls_back_and_every_count_stays_exact(
+    clock: ManualClock, mode: str
+) -> None:
+    """Each way the API may misorder the feed is found in the pass, and the poll re-checks by the
+    tiers as if there were none: the counts are those of a poller without a feed."""
+    sim = traffic(clock)
+    sim.set_sorting(delivered=mode)
+    for exporter in exporter_for(sim, clock):
+        polls: list[float] = []
+        run(exporter, clock, 60, polls)
+        check_truth(sim, exporter, polls)
+        for target in ("all", "otp"):
+            assert trusted(exporter, target) == 0
+            # Found at the first pass, then tried again every 30 intervals: 60 polls, 2 or 3.
+            assert 2 <= disorders(exporter, target) <= 3
+
+
+def test_a_feed_that_turns_out_of_order_is_dropped_in_that_poll_and_trusted_again_later(
+    clock: ManualClock,
+) -> None:
+    sim = traffic(clock)
+    for exporter in exporter_for(sim, clock):
+        polls: list[float] = []
+        run(exporter, clock, 5, polls)
+        assert trusted(exporter, "all") == 1
+        sim.set_sorting(delivered="ignored")
+        run(exporter, clock, 1, polls)
+        assert trusted(exporter, "all") == 0 and disorders(exporter, "all") == 1
+        sim.set_sorting(delivered="mysql")
+        run(exporter, clock, 29, polls)
+        assert trusted(exporter, "all") == 0  # not tried again yet
+        run(exporter, clock, 3, polls)
+        assert trusted(exporter, "all") == 1 and disorders(exporter, "all") == 1
+        check_truth(sim, exporter, polls)
+
+
+def test_final_statuses_without_a_report_time_are_counted_by_the_sweep(
+    clock: ManualClock,
+) -> None:
+    """An API that gives expired and unknown messages no report time: the feed cannot show them,
+    and they are counted when a tier sweeps (here every poll: the counts stay predictable)."""
+    sim = traffic(clock)
+    sim.set_sorting(reportless=["expired", "unknown"])
+    for exporter in exporter_for(sim, clock):
+        polls: list[float] = []
+        run(exporter, clock, 60, polls)
+        check_truth(sim, exporter, polls)
+        assert trusted(exporter, "all") == 1
+        assert value(
+            exporter.samples(), "bsg_messages_total", target="all", channel="sms", status="expired"
+        )
+
+
+def requests_over(per_second: float, feed: bool, cycles: int) -> int:
+    """Requests for messages over ``cycles`` polls of the default schedule, at a rate."""
+    clock = ManualClock(start=START)
+    profile = TrafficProfile(
+        campaigns=(CampaignProfile(campaign_id=11, rate=per_second, validity_hours=6),),
+        backfill=3600,
+    )
+    sim = Simulator(profile, clock=clock, seed=3)
+    for exporter in exporter_for(sim, clock, recheck_every=None, report_feed=feed):
+        run(exporter, clock, cycles, [])
+    return sim.request_counts()["messages"]
+
+
+def test_the_feed_costs_fewer_requests_than_the_tiers_once_there_is_traffic() -> None:
+    """The feed reads the reports since the last poll, where the tiers re-read every message of
+    their stretch, final ones too: at 3 messages a second it wins; at a trickle it costs at most
+    one request a poll and target more, for counts fresh at every age."""
+    assert requests_over(3.0, feed=True, cycles=30) < requests_over(3.0, feed=False, cycles=30)
+    busy_polls = 30 * len(TARGETS)
+    quiet = requests_over(0.2, feed=True, cycles=30)
+    assert quiet <= requests_over(0.2, feed=False, cycles=30) + busy_polls
