@@ -25,8 +25,9 @@ from lines import read_line, send_line
 
 from exporter.bsg.caches import parse_price_nanos
 from exporter.bsg.wire import is_final, normalize_channel, normalize_status
-from exporter.defaults import DEFAULT_RECHECK
+from exporter.defaults import DEFAULT_RECHECK, FEED_SWEEP_FACTOR
 from exporter.simulator import (
+    DELIVERED_SORTS,
     CampaignProfile,
     ManualClock,
     Simulator,
@@ -345,6 +346,12 @@ def report(
             f"  API requests per hour (steady state, {cycles} cycles after the baseline): "
             f"{rate:,.1f}  [{', '.join(f'{k} {v:,}' for k, v in sorted(by_endpoint.items()))}]"
         )
+        last_hour = run.requests[-round(HOUR / args.interval) :]
+        if run.name == "ours" and len(run.requests) * args.interval >= 2 * HOUR:
+            lines.append(
+                "  API requests in the last simulated hour: "
+                f"{sum(sum(r.values()) for r in last_hour):,}"
+            )
         baseline = sum(
             sum(r.values()) for r, s in zip(run.requests, run.steady, strict=True) if not s
         )
@@ -432,7 +439,34 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--window", type=float, default=DAY, help="window, seconds")
     parser.add_argument("--interval", type=float, default=60.0, help="poll interval, seconds")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--delivered-sort",
+        choices=DELIVERED_SORTS,
+        default="mysql",
+        help="how the simulator orders sort=delivered (the report feed)",
+    )
+    parser.add_argument(
+        "--reportless",
+        default="",
+        help="final statuses served without a report time, comma-separated (e.g. expired,unknown)",
+    )
     return parser.parse_args()
+
+
+def settle(args: argparse.Namespace, reportless: Sequence[str]) -> float:
+    """How long before the last poll a final message must have been counted by ours.
+
+    With the simulator's honest order every final message has a report, which the feed reads at
+    the next poll; otherwise the longest re-check period applies: the tiers' own when the feed is
+    out of order, the sweep's when it is trusted but some final statuses have no report time.
+    """
+    longest = max(every for _, every in DEFAULT_RECHECK)
+    interval = float(args.interval)
+    if args.delivered_sort != "mysql":
+        return (longest + 1) * interval
+    if reportless:
+        return (longest * FEED_SWEEP_FACTOR + 1) * interval
+    return 3 * interval
 
 
 def cycle_all(runs: Iterable[Run], now: float) -> None:
@@ -449,13 +483,20 @@ def main() -> None:
     args = arguments()
     wall = time.monotonic()
     clock = ManualClock(START)
-    sim = Simulator(traffic(args.per_day), clock=clock, seed=args.seed)
+    reportless = [s for s in args.reportless.split(",") if s]
+    sim = Simulator(
+        traffic(args.per_day),
+        clock=clock,
+        seed=args.seed,
+        delivered_sort=args.delivered_sort,
+        reportless=reportless,
+    )
     sim.now()  # generate the backfilled day before the clock starts
+    sim.index_reports()  # the first sort=delivered would otherwise take longer than a timeout
     progress(f"simulator: {len(sim.store):,} messages of history ({time.monotonic() - wall:.0f}s)")
     cycles = round(args.hours * HOUR / args.interval)
     simple_cycles = min(cycles, round(args.simple_hours * HOUR / args.interval))
-    settle_ours = (max(every for _, every in DEFAULT_RECHECK) + 1) * args.interval
-    args.settle = {"ours": settle_ours, "simple": 0.0}
+    args.settle = {"ours": settle(args, reportless), "simple": 0.0}
     args.budget_label = "default max_requests_per_minute 300"
     with SimulatorServer(sim) as server, tempfile.TemporaryDirectory() as tmp:
         setup = {"url": server.url, "window": args.window, "interval": args.interval}

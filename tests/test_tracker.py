@@ -344,55 +344,82 @@ def test_a_recheck_is_a_value_the_poll_hands_back_and_nothing_waits_in_the_track
     assert t.rechecks(NOW + 75 + 60).ids == {1, 2}
 
 
-TRUSTED = FeedResult(top=None, disorder=None, trusted=True)
+def passed(
+    top: float | None,
+    asked: FeedRead | None = None,
+    *,
+    disorder: str | None = None,
+    reached: bool = True,
+    complete: bool = True,
+) -> FeedResult:
+    """What a feed pass asked for by ``asked`` found (by default: in order, to its end)."""
+    return FeedResult(asked or FeedRead(NOW, None), top, disorder, reached, complete)
 
 
 def test_the_feed_reads_from_the_oldest_pending_message_down_to_its_mark() -> None:
     t = tracker(interval=60.0)  # a mark is young for the overlap (30s) plus half an interval
     assert t.feed_read(NOW) is None  # nothing pending: nothing to follow
     t.apply([msg(1, "sent", created=NOW - 50), msg(2, "delivered", created=NOW - 90)], NOW)
-    assert t.feed_read(NOW + 60) == FeedRead(NOW - 50, None)  # no mark: one page, to find it
-    t.apply([], NOW + 60, feed=FeedResult(NOW + 30, None, trusted=True))
+    first = t.feed_read(NOW + 60)
+    assert first == FeedRead(NOW - 50, NOW - FEED_OVERLAP, cover=NOW)  # since the tiers ran
+    t.apply([], NOW + 60, feed=passed(NOW + 30, first))
     assert t.feed_trusted and t.snapshot(NOW + 60).feed_trusted
     assert t.feed_read(NOW + 90) == FeedRead(NOW - 50, NOW + 30 - FEED_OVERLAP)  # young
     assert t.feed_read(NOW + 91 + FEED_OVERLAP) == FeedRead(NOW - 50, NOW + 31)  # settled
-    t.apply([], NOW + 80, feed=FeedResult(NOW + 20, None, trusted=True))  # an older top
+    t.apply([], NOW + 80, feed=passed(NOW + 20))  # an older top
     assert t.feed_read(NOW + 85) == FeedRead(NOW - 50, NOW + 30 - FEED_OVERLAP)  # kept
-    t.apply([msg(1, "delivered", created=NOW - 50)], NOW + 180, feed=TRUSTED)
+    t.apply([], NOW + 88, feed=passed(NOW + 87, reached=False))  # the page cap: read on
+    assert t.feed_read(NOW + 89) == FeedRead(NOW - 50, NOW + 30 - FEED_OVERLAP)
+    t.apply([msg(1, "delivered", created=NOW - 50)], NOW + 180, feed=passed(None))
     assert t.feed_read(NOW + 240) is None  # nothing pending any more
 
 
 def test_a_feed_out_of_order_is_counted_and_tried_again_later() -> None:
     t = tracker(interval=60.0)
-    t.apply([msg(1, "sent")], NOW, feed=FeedResult(NOW - 5, None, trusted=True))
+    t.apply([msg(1, "sent")], NOW)
+    t.apply([], NOW + 30, feed=passed(NOW - 5, t.feed_read(NOW + 30)))
     assert t.feed_trusted
-    t.apply([], NOW + 60, feed=FeedResult(NOW, RISING, trusted=False))
+    t.apply([], NOW + 60, feed=passed(NOW, disorder=RISING, reached=False))
     snap = t.snapshot(NOW + 60)
     assert not t.feed_trusted and not snap.feed_trusted and snap.feed_disorders == {RISING: 1}
     retry = NOW + 60 + FEED_RETRY_INTERVALS * 60.0
     assert t.feed_read(retry - 1) is None
-    assert t.feed_read(retry) == FeedRead(NOW - 60, None)  # the mark is found again
+    assert t.feed_read(retry) == FeedRead(NOW - 60, NOW - FEED_OVERLAP, cover=NOW)
 
 
-def test_while_the_feed_is_trusted_each_tier_sweeps_once_it_has_run_since() -> None:
+def test_a_first_pass_that_covers_the_tiers_last_runs_lets_them_sweep_at_once() -> None:
     t = tracker(recheck=[(3600.0, 60.0)], interval=60.0)
-    t.apply([msg(1, "sent", created=NOW - 10)], NOW)  # the first poll: the tier starts now
-    first = t.rechecks(NOW + 60, TRUSTED)
-    assert first.ids == {1}  # trusted since no earlier run: the tier keeps its period
-    t.apply([], NOW + 60, checked={1}, recheck=first, feed=FeedResult(NOW + 50, None, True))
-    assert t.rechecks(NOW + 120, TRUSTED).due == ()  # swept 30 times more rarely
-    assert t.rechecks(NOW + 120).ids == {1}  # no feed this poll: the tier as configured
-    untrusted = FeedResult(NOW + 110, RISING, trusted=False)
-    assert t.rechecks(NOW + 120, untrusted).ids == {1}  # a disorder: back in the same poll
-    sweep = NOW + 60 + 60.0 * FEED_SWEEP_FACTOR
-    assert t.rechecks(sweep - 31, TRUSTED).due == () and t.rechecks(sweep, TRUSTED).ids == {1}
+    t.apply([msg(1, "sent", created=NOW - 10)], NOW)  # the first poll: the tier ran now
+    ask = t.feed_read(NOW + 60)
+    assert ask is not None and ask.cover == NOW
+    assert t.rechecks(NOW + 60, passed(NOW + 50, ask)).due == ()  # swept 30 times more rarely
+    assert t.rechecks(NOW + 60).ids == {1}  # no feed this poll: the tier as configured
+    assert t.rechecks(NOW + 60, passed(NOW + 50, ask, reached=False)).ids == {1}  # capped
+    assert t.rechecks(NOW + 60, passed(NOW + 50, ask, disorder=RISING)).ids == {1}
+    assert t.rechecks(NOW + 60, passed(None, ask)).ids == {1}  # no report yet: no mark
+    t.apply([], NOW + 60, feed=passed(NOW + 50, ask))
+    sweep = NOW + 60.0 * FEED_SWEEP_FACTOR
+    assert t.rechecks(sweep - 31, passed(NOW + 90)).due == ()
+    assert t.rechecks(sweep, passed(NOW + 90)).ids == {1}
+
+
+def test_a_first_pass_too_long_to_cover_trusts_the_feed_from_then_on() -> None:
+    t = tracker(recheck=[(3600.0, 60.0)], interval=60.0)
+    t.apply([msg(1, "sent", created=NOW - 10)], NOW)
+    ask = t.feed_read(NOW + 30)
+    t.apply([], NOW + 30, feed=passed(NOW + 20, ask, reached=False))  # the page cap
+    assert t.feed_trusted  # from NOW + 30: the tier keeps its period until it has run since
+    first = t.rechecks(NOW + 60, passed(NOW + 50))
+    assert first.ids == {1}
+    t.apply([], NOW + 60, checked={1}, recheck=first, feed=passed(NOW + 50))
+    assert t.rechecks(NOW + 120, passed(NOW + 110)).due == ()  # it ran since: it sweeps
 
 
 def test_the_feed_progress_survives_a_restart_and_old_state_has_none() -> None:
     store = StateStore(MEMORY)
     t = tracker(store=store)
-    t.apply([msg(1, "sent")], NOW, feed=FeedResult(NOW - 5, None, trusted=True))
-    t.apply([], NOW + 60, feed=FeedResult(NOW, NULL_FIRST, trusted=False))
+    t.apply([msg(1, "sent")], NOW, feed=passed(NOW - 5))
+    t.apply([], NOW + 60, feed=passed(NOW, disorder=NULL_FIRST, reached=False))
     again = tracker(store=store)
     assert again.snapshot(NOW + 60).feed_disorders == {NULL_FIRST: 1}
     assert again.feed_read(NOW + 61) is None  # the retry time was saved

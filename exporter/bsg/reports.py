@@ -39,6 +39,7 @@ class ReportQuery:
     since: float | None
     campaign_id: int | None = None
     labels: tuple[str, ...] = LABEL_DIMENSIONS
+    max_pages: int = MAX_REPORT_PAGES  # reached without getting to ``since``: not ``reached``
 
 
 @dataclass(slots=True)
@@ -135,7 +136,7 @@ def _pass_ends(order: _Order, query: ReportQuery, result: ReportPass, last_page:
     if order.last is None and result.pages >= MAX_UNPROVEN_PAGES:
         order.disorder = UNPROVEN
         return True
-    if result.pages >= MAX_REPORT_PAGES:
+    if result.pages >= query.max_pages:
         result.ended_early = True
         return True
     return False

@@ -23,9 +23,10 @@ from exporter.bsg.budget import RequestBudget
 from exporter.bsg.client import BsgClient
 from exporter.bsg.errors import BsgError, BudgetExhaustedError, StoppedError
 from exporter.bsg.paging import MessagePass, MessageQuery
-from exporter.bsg.reports import ReportPass, ReportQuery
+from exporter.bsg.reports import MAX_REPORT_PAGES, ReportPass, ReportQuery
 from exporter.bsg.wire import Message
 from exporter.config.schema import Config, TargetConfig
+from exporter.defaults import FEED_COVER_PAGES
 from exporter.model import BUDGET, INTERNAL, SHUTDOWN, STATE
 from exporter.polling.planner import Density, ReadPlan, plan_reads, within_allowance
 from exporter.stats import ExporterState
@@ -221,8 +222,7 @@ class Poller:
     ) -> tuple[PollReads, ApplyResult]:
         """Plan, read, and fold the reads into the tracker in one transaction."""
         now = self._clock()
-        report = self._read_feed(tracker.feed_read(now), target, now)
-        feed = None if report is None else FeedResult(report.top, report.disorder, report.trusted)
+        report, feed = self._read_feed(tracker.feed_read(now), target, now)
         # The feed is read first: whether its order held decides how much the tiers re-read.
         recheck = tracker.rechecks(now, feed)
         start, offset = tracker.next_read(now)
@@ -249,13 +249,16 @@ class Poller:
         return reads, result
 
     def _read_feed(
-        self, feed: FeedRead | None, target: TargetConfig, now: float
-    ) -> ReportPass | None:
-        """Read the delivery-report feed as the tracker asks, when it asks."""
-        if feed is None:
-            return None
-        query = ReportQuery(feed.start, now, feed.since, target.campaign_id, target.labels)
-        return self._client.read_reports(query)
+        self, ask: FeedRead | None, target: TargetConfig, now: float
+    ) -> tuple[ReportPass | None, FeedResult | None]:
+        """Read the delivery-report feed as the tracker asks, when it asks; and what to tell
+        the tracker of it."""
+        if ask is None:
+            return None, None
+        pages = MAX_REPORT_PAGES if ask.cover is None else FEED_COVER_PAGES
+        query = ReportQuery(ask.start, now, ask.since, target.campaign_id, target.labels, pages)
+        read = self._client.read_reports(query)
+        return read, FeedResult(ask, read.top, read.disorder, read.reached, read.complete)
 
     def _execute(
         self,

@@ -11,10 +11,12 @@ Must not import: anything from exporter outside exporter.simulator, prometheus_c
 
 from .clock import Clock, ManualClock, RealClock, ScaledClock
 from .engine import DEMO_API_KEY, Simulator, status_at
+from .reports import DELIVERED_SORTS
 from .server import SimulatorServer, start_demo
 from .traffic import SCENARIOS, CampaignProfile, TrafficProfile, demo_profile
 
 __all__ = [
+    "DELIVERED_SORTS",
     "DEMO_API_KEY",
     "SCENARIOS",
     "CampaignProfile",

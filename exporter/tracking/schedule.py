@@ -39,19 +39,32 @@ class Recheck:
 @dataclass(frozen=True, slots=True)
 class FeedRead:
     """What the report feed is to read: reports of messages created from ``start`` (the oldest
-    pending one), down to report time ``since``; None: one page, to find where reports stand."""
+    pending one), down to report time ``since``; None: one page, to find where reports stand.
+
+    While the feed is not trusted yet, ``cover`` is the moment since which the re-check tiers
+    have not all run: a pass down to it sees every report they could have missed, and the feed
+    is trusted from then on.
+    """
 
     start: float
     since: float | None
+    cover: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class FeedResult:
-    """What a feed pass found: its latest report time, and whether its order held."""
+    """What a feed pass found: its latest report time, and how far it read in order."""
 
+    asked: FeedRead
     top: float | None
     disorder: str | None  # a reason of the vocabulary's FEED_DISORDERS, None when in order
-    trusted: bool  # every report down to ``since`` was read, in order, within the budget
+    reached: bool  # down to ``since`` (or to the last report)
+    complete: bool  # not cut by the request budget
+
+    @property
+    def trusted(self) -> bool:
+        """Every report down to ``since`` was read, in order, within the budget."""
+        return self.reached and self.complete and self.disorder is None
 
 
 @dataclass(frozen=True, slots=True)

@@ -162,6 +162,10 @@ class TargetTracker:
         oldest = self._table.oldest_pending()
         if not self._feed_on or oldest is None or now < feed.retry_at:
             return None
+        if feed.trusted_since is None:
+            runs = self._p.tier_runs
+            cover = min(runs) if len(runs) == len(self._recheck) else None
+            return FeedRead(oldest, None if cover is None else cover - FEED_OVERLAP, cover)
         if feed.mark is None:
             return FeedRead(oldest, None)
         if now - feed.mark <= FEED_OVERLAP + self._slack:
@@ -185,9 +189,8 @@ class TargetTracker:
         due = table.due(now)  # the backlog, and last reads before abandoning
         # Messages whose validity just ended, not read since: the outcome is due now.
         due += table.validity_ended(now + self._grace)
-        since = self._p.feed.trusted_since
-        trusted = feed is not None and feed.trusted and since is not None
-        sweep = Sweep(FEED_SWEEP_FACTOR, since) if trusted and since is not None else None
+        since = None if feed is None else self._trusted_from(feed)
+        sweep = None if since is None else Sweep(FEED_SWEEP_FACTOR, since)
         tiers = tiers_due(self._recheck, self._p.tier_runs, now, self._slack, sweep)
         lower = 0.0
         for index, (max_age, _every) in enumerate(self._recheck):
@@ -574,18 +577,35 @@ class TargetTracker:
         for reason, count in rejected.items():
             add_to(self._c.rejected, reason, count)
 
+    def _trusted_from(self, result: FeedResult) -> float | None:
+        """After ``result``, the moment since which the feed has shown every report; None when
+        this poll cannot lean on it."""
+        if not result.trusted or (result.top is None and self._p.feed.mark is None):
+            return None
+        since = self._p.feed.trusted_since
+        return since if since is not None else result.asked.cover
+
     def _follow_feed(self, now: float, result: FeedResult) -> None:
         """Move the feed's mark after a pass in order; after a disorder, stop trusting it and
-        try again later (the tiers ran as usual in the same poll)."""
+        try again later (the tiers ran as usual in the same poll).
+
+        A first pass that reached its cover trusts the feed from the cover on, so every tier
+        sweeps at once; one too long to reach it (the page cap) from now on, so each tier
+        keeps its period until it has run once more.
+        """
         feed = self._p.feed
         if result.disorder is not None:
             add_to(self._c.disorders, result.disorder)
             feed.mark, feed.trusted_since = None, None
             feed.retry_at = now + self._feed_retry
-        elif result.trusted and result.top is not None:
-            feed.mark = result.top if feed.mark is None else max(feed.mark, result.top)
-            if feed.trusted_since is None:
-                feed.trusted_since = now
+            return
+        establishing = feed.trusted_since is None
+        if not result.complete or result.top is None or not (result.reached or establishing):
+            return  # a pass cut short reads on from the same mark next time
+        trusted_from = self._trusted_from(result)
+        feed.mark = result.top if feed.mark is None else max(feed.mark, result.top)
+        if establishing:
+            feed.trusted_since = trusted_from if trusted_from is not None else now
 
     def _next_check(self, row: Row, now: float) -> float | None:
         """A still-pending message's own re-check time, after it was just read.
