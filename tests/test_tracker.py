@@ -415,6 +415,22 @@ def test_a_first_pass_too_long_to_cover_trusts_the_feed_from_then_on() -> None:
     assert t.rechecks(NOW + 120, passed(NOW + 110)).due == ()  # it ran since: it sweeps
 
 
+def test_once_the_feed_shows_expiries_the_end_of_validity_is_left_to_it() -> None:
+    """An API that gives an expiry a report time shows it in the feed: no read at the end of
+    validity while the feed is trusted; the read before abandoning stays, as a last resort."""
+    t = tracker(recheck=[(600.0, 60.0), (30 * 86400.0, 86400.0)], interval=60.0)
+    one_hour = Message(1, "sent", "sms", created_at=Epoch(NOW - 1800), validity_hours=1)
+    t.apply([one_hour], NOW)
+    ask = t.feed_read(NOW + 60)
+    t.apply([], NOW + 60, feed=passed(NOW + 50, ask))
+    assert t.rechecks(NOW + 1800, passed(NOW + 1790)).ids == {1}  # not shown expiries yet
+    shows = FeedResult(FeedRead(NOW, NOW), NOW + 1790, None, True, True, expiry_reported=True)
+    t.apply([], NOW + 1790, feed=shows)
+    assert t.rechecks(NOW + 1800, passed(NOW + 1795)).due == ()  # the feed will show it
+    assert t.rechecks(NOW + 1800).ids == {1}  # without the feed this poll: read it
+    assert t.rechecks(NOW + 1800 + 3600, passed(NOW + 5390)).ids == {1}  # before abandoning
+
+
 def test_the_feed_progress_survives_a_restart_and_old_state_has_none() -> None:
     store = StateStore(MEMORY)
     t = tracker(store=store)

@@ -27,7 +27,7 @@ from exporter.bsg.reports import MAX_REPORT_PAGES, ReportPass, ReportQuery
 from exporter.bsg.wire import Message
 from exporter.config.schema import Config, TargetConfig
 from exporter.defaults import FEED_COVER_PAGES
-from exporter.model import BUDGET, INTERNAL, SHUTDOWN, STATE
+from exporter.model import BUDGET, EXPIRED, INTERNAL, SHUTDOWN, STATE
 from exporter.polling.planner import Density, ReadPlan, plan_reads, within_allowance
 from exporter.stats import ExporterState
 from exporter.tracking.counts import add_counts
@@ -258,7 +258,10 @@ class Poller:
         pages = MAX_REPORT_PAGES if ask.cover is None else FEED_COVER_PAGES
         query = ReportQuery(ask.start, now, ask.since, target.campaign_id, target.labels, pages)
         read = self._client.read_reports(query)
-        return read, FeedResult(ask, read.top, read.disorder, read.reached, read.complete)
+        expiry = any(
+            m.status == EXPIRED and m.delivered_at is not None for m in read.messages.values()
+        )
+        return read, FeedResult(ask, read.top, read.disorder, read.reached, read.complete, expiry)
 
     def _execute(
         self,

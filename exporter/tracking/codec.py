@@ -45,6 +45,7 @@ class FeedProgress:
     mark: float | None = None  # the latest report time a trusted pass read (the API's clock)
     trusted_since: float | None = None  # when the feed was last found in order; None: it is not
     retry_at: float = float("-inf")  # after a disorder, when the feed is tried again
+    expiry_reported: bool = False  # the API gives an expiry a report time: the feed shows it
 
 
 @dataclass(slots=True)
@@ -73,7 +74,12 @@ def dump(c: Counters, p: Progress) -> dict[str, Any]:
         "horizon": p.horizon if p.horizon != float("-inf") else None,
         "baseline_started": p.baseline_started,
         "tier_runs": p.tier_runs,
-        "feed": [p.feed.mark, p.feed.trusted_since, _finite(p.feed.retry_at)],
+        "feed": [
+            p.feed.mark,
+            p.feed.trusted_since,
+            _finite(p.feed.retry_at),
+            p.feed.expiry_reported,
+        ],
         "density": list(p.density.items()),
         "series": sorted(c.series),
         "label_values": {k: sorted(v) for k, v in c.label_values.items()},
@@ -111,8 +117,8 @@ def restore(
     p.horizon = data["horizon"] if data["horizon"] is not None else float("-inf")
     p.baseline_started = data.get("baseline_started")
     p.tier_runs = list(data.get("tier_runs") or [])
-    mark, since, retry = data.get("feed") or (None,) * 3  # saved before the feed: none
-    p.feed = FeedProgress(mark, since, retry if retry is not None else float("-inf"))
+    mark, since, retry, expiry = data.get("feed") or (None, None, None, False)  # none before it
+    p.feed = FeedProgress(mark, since, retry if retry is not None else float("-inf"), expiry)
     p.density = {int(m): int(n) for m, n in data["density"]}
     c.series = set(data["series"])
     c.label_values = {k: set(v) for k, v in data["label_values"].items()}

@@ -60,6 +60,7 @@ class FeedResult:
     disorder: str | None  # a reason of the vocabulary's FEED_DISORDERS, None when in order
     reached: bool  # down to ``since`` (or to the last report)
     complete: bool  # not cut by the request budget
+    expiry_reported: bool = False  # it read an expired message with a report time
 
     @property
     def trusted(self) -> bool:

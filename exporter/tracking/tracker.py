@@ -187,10 +187,13 @@ class TargetTracker:
         """
         table = self._table
         due = table.due(now)  # the backlog, and last reads before abandoning
-        # Messages whose validity just ended, not read since: the outcome is due now.
-        due += table.validity_ended(now + self._grace)
         since = None if feed is None else self._trusted_from(feed)
         sweep = None if since is None else Sweep(FEED_SWEEP_FACTOR, since)
+        # Messages whose validity just ended, not read since: the outcome is due now, unless
+        # the feed shows expiries (the API gives them a report time); then they are read only
+        # once, as they would be abandoned.
+        shown = sweep is not None and self._p.feed.expiry_reported
+        due += table.validity_ended(now + (self._slack if shown else self._grace))
         tiers = tiers_due(self._recheck, self._p.tier_runs, now, self._slack, sweep)
         lower = 0.0
         for index, (max_age, _every) in enumerate(self._recheck):
@@ -599,6 +602,7 @@ class TargetTracker:
             feed.mark, feed.trusted_since = None, None
             feed.retry_at = now + self._feed_retry
             return
+        feed.expiry_reported = feed.expiry_reported or result.expiry_reported
         establishing = feed.trusted_since is None
         if not result.complete or result.top is None or not (result.reached or establishing):
             return  # a pass cut short reads on from the same mark next time
