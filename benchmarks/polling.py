@@ -42,7 +42,7 @@ HOUR = 3600.0
 WORKER = Path(__file__).with_name("pollers.py")
 
 
-def traffic(per_day: float) -> TrafficProfile:
+def traffic(per_day: float, window: float) -> TrafficProfile:
     """A day of history, then steady traffic: OTP, marketing and alerts (50/30/20)."""
     rate = per_day / DAY
     # Validity (6h, 12h) keeps every message's whole life inside the 24h window: the 2% that
@@ -75,7 +75,7 @@ def traffic(per_day: float) -> TrafficProfile:
                 reference_ids=True,
             ),
         ),
-        backfill=DAY,  # the window starts full: the steady state is what is measured
+        backfill=window,  # the window starts full: the steady state is what is measured
     )
 
 
@@ -485,7 +485,7 @@ def main() -> None:
     clock = ManualClock(START)
     reportless = [s for s in args.reportless.split(",") if s]
     sim = Simulator(
-        traffic(args.per_day),
+        traffic(args.per_day, args.window),
         clock=clock,
         seed=args.seed,
         delivered_sort=args.delivered_sort,
@@ -542,7 +542,8 @@ def main() -> None:
         "with validity 6h/12h/6h; sms, viber, whatsapp"
     )
     print(
-        f"the window starts full: {DAY / HOUR:g}h of traffic backfilled, then {args.hours:g} "
+        f"the window starts full: {args.window / HOUR:g}h of traffic backfilled, then "
+        f"{args.hours:g} "
         f"simulated hours; both pollers poll at the same simulated instants over loopback HTTP"
     )
     print(

@@ -101,7 +101,9 @@ NULL_FIRST = "null_first"
 """A report after a message without one: the API puts messages without a report first."""
 UNPROVEN = "unproven"
 """Pages of messages without a report and no report after them: the order could not be told."""
-FEED_DISORDERS: tuple[str, ...] = (RISING, NULL_FIRST, UNPROVEN)
+REFUSED = "refused"
+"""The API answered the feed's query with a client error (a 4xx): it may not sort so at all."""
+FEED_DISORDERS: tuple[str, ...] = (RISING, NULL_FIRST, UNPROVEN, REFUSED)
 """Every reason the feed can be found out of order; each has a series from the first scrape."""
 SHUTDOWN = "shutdown"
 """Why a pass was abandoned as the exporter stops: logged, never counted as a failure."""

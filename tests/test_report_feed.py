@@ -148,3 +148,26 @@ def test_the_feed_costs_fewer_requests_than_the_tiers_once_there_is_traffic() ->
     busy_polls = 30 * len(TARGETS)
     quiet = requests_over(0.2, feed=True, cycles=30)
     assert quiet <= requests_over(0.2, feed=False, cycles=30) + busy_polls
+
+
+def test_an_api_that_refuses_the_feed_keeps_every_poll_going_without_it(
+    clock: ManualClock,
+) -> None:
+    """A 4xx to the feed's query (an API that cannot sort by report time) is a disorder like
+    the others: the poll completes on the tiers, and the feed is tried again later."""
+    sim = traffic(clock)
+    for exporter in exporter_for(sim, clock):
+        polls: list[float] = []
+        run(exporter, clock, 3, polls)
+        assert trusted(exporter, "all") == 1
+        # The feed reads first in every poll: the next request for messages is the feed's.
+        sim.add_fault("http_status", count=1, status=422, message="The selected sort is invalid.")
+        run(exporter, clock, 1, polls)
+        samples = exporter.samples()
+        assert value(samples, "bsg_up", target="all") == 1 and len(polls) == 4
+        assert (
+            value(samples, "bsg_report_feed_disorders_total", target="all", reason="refused") == 1
+        )
+        assert trusted(exporter, "all") == 0
+        run(exporter, clock, 56, polls)
+        check_truth(sim, exporter, polls)

@@ -21,13 +21,13 @@ import structlog
 
 from exporter.bsg.budget import RequestBudget
 from exporter.bsg.client import BsgClient
-from exporter.bsg.errors import BsgError, BudgetExhaustedError, StoppedError
+from exporter.bsg.errors import BsgError, BudgetExhaustedError, ClientError, StoppedError
 from exporter.bsg.paging import MessagePass, MessageQuery
 from exporter.bsg.reports import MAX_REPORT_PAGES, ReportPass, ReportQuery
 from exporter.bsg.wire import Message
 from exporter.config.schema import Config, TargetConfig
 from exporter.defaults import FEED_COVER_PAGES
-from exporter.model import BUDGET, EXPIRED, INTERNAL, SHUTDOWN, STATE
+from exporter.model import BUDGET, EXPIRED, INTERNAL, REFUSED, SHUTDOWN, STATE
 from exporter.polling.planner import Density, ReadPlan, plan_reads, within_allowance
 from exporter.stats import ExporterState
 from exporter.tracking.counts import add_counts
@@ -257,7 +257,13 @@ class Poller:
             return None, None
         pages = MAX_REPORT_PAGES if ask.cover is None else FEED_COVER_PAGES
         query = ReportQuery(ask.start, now, ask.since, target.campaign_id, target.labels, pages)
-        read = self._client.read_reports(query)
+        try:
+            read = self._client.read_reports(query)
+        except ClientError as exc:
+            # The feed is an extra: an API that refuses its query keeps the poll going without
+            # it, like one that misorders it (any other failure fails the poll, as elsewhere).
+            log.warning("report_feed_refused", target=target.name, error=str(exc))
+            read = ReportPass(disorder=REFUSED)
         expiry = any(
             m.status == EXPIRED and m.delivered_at is not None for m in read.messages.values()
         )
@@ -421,7 +427,7 @@ def _feed_word(read: ReportPass | None) -> str:
 
 def _log_feed(tracker: TargetTracker, read: ReportPass | None, was_trusted: bool) -> None:
     """Say when the report feed is found out of order, or in order again."""
-    if read is None:
+    if read is None or read.disorder == REFUSED:  # logged with the API's answer
         return
     if read.disorder is not None:
         log.warning(
