@@ -36,9 +36,11 @@ FEED_SWEEP_FACTOR = 30
 only sweep for what the feed cannot show (a final status without a report time) or missed."""
 FEED_RETRY_INTERVALS = 30
 """Poll intervals after a disorder of the report feed before it is tried again."""
-FEED_COVER_PAGES = 200
-"""Pages a first feed pass reads at most to cover the reports since the tiers last all ran;
-longer, the feed is trusted from that poll on, and each tier keeps its period once more."""
+FEED_MAX_PAGES = 200
+"""Pages a feed pass reads at most (100,000 reports). A first pass that would need more to
+cover the reports since the tiers last all ran, or a later one that would to reach its mark
+(after a long stop), makes the feed trusted from that poll on instead: each tier keeps its
+period until it has run once more."""
 FEED_OVERLAP = 30.0
 """Seconds of report time each feed pass reads again below the last one's mark: a report that
 turns up a little after its own time is still read (known messages cost nothing more)."""

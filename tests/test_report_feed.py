@@ -16,7 +16,14 @@ from exporter.simulator import (
     SimulatorServer,
     TrafficProfile,
 )
-from tests.harness import InProcessExporter, assert_matches, expected_counts, in_process, value
+from tests.harness import (
+    InProcessExporter,
+    assert_matches,
+    expected_counts,
+    in_process,
+    series,
+    value,
+)
 from tests.test_e2e_counting import TARGETS, check_truth, run, traffic
 
 START = 1_780_000_000.0
@@ -171,3 +178,32 @@ def test_an_api_that_refuses_the_feed_keeps_every_poll_going_without_it(
         assert trusted(exporter, "all") == 0
         run(exporter, clock, 56, polls)
         check_truth(sim, exporter, polls)
+
+
+def test_after_a_long_stop_the_feed_trusts_itself_again_from_then_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Hours without a poll leave more reports above the mark than a pass reads (the bound is
+    made 2 pages here): the feed is trusted from that poll on, the tiers read what lies below,
+    and the counts are those of a poller without the feed over the same stop."""
+    monkeypatch.setattr("exporter.polling.poller.FEED_MAX_PAGES", 2)
+    counted: dict[bool, dict[frozenset[tuple[str, str]], float]] = {}
+    requests: dict[bool, int] = {}
+    for feed in (True, False):
+        clock = ManualClock(start=START)
+        sim = traffic(clock)
+        for exporter in exporter_for(sim, clock, report_feed=feed):
+            run(exporter, clock, 5, [])
+            assert trusted(exporter, "all") == feed
+            clock.advance(2 * 3600)  # stopped: some 1,600 reports wait above the mark
+            before = sim.request_counts()["messages"]
+            run(exporter, clock, 30, [])
+            requests[feed] = sim.request_counts()["messages"] - before
+            samples = exporter.samples()
+            counted[feed] = series(samples, "bsg_messages_total") | series(
+                samples, "bsg_message_cost_total"
+            )
+            assert trusted(exporter, "all") == feed and disorders(exporter, "all") == 0
+    assert counted[True] == counted[False] and sum(counted[True].values()) > 1000
+    # A page a poll and target after the capped one, not the cap again and again.
+    assert requests[True] - requests[False] <= 30 * len(TARGETS) + 4

@@ -368,8 +368,9 @@ def test_the_feed_reads_from_the_oldest_pending_message_down_to_its_mark() -> No
     assert t.feed_read(NOW + 91 + FEED_OVERLAP) == FeedRead(NOW - 50, NOW + 31)  # settled
     t.apply([], NOW + 80, feed=passed(NOW + 20))  # an older top
     assert t.feed_read(NOW + 85) == FeedRead(NOW - 50, NOW + 30 - FEED_OVERLAP)  # kept
-    t.apply([], NOW + 88, feed=passed(NOW + 87, reached=False))  # the page cap: read on
-    assert t.feed_read(NOW + 89) == FeedRead(NOW - 50, NOW + 30 - FEED_OVERLAP)
+    t.apply([], NOW + 88, feed=passed(NOW + 87, reached=False))  # the page cap: a long stop
+    assert t.feed_read(NOW + 89) == FeedRead(NOW - 50, NOW + 87 - FEED_OVERLAP)  # from its top
+    assert t.rechecks(NOW + 89, passed(NOW + 88)).ids == {1}  # its tier ran before: as set
     t.apply([msg(1, "delivered", created=NOW - 50)], NOW + 180, feed=passed(None))
     assert t.feed_read(NOW + 240) is None  # nothing pending any more
 

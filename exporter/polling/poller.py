@@ -23,10 +23,10 @@ from exporter.bsg.budget import RequestBudget
 from exporter.bsg.client import BsgClient
 from exporter.bsg.errors import BsgError, BudgetExhaustedError, ClientError, StoppedError
 from exporter.bsg.paging import MessagePass, MessageQuery
-from exporter.bsg.reports import MAX_REPORT_PAGES, ReportPass, ReportQuery
+from exporter.bsg.reports import ReportPass, ReportQuery
 from exporter.bsg.wire import Message
 from exporter.config.schema import Config, TargetConfig
-from exporter.defaults import FEED_COVER_PAGES
+from exporter.defaults import FEED_MAX_PAGES
 from exporter.model import BUDGET, EXPIRED, INTERNAL, REFUSED, SHUTDOWN, STATE
 from exporter.polling.planner import Density, ReadPlan, plan_reads, within_allowance
 from exporter.stats import ExporterState
@@ -255,8 +255,8 @@ class Poller:
         the tracker of it."""
         if ask is None:
             return None, None
-        pages = MAX_REPORT_PAGES if ask.cover is None else FEED_COVER_PAGES
-        query = ReportQuery(ask.start, now, ask.since, target.campaign_id, target.labels, pages)
+        labels = target.labels
+        query = ReportQuery(ask.start, now, ask.since, target.campaign_id, labels, FEED_MAX_PAGES)
         try:
             read = self._client.read_reports(query)
         except ClientError as exc:

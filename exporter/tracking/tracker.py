@@ -593,8 +593,9 @@ class TargetTracker:
         try again later (the tiers ran as usual in the same poll).
 
         A first pass that reached its cover trusts the feed from the cover on, so every tier
-        sweeps at once; one too long to reach it (the page cap) from now on, so each tier
-        keeps its period until it has run once more.
+        sweeps at once. A pass too long to reach its cover or its mark (the page cap: a long
+        stop, a flood of reports) trusts it from now on, so each tier keeps its period until
+        it has run once more and reads what lies below.
         """
         feed = self._p.feed
         if result.disorder is not None:
@@ -603,12 +604,14 @@ class TargetTracker:
             feed.retry_at = now + self._feed_retry
             return
         feed.expiry_reported = feed.expiry_reported or result.expiry_reported
-        establishing = feed.trusted_since is None
-        if not result.complete or result.top is None or not (result.reached or establishing):
-            return  # a pass cut short reads on from the same mark next time
-        trusted_from = self._trusted_from(result)
+        if not result.complete or result.top is None:
+            return  # cut by the budget: read again from the same mark next time
+        if not result.reached:
+            feed.mark, feed.trusted_since = result.top, now
+            return
         feed.mark = result.top if feed.mark is None else max(feed.mark, result.top)
-        if establishing:
+        if feed.trusted_since is None:
+            trusted_from = self._trusted_from(result)
             feed.trusted_since = trusted_from if trusted_from is not None else now
 
     def _next_check(self, row: Row, now: float) -> float | None:
