@@ -3,9 +3,10 @@
 Owns the counting contract: a message is counted once, at the first poll that sees it in a final
 status; on a cold start, messages already final are the baseline; later final-status changes are
 counted as changes, never as new messages; pending messages are re-checked on an age-based
-schedule (:mod:`.schedule`) until final, or abandoned after their validity. The messages live in
-a :class:`~exporter.tracking.table.MessageTable`, the counters in :mod:`.codec`'s records,
-series keys come from :mod:`.series`; each poll saves all of it in the
+schedule (:mod:`.schedule`) until final, or abandoned after their validity, and only swept on
+it while the delivery-report feed, whose progress the tracker keeps too, is trusted. The
+messages live in a :class:`~exporter.tracking.table.MessageTable`, the counters in
+:mod:`.codec`'s records, series keys come from :mod:`.series`; each poll saves all of it in the
 :class:`~exporter.tracking.store.StateStore` in one transaction, so a crash never loses or repeats
 a count. Snapshots (:mod:`.snapshot`) are immutable copies for the collector.
 
