@@ -32,16 +32,12 @@ import structlog
 
 from exporter.bsg.wire import Message, is_final
 from exporter.config.schema import MetricsConfig, PollConfig, TargetConfig
-from exporter.defaults import (
-    DEFAULT_VALIDITY_HOURS,
-    FEED_OVERLAP,
-    FEED_RETRY_INTERVALS,
-    FEED_SWEEP_FACTOR,
-)
+from exporter.defaults import DEFAULT_VALIDITY_HOURS
 from exporter.model import DEFAULT_CHANNEL, FINAL_STATUSES, MISSING_VALUE
 from exporter.tracking.codec import Counters, Progress, dump, restore
 from exporter.tracking.counts import Histogram, add_to
-from exporter.tracking.schedule import FeedRead, FeedResult, Recheck, Sweep, mark_run, tiers_due
+from exporter.tracking.feed import FeedSchedule
+from exporter.tracking.schedule import FeedRead, FeedResult, Recheck, mark_run, tiers_due
 from exporter.tracking.series import SeriesKeys
 from exporter.tracking.snapshot import SEP, ApplyResult, TargetSnapshot, channel_of
 from exporter.tracking.store import StateStore
@@ -113,8 +109,8 @@ class TargetTracker:
         self._recheck = tuple(poll.recheck)  # (max_age, every) pairs
         self._grace = poll.abandon_grace
         self._feed_on = poll.report_feed
-        self._feed_retry = FEED_RETRY_INTERVALS * poll.interval
         # A re-check due within half an interval is done now, not a whole cycle late.
+        self._interval = poll.interval
         self._slack = poll.interval / 2
         self._on_count = on_count  # told of every count with the poll's now (benchmarks)
         self._c = Counters()
@@ -154,28 +150,13 @@ class TargetTracker:
     @property
     def feed_trusted(self) -> bool:
         """True while the delivery-report feed is read and its order has held."""
-        return self._feed_on and self._p.feed.trusted_since is not None
+        return self._feed.trusted
 
     def feed_read(self, now: float) -> FeedRead | None:
         """What the report feed should read this poll; None when there is nothing to follow,
         the feed is off, or it waits to be tried again after a disorder."""
-        feed = self._p.feed
-        oldest = self._table.oldest_pending()
-        if not self._feed_on or oldest is None or now < feed.retry_at:
-            return None
-        if feed.trusted_since is None:
-            runs = self._p.tier_runs
-            cover = min(runs) if len(runs) == len(self._recheck) else None
-            return FeedRead(oldest, None if cover is None else cover - FEED_OVERLAP, cover)
-        if feed.mark is None:
-            return FeedRead(oldest, None)
-        if now - feed.mark <= FEED_OVERLAP + self._slack:
-            return FeedRead(oldest, feed.mark - FEED_OVERLAP)
-        # Once the latest report is older than the overlap, one that turns up now with an
-        # earlier time is later than the overlap allows: the sweep's. Reports come in whole
-        # seconds, so the pass stops below the next second, and a burst of reports in the mark's
-        # second is not read again and again while nothing new is reported.
-        return FeedRead(oldest, feed.mark + 1)
+        runs = self._p.tier_runs if len(self._p.tier_runs) == len(self._recheck) else ()
+        return self._feed.ask(now, self._table.oldest_pending(), runs)
 
     def rechecks(self, now: float, feed: FeedResult | None = None) -> Recheck:
         """The pending messages whose re-check is due, most overdue first, and their tiers.
@@ -188,12 +169,11 @@ class TargetTracker:
         """
         table = self._table
         due = table.due(now)  # the backlog, and last reads before abandoning
-        since = None if feed is None else self._trusted_from(feed)
-        sweep = None if since is None else Sweep(FEED_SWEEP_FACTOR, since)
+        sweep = self._feed.sweep(feed)
         # Messages whose validity just ended, not read since: the outcome is due now, unless
         # the feed shows expiries (the API gives them a report time); then they are read only
         # once, as they would be abandoned.
-        shown = sweep is not None and self._p.feed.expiry_reported
+        shown = sweep is not None and self._feed.shows_expiries
         due += table.validity_ended(now + (self._slack if shown else self._grace))
         tiers = tiers_due(self._recheck, self._p.tier_runs, now, self._slack, sweep)
         lower = 0.0
@@ -581,39 +561,11 @@ class TargetTracker:
         for reason, count in rejected.items():
             add_to(self._c.rejected, reason, count)
 
-    def _trusted_from(self, result: FeedResult) -> float | None:
-        """After ``result``, the moment since which the feed has shown every report; None when
-        this poll cannot lean on it."""
-        if not result.trusted or (result.top is None and self._p.feed.mark is None):
-            return None
-        since = self._p.feed.trusted_since
-        return since if since is not None else result.asked.cover
-
     def _follow_feed(self, now: float, result: FeedResult) -> None:
-        """Move the feed's mark after a pass in order; after a disorder, stop trusting it and
-        try again later (the tiers ran as usual in the same poll).
-
-        A first pass that reached its cover trusts the feed from the cover on, so every tier
-        sweeps at once. A pass too long to reach its cover or its mark (the page cap: a long
-        stop, a flood of reports) trusts it from now on, so each tier keeps its period until
-        it has run once more and reads what lies below.
-        """
-        feed = self._p.feed
+        """Fold a feed pass into its progress; count a disorder."""
         if result.disorder is not None:
             add_to(self._c.disorders, result.disorder)
-            feed.mark, feed.trusted_since = None, None
-            feed.retry_at = now + self._feed_retry
-            return
-        feed.expiry_reported = feed.expiry_reported or result.expiry_reported
-        if not result.complete or result.top is None:
-            return  # cut by the budget: read again from the same mark next time
-        if not result.reached:
-            feed.mark, feed.trusted_since = result.top, now
-            return
-        feed.mark = result.top if feed.mark is None else max(feed.mark, result.top)
-        if feed.trusted_since is None:
-            trusted_from = self._trusted_from(result)
-            feed.trusted_since = trusted_from if trusted_from is not None else now
+        self._feed.follow(now, result)
 
     def _next_check(self, row: Row, now: float) -> float | None:
         """A still-pending message's own re-check time, after it was just read.
@@ -656,6 +608,7 @@ class TargetTracker:
             stored = None
         if stored is not None:
             restore(self._c, self._p, stored[1], self._latency_buckets, self._send_buckets)
+        self._feed = FeedSchedule(self._p.feed, on=self._feed_on, interval=self._interval)
         # Remembers the label values the counters admitted: dropped with them.
         self._series_keys = SeriesKeys(
             self.labels, self._max_values, self._c.label_values, self._c.overflow
