@@ -388,23 +388,17 @@ def test_a_one_second_interval_counts_a_status_change_within_seconds(
             clock.advance(120)  # two minutes old: past any fixed one-minute period's first read
             exporter.cycle()
             sim.set_status(msg_id, "delivered")
-            before = value(
-                exporter.samples(),
-                "bsg_messages_total",
-                target="otp",
-                channel="sms",
-                status="delivered",
-            )
+
+            def delivered() -> float:
+                samples = exporter.samples()
+                labels = {"target": "otp", "channel": "sms", "status": "delivered"}
+                return value(samples, "bsg_messages_total", **labels)
+
+            before = delivered()
             for _ in range(3):
                 clock.advance(1)
                 exporter.cycle()
-            after = value(
-                exporter.samples(),
-                "bsg_messages_total",
-                target="otp",
-                channel="sms",
-                status="delivered",
-            )
+            after = delivered()
             assert after - before == 1
         finally:
             exporter.close()

@@ -91,15 +91,7 @@ def read_range(get_page: PageReader, query: MessageQuery, tz: tzinfo) -> Message
     When the request budget runs out mid-pass, the pages read so far come back with
     ``complete`` False: rows arrive in id order, so everything up to ``last_id`` was read.
     """
-    params: dict[str, str | int] = {
-        "page[limit]": PAGE_LIMIT,
-        "sort": "id",
-        "way": "asc",
-        "filter[from]": format_api_time(query.start, tz),
-        "filter[to]": format_api_time(query.end, tz),
-    }
-    if query.campaign_id is not None:
-        params["filter[campaign_id]"] = query.campaign_id
+    params = pass_params(("id", "asc"), (query.start, query.end), query.campaign_id, tz)
     result, total = _read_pass(get_page, params, query.offset, query.labels)
     if result.complete and _rows_skipped(result, total, query.offset):
         # Rows shifted between two pages (a page repeated some rows, and fewer distinct rows
@@ -115,6 +107,23 @@ def read_range(get_page: PageReader, query: MessageQuery, tz: tzinfo) -> Message
             again.last_id = max(result.last_id, again.last_id or result.last_id)
         result = again
     return result
+
+
+def pass_params(
+    order: tuple[str, str], created: tuple[float, float], campaign_id: int | None, tz: tzinfo
+) -> dict[str, str | int]:
+    """The parameters every page of a pass shares: full pages, the ``order`` (sort and way),
+    the ``created`` range as the API's times (fixed for the whole pass), the campaign."""
+    params: dict[str, str | int] = {
+        "page[limit]": PAGE_LIMIT,
+        "sort": order[0],
+        "way": order[1],
+        "filter[from]": format_api_time(created[0], tz),
+        "filter[to]": format_api_time(created[1], tz),
+    }
+    if campaign_id is not None:
+        params["filter[campaign_id]"] = campaign_id
+    return params
 
 
 def _read_pass(

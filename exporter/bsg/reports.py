@@ -16,10 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import tzinfo
 
-from exporter.bsg.decode import format_api_time
 from exporter.bsg.errors import BudgetExhaustedError
-from exporter.bsg.paging import MessagePass, PageReader, page_size
-from exporter.bsg.wire import PAGE_LIMIT, Message
+from exporter.bsg.paging import MessagePass, PageReader, page_size, pass_params
+from exporter.bsg.wire import Message
 from exporter.model import LABEL_DIMENSIONS, NULL_FIRST, RISING, UNPROVEN
 
 MAX_REPORT_PAGES = 2000
@@ -99,15 +98,8 @@ def read_reports(get_page: PageReader, query: ReportQuery, tz: tzinfo) -> Report
     after reports, at a short page, or at the first disorder (whose messages are still good
     to use: each is what the API says of it).
     """
-    params: dict[str, str | int] = {
-        "page[limit]": PAGE_LIMIT,
-        "sort": "delivered",
-        "way": "desc",
-        "filter[from]": format_api_time(query.start, tz),
-        "filter[to]": format_api_time(query.end, tz),
-    }
-    if query.campaign_id is not None:
-        params["filter[campaign_id]"] = query.campaign_id
+    created = (query.start, query.end)
+    params = pass_params(("delivered", "desc"), created, query.campaign_id, tz)
     result = ReportPass()
     order = _Order()
     while True:
