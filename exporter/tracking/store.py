@@ -1,8 +1,8 @@
 """SQLite persistence of the trackers: their counters, cursors and message tables.
 
 Owns the schema, opening (WAL, integrity check, refusing a corrupt file, upgrading an older
-schema), and the one transaction per poll in which a tracker's changes land before they are
-exposed: its counters as JSON, and its message table's changes as one chunk (see
+schema or chunk layout), and the one transaction per poll in which a tracker's changes land
+before they are exposed: its counters as JSON, and its message table's changes as one chunk (see
 :mod:`exporter.tracking.table`), replaced now and then by a snapshot of the table. A ``kill -9``
 at any moment leaves either the whole poll or none of it.
 
@@ -19,9 +19,12 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
+import msgspec
+
 from exporter.tracking.table import MessageTable, Row
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+"""1: a row per message; 2: chunks with final messages in wide columns; 3: compact ones."""
 MEMORY = ":memory:"
 
 _SCHEMA = """
@@ -109,6 +112,8 @@ class StateStore:
             db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         elif int(version[0]) == 1:
             _upgrade_from_1(db)
+        elif int(version[0]) == 2:
+            _upgrade_from_2(db)
         elif int(version[0]) != SCHEMA_VERSION:
             raise sqlite3.DatabaseError(f"schema version {version[0]}, expected {SCHEMA_VERSION}")
         return db
@@ -209,6 +214,24 @@ def _upgrade_from_1(db: sqlite3.Connection) -> None:
                     table.add_final(msg_id, created, table.final(series, status, state))
             db.execute("INSERT INTO chunks VALUES (?, 1, ?)", (target, table.snapshot()))
         db.execute("DROP TABLE messages")
+        db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
+
+
+def _upgrade_from_2(db: sqlite3.Connection) -> None:
+    """Rewrite each target's chunks of schema 2 as one snapshot in the compact layout."""
+    with _transaction(db):
+        targets = db.execute("SELECT DISTINCT target FROM chunks").fetchall()
+        for (target,) in targets:
+            table = MessageTable()
+            query = "SELECT data FROM chunks WHERE target = ? ORDER BY seq"
+            try:
+                for (data,) in db.execute(query, (target,)):
+                    table.replay(bytes(data))
+            except (ValueError, msgspec.MsgspecError) as exc:
+                problem = f"target {target!r}: a chunk is unreadable ({exc})"
+                raise sqlite3.DatabaseError(problem) from None
+            db.execute("DELETE FROM chunks WHERE target = ?", (target,))
+            db.execute("INSERT INTO chunks VALUES (?, 1, ?)", (target, table.snapshot()))
         db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
 
 

@@ -1,10 +1,10 @@
 """The tracked messages of one target, in memory, and the chunks that persist them.
 
-Owns what the tracker knows of each message it follows: a final message as a :class:`Final`
-shared by all messages of its series, status and state; a pending one as a :class:`Row`. Every
-message is filed by creation minute (window gauges, pruning); pending ones also by creation
-minute, deadline and re-check time. Each change is written down as it happens: the store saves
-one :class:`Chunk` of changes per poll and now and then replaces them all with a snapshot, and
+Owns what the tracker knows of each message it follows: a final message as the code of its
+:class:`Final` (one object per series, status and state) in the flat arrays of
+:mod:`.finals`; a pending one as a :class:`Row`, indexed by creation minute, deadline and
+re-check time. Each change is written down as it happens: the store saves one chunk
+(:mod:`.chunks`) of changes per poll and now and then replaces them all with a snapshot, and
 :meth:`MessageTable.replay` rebuilds the table from them. A SQLite row per message, the design
 before, cost more to store than the message cost to decode.
 
@@ -16,23 +16,16 @@ from __future__ import annotations
 
 import math
 import operator
-import sys
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import compress, islice
-from typing import Any
 
-import msgspec
-
-PENDING = 0
-"""The state of a pending message (the tracker's ``Standing.PENDING``)."""
-
-_NONE = math.nan
-"""A missing re-check time or deadline in a chunk's float arrays."""
-_SWAP = sys.byteorder != "little"
-"""Chunks hold little-endian arrays, so that a state file moves between machines."""
+from exporter.tracking import chunks
+from exporter.tracking.changes import Changes
+from exporter.tracking.chunks import LegacyChunk
+from exporter.tracking.finals import FinalStore, whole_seconds
 
 
 @dataclass(slots=True)
@@ -61,116 +54,44 @@ class Final:
 Entry = Row | Final
 
 
-class Chunk(msgspec.Struct, array_like=True):
-    """Changes to a table (or all of it), as little-endian arrays that decode without a loop."""
+class _Entries(Mapping[int, Entry]):
+    """The table's messages by id, read-only (a test's view: the tracker asks the table)."""
 
-    kinds: list[tuple[str, str, int]]  # (series, status, state) of each kind code
-    pending: tuple[bytes, bytes, bytes, bytes, bytes]  # ids, created, kinds, next, deadline
-    final: tuple[bytes, bytes, bytes]  # ids, created, kinds
-    deleted: bytes  # ids
+    def __init__(self, table: MessageTable) -> None:
+        self._table = table
 
+    def __getitem__(self, msg_id: int) -> Entry:
+        entry = self._table.get(msg_id)
+        if entry is None:
+            raise KeyError(msg_id)
+        return entry
 
-_PENDING_TYPES = "qdIdd"
-"""The array typecodes of ``Chunk.pending``, in order."""
-_FINAL_TYPES = "qdI"
-"""The array typecodes of ``Chunk.final``, in order."""
+    def __iter__(self) -> Iterator[int]:
+        yield from self._table._rows
+        yield from (msg_id for msg_id, _ in self._table._finals.items())
 
-
-_CHUNK_ENCODER = msgspec.msgpack.Encoder()
-_CHUNK_DECODER = msgspec.msgpack.Decoder(Chunk)
-
-
-class _Changes:
-    """The changes since the last save, appended as they happen."""
-
-    __slots__ = ("_final_kinds", "_kinds", "count", "deleted", "final", "pending")
-
-    def __init__(self) -> None:
-        self._kinds: dict[tuple[str, str, int], int] = {}
-        self._final_kinds: dict[Final, int] = {}  # identity hash: no tuple built per message
-        # Lists, packed into arrays once, when encoded: extending an array from a list costs
-        # tens of nanoseconds an item, a list a few (a cold read extends them by the 100,000).
-        self.pending: tuple[list[int], list[float], list[int], list[float], list[float]] = (
-            [], [], [], [], []
-        )  # fmt: skip
-        self.final: tuple[list[int], list[float], list[int]] = ([], [], [])
-        self.deleted: list[int] = []
-        self.count = 0
-
-    def kind(self, series: str, status: str, state: int) -> int:
-        """The code of a (series, status, state) in this chunk."""
-        key = (series, status, state)
-        code = self._kinds.get(key)
-        if code is None:
-            code = self._kinds[key] = len(self._kinds)
-        return code
-
-    def add_pending(self, row: Row) -> None:
-        """Record a pending row as it now is."""
-        ids, created, kinds, next_checks, deadlines = self.pending
-        ids.append(row.id)
-        created.append(row.created_at)
-        kinds.append(self.kind(row.series, row.status, PENDING))
-        next_checks.append(_NONE if row.next_check is None else row.next_check)
-        deadlines.append(_NONE if row.deadline is None else row.deadline)
-        self.count += 1
-
-    def add_final(self, msg_id: int, created_at: float, entry: Final) -> None:
-        """Record a message as final."""
-        code = self._final_kinds.get(entry)
-        if code is None:
-            code = self._final_kinds[entry] = self.kind(entry.series, entry.status, entry.state)
-        ids, created, kinds = self.final
-        ids.append(msg_id)
-        created.append(created_at)
-        kinds.append(code)
-        self.count += 1
-
-    def add_finals(self, ids: list[int], created: list[float], entries: list[Final]) -> None:
-        """Record messages as final, in one batch."""
-        codes = self._final_kinds
-        for entry in set(entries).difference(codes):
-            codes[entry] = self.kind(entry.series, entry.status, entry.state)
-        final_ids, final_created, kinds = self.final
-        final_ids.extend(ids)
-        final_created.extend(created)
-        kinds.extend(map(codes.__getitem__, entries))
-        self.count += len(ids)
-
-    def add_deleted(self, msg_id: int) -> None:
-        """Record a message no longer tracked."""
-        self.deleted.append(msg_id)
-        self.count += 1
-
-    def encode(self) -> bytes:
-        """The chunk, encoded."""
-        kinds = [key for key, _ in sorted(self._kinds.items(), key=lambda item: item[1])]
-        chunk = Chunk(
-            kinds=kinds,
-            # one array a typecode: the tuples have the lengths the Chunk fields declare
-            pending=_pack_all(_PENDING_TYPES, self.pending),  # type: ignore[arg-type]
-            final=_pack_all(_FINAL_TYPES, self.final),  # type: ignore[arg-type]
-            deleted=_pack("q", self.deleted),
-        )
-        return _CHUNK_ENCODER.encode(chunk)
+    def __len__(self) -> int:
+        return len(self._table)
 
 
 class MessageTable:
     """The tracked messages of one target."""
 
     def __init__(self) -> None:
-        self.entries: dict[int, Entry] = {}
-        self.pending = 0
         self.written = 0  # changes saved since the last snapshot: what a load replays
         self.finals: dict[tuple[str, str, int], Final] = {}  # see final()
-        # By creation minute: the ids (a list: its ints are the entries' keys, so it costs the
-        # same as an array, and is extended far faster) and their creation times.
-        self._minutes: dict[int, tuple[list[int], array[float]]] = {}
+        self._kinds: list[Final] = []  # by code, as the final store keeps them
+        self._codes: dict[Final, int] = {}  # identity hash: no tuple built per message
+        self._finals = FinalStore(self._kinds)
+        self._rows: dict[int, Row] = {}
+        # The row of a pending message, None for any other id: the dict's own method, as the
+        # tracker asks it for every message it re-read.
+        self.row: Callable[[int], Row | None] = self._rows.get
         self._pending_minutes: dict[int, dict[int, Row]] = {}  # creation minute
         self._deadlines: dict[int, dict[int, Row]] = {}  # deadline minute
         self._scheduled: dict[int, Row] = {}  # rows with a re-check time of their own
         self._pruned_before = -math.inf  # final messages created before were forgotten
-        self._changes = _Changes()
+        self._changes = Changes()
 
     def final(self, series: str, status: str, state: int) -> Final:
         """The shared entry of final messages of this series, status and state."""
@@ -178,28 +99,63 @@ class MessageTable:
         entry = self.finals.get(key)
         if entry is None:
             entry = self.finals[key] = Final(series, status, state)
+            self._codes[entry] = len(self._kinds)
+            self._kinds.append(entry)
         return entry
+
+    # --- lookups by id --------------------------------------------------------------------
+
+    def get(self, msg_id: int) -> Entry | None:
+        """The tracked message of this id: its row if pending, its shared entry if final."""
+        row = self._rows.get(msg_id)
+        if row is not None:
+            return row
+        finals = self._finals
+        if msg_id >= finals.hot_from:  # read here, not through a call: a poll's new messages
+            # and its re-reads of young ones are all in the dicts of the newest
+            found = finals.young.get(msg_id)
+            return found if found is not None else finals.old.get(msg_id)
+        return finals.entry(msg_id)
+
+    def isdisjoint(self, ids: Collection[int]) -> bool:
+        """True when none of ``ids`` is tracked."""
+        return self._rows.keys().isdisjoint(ids) and self._finals.isdisjoint(ids)
+
+    def __len__(self) -> int:
+        """Messages tracked."""
+        return len(self._rows) + len(self._finals)
+
+    @property
+    def pending(self) -> int:
+        """Pending messages tracked."""
+        return len(self._rows)
+
+    @property
+    def entries(self) -> Mapping[int, Entry]:
+        """Every tracked message by id (one at a time: for tests and tools, not a poll)."""
+        return _Entries(self)
 
     # --- changes (each one recorded for the next save) -----------------------------------
 
     def add_final(self, msg_id: int, created_at: float, entry: Final) -> None:
         """Track a message first seen in a final status."""
-        self.entries[msg_id] = entry
-        self._file(msg_id, created_at)
-        self._changes.add_final(msg_id, created_at, entry)
+        code = self._code(entry)
+        self._finals.put(msg_id, created_at, code)
+        self._changes.add_final(msg_id, created_at, code)
 
     def add_finals(self, ids: list[int], created: list[float], entries: list[Final]) -> None:
         """Track messages first seen in a final status, in one batch (as a cold read sees them)."""
-        self.entries.update(zip(ids, entries, strict=True))
-        self._file_all(ids, created)
-        self._changes.add_finals(ids, created, entries)
+        codes = {entry: self._code(entry) for entry in set(entries)}
+        kinds = list(map(codes.__getitem__, entries))
+        seconds, inexact = whole_seconds(created)
+        exact = {ids[position]: created[position] for position in inexact}
+        self._finals.put_many(ids, seconds, kinds, exact)
+        self._changes.add_finals(ids, seconds, kinds, exact)
 
     def add_pending(self, row: Row) -> None:
         """Track a message first seen pending."""
-        self.entries[row.id] = row
-        self._file(row.id, row.created_at)
+        self._rows[row.id] = row
         self._index(row)
-        self.pending += 1
         self._changes.add_pending(row)
 
     def update(self, row: Row) -> None:
@@ -209,21 +165,18 @@ class MessageTable:
 
     def finalize(self, row: Row, entry: Final) -> None:
         """A pending message reached a final status."""
-        self._unindex(row)
-        self.pending -= 1
+        self._drop_pending(row)
         if row.created_at < self._pruned_before:
             # Pruning is over for it: nothing would ever drop the entry (and a read of it is
             # ignored anyway, being older than the tracker's horizon).
-            del self.entries[row.id]
             self._changes.add_deleted(row.id)
             return
-        self.entries[row.id] = entry
-        self._changes.add_final(row.id, row.created_at, entry)
+        self.add_final(row.id, row.created_at, entry)
 
     def change_final(self, msg_id: int, entry: Final) -> None:
         """A final message changed to another final status."""
-        self.entries[msg_id] = entry
-        self._changes.add_final(msg_id, 0.0, entry)  # a known id: its created_at is not read
+        created_at = self._finals.created_at(msg_id)
+        self.add_final(msg_id, 0.0 if created_at is None else created_at, entry)
 
     def abandon(self, rows: Iterable[Row]) -> None:
         """Stop tracking pending messages."""
@@ -234,30 +187,18 @@ class MessageTable:
     def mark_backlog(self, ids: Iterable[int], now: float) -> None:
         """Make due messages that were not read due from ``now`` on."""
         for msg_id in ids:
-            row = self.entries.get(msg_id)
-            if isinstance(row, Row):
+            row = self._rows.get(msg_id)
+            if row is not None:
                 row.next_check = now
                 self.update(row)
 
     def prune(self, before: float) -> int:
         """Forget final messages created before ``before``; returns how many.
 
-        Pending ones stay until abandoned, though their minute is dropped: it is out of the
-        window, and they are found by id.
+        Pending ones stay until abandoned: they are out of the window, and found by id.
         """
-        limit = int(before // 60)
-        removed = 0
-        entries = self.entries
-        for minute in [m for m in self._minutes if m <= limit]:
-            ids, created = self._minutes[minute]
-            if minute < limit:
-                del self._minutes[minute]
-            for msg_id, created_at in zip(ids, created, strict=True):
-                if created_at < before and type(entries.get(msg_id)) is Final:
-                    del entries[msg_id]
-                    removed += 1
         self._pruned_before = max(self._pruned_before, before)
-        return removed
+        return self._finals.prune(before)
 
     # --- queries --------------------------------------------------------------------------
 
@@ -271,12 +212,9 @@ class MessageTable:
 
     def pending_created_between(self, after: float, upto: float) -> list[tuple[int, float]]:
         """``(id, created_at)`` of pending messages created in ``(after, upto]``, oldest first."""
-        low = -math.inf if after == -math.inf else after // 60
-        minutes = sorted(m for m in self._pending_minutes if low <= m <= upto // 60)
         found = [
             (row.id, row.created_at)
-            for minute in minutes
-            for row in self._pending_minutes[minute].values()
+            for row in self._pending_in(_minute(after), _minute(upto))
             if after < row.created_at <= upto
         ]
         found.sort(key=_by_created)
@@ -295,12 +233,9 @@ class MessageTable:
         return [r for r in self._due_by(now) if r.deadline is not None and r.deadline <= now]
 
     def created_at(self, msg_id: int) -> float | None:
-        """When a tracked message was created, as filed (a search: for the rare answer that
-        leaves it out)."""
-        for ids, created in self._minutes.values():
-            if msg_id in ids:
-                return created[ids.index(msg_id)]
-        return None
+        """When a tracked message was created."""
+        row = self._rows.get(msg_id)
+        return row.created_at if row is not None else self._finals.created_at(msg_id)
 
     def oldest_pending(self) -> float | None:
         """``created_at`` of the oldest pending message."""
@@ -313,111 +248,99 @@ class MessageTable:
         """Messages created in ``[start, end)`` by series and status."""
         high = math.inf if end is None else end
         counts: dict[tuple[str, str], int] = {}
-        entries = self.entries
-        first, last = start // 60, math.inf if end is None else end // 60
-        for minute in [m for m in self._minutes if first <= m <= last]:
-            ids, created = self._minutes[minute]
-            for msg_id, created_at in zip(ids, created, strict=True):
-                entry = entries.get(msg_id)
-                if entry is not None and start <= created_at < high:
-                    key = (entry.series, entry.status)
-                    counts[key] = counts.get(key, 0) + 1
+        for row in self._pending_in(_minute(start), _minute(high)):
+            if start <= row.created_at < high:
+                key = (row.series, row.status)
+                counts[key] = counts.get(key, 0) + 1
+        for code, count in self._finals.counts(start, high).items():
+            entry = self._kinds[code]
+            key = (entry.series, entry.status)
+            counts[key] = counts.get(key, 0) + count
         return counts
 
     # --- persistence ----------------------------------------------------------------------
 
     def take_changes(self) -> bytes | None:
         """The changes since the last call, encoded as a chunk (None when there are none)."""
-        changes, self._changes = self._changes, _Changes()
+        changes, self._changes = self._changes, Changes()
         if not changes.count:
             return None
         self.written += changes.count
-        return changes.encode()
+        return changes.encode(self._kinds)
 
     def snapshot(self) -> bytes:
         """The whole table as one chunk; replaying it alone gives this table."""
-        snapshot = _Changes()
-        for rows in self._pending_minutes.values():
-            for row in rows.values():
-                snapshot.add_pending(row)
-        entries = self.entries
-        for ids, created in self._minutes.values():
-            for msg_id, created_at in zip(ids, created, strict=True):
-                entry = entries.get(msg_id)
-                if type(entry) is Final:
-                    snapshot.add_final(msg_id, created_at, entry)
-        self.written = snapshot.count
-        return snapshot.encode()
+        snapshot = Changes(self._kinds)
+        for row in self._rows.values():
+            snapshot.add_pending(row)
+        self.written = snapshot.count + len(self._finals)
+        return snapshot.encode_store(self._finals)
 
     def replay(self, blob: bytes) -> None:
-        """Apply a saved chunk (a snapshot, or the changes of one poll)."""
-        chunk = _CHUNK_DECODER.decode(blob)
-        pending = zip(*_unpack_all(_PENDING_TYPES, chunk.pending), strict=True)
-        for msg_id, created_at, kind, next_check, deadline in pending:
+        """Apply a saved chunk (a snapshot, or the changes of one poll), of either layout."""
+        chunk = chunks.decode(blob)
+        columns = zip(*chunks.pending_columns(chunk), strict=True)
+        for msg_id, created_at, kind, next_check, deadline in columns:
             series, status, _state = chunk.kinds[kind]
             self._put_pending(
                 Row(msg_id, created_at, series, status, _value(next_check), _value(deadline))
             )
-        finals = [self.final(*kind) for kind in chunk.kinds]
-        final = zip(*_unpack_all(_FINAL_TYPES, chunk.final), strict=True)
-        for msg_id, created_at, kind in final:
-            self._put_final(msg_id, created_at, finals[kind])
-        deleted = _unpack("q", chunk.deleted)
+        codes = [self._code(self.final(*kind)) for kind in chunk.kinds]
+        if isinstance(chunk, LegacyChunk):  # its changes of status hold no creation time
+            blocks, keep_times = chunks.legacy_final_blocks(chunk), True
+        else:
+            blocks, keep_times = chunks.final_blocks(chunk.final), False
+        finals = 0
+        for ids, seconds, kinds, exact in blocks:
+            self._put_finals(ids, seconds, list(map(codes.__getitem__, kinds)), exact, keep_times)
+            finals += len(ids)
+        deleted = chunks.unpack("q", chunk.deleted)
         for msg_id in deleted:
-            row = self.entries.get(msg_id)
-            if isinstance(row, Row):
+            row = self._rows.get(msg_id)
+            if row is not None:
                 self._drop_pending(row)
-        self.written += (len(chunk.pending[0]) + len(chunk.final[0]) + len(chunk.deleted)) // 8
+        self.written += len(chunk.pending[0]) // 8 + finals + len(deleted)
 
     # --- internals ------------------------------------------------------------------------
 
+    def _code(self, entry: Final) -> int:
+        """The code of a final entry (one made elsewhere is taken as this table's own)."""
+        code = self._codes.get(entry)
+        if code is None:
+            code = self._codes[entry] = self._codes[
+                self.final(entry.series, entry.status, entry.state)
+            ]
+        return code
+
     def _put_pending(self, row: Row) -> None:
         """Insert or replace a pending row, as a chunk says."""
-        known = self.entries.get(row.id)
-        if isinstance(known, Row):
+        known = self._rows.get(row.id)
+        if known is not None:
             self._unindex(known)
-        elif known is None:
-            self._file(row.id, row.created_at)
-            self.pending += 1
-        else:
+        elif row.id in self._finals:
             return  # a final message never goes back to pending
-        self.entries[row.id] = row
+        self._rows[row.id] = row
         self._index(row)
 
-    def _put_final(self, msg_id: int, created_at: float, entry: Final) -> None:
-        """Insert a final message, or make a tracked one final, as a chunk says."""
-        known = self.entries.get(msg_id)
-        if known is None:
-            self._file(msg_id, created_at)
-        elif isinstance(known, Row):
-            self._unindex(known)
-            self.pending -= 1
-        self.entries[msg_id] = entry
+    def _put_finals(
+        self,
+        ids: array[int],
+        seconds: array[int],
+        codes: list[int],
+        exact: dict[int, float],
+        keep_times: bool,
+    ) -> None:
+        """Insert final messages, or make tracked ones final, as a chunk says."""
+        rows = self._rows
+        if rows and not rows.keys().isdisjoint(ids):
+            for row in [rows[msg_id] for msg_id in ids if msg_id in rows]:
+                self._drop_pending(row)
+        self._finals.put_many(ids, seconds, codes, exact, keep_times=keep_times)
 
     def _drop_pending(self, row: Row) -> None:
         """Forget a pending row."""
         self._unindex(row)
-        del self.entries[row.id]
-        self.pending -= 1
-
-    def _file(self, msg_id: int, created_at: float) -> None:
-        """File a new message under its creation minute."""
-        minute = int(created_at // 60)
-        filed = self._minutes.get(minute)
-        if filed is None:
-            filed = self._minutes[minute] = ([], array("d"))
-        filed[0].append(msg_id)
-        filed[1].append(created_at)
-
-    def _file_all(self, ids: list[int], created: list[float]) -> None:
-        """File new messages under their creation minutes, a run of one minute at a time."""
-        minutes = self._minutes
-        for minute, start, end in minute_runs(created):
-            filed = minutes.get(minute)
-            if filed is None:
-                filed = minutes[minute] = ([], array("d"))
-            filed[0].extend(ids[start:end])
-            filed[1].fromlist(created[start:end])
+        del self._rows[row.id]
 
     def _index(self, row: Row) -> None:
         """Index a pending row by creation minute, deadline and re-check time."""
@@ -439,6 +362,12 @@ class MessageTable:
             self._scheduled.pop(row.id, None)
         else:
             self._scheduled[row.id] = row
+
+    def _pending_in(self, first: float, last: float) -> Iterator[Row]:
+        """Pending rows whose creation minute is in ``[first, last]``, oldest minute first."""
+        index = self._pending_minutes
+        for minute in sorted(m for m in index if first <= m <= last):
+            yield from index[minute].values()
 
     def _due_by(self, moment: float) -> list[Row]:
         """Pending rows whose deadline minute is not after ``moment``'s."""
@@ -468,6 +397,11 @@ def minute_runs(created: list[float]) -> Iterator[tuple[int, int, int]]:
             start = end
 
 
+def _minute(moment: float) -> float:
+    """The minute of a moment, or the infinity it is."""
+    return moment if math.isinf(moment) else moment // 60
+
+
 def _discard(index: dict[int, dict[int, Row]], key: int, msg_id: int) -> None:
     """Remove an id from one bucket of an index, and the bucket once empty."""
     bucket = index.get(key)
@@ -490,30 +424,3 @@ def _by_created(item: tuple[int, float]) -> tuple[float, int]:
 def _value(number: float) -> float | None:
     """A float from a chunk, None for the NaN that stands for a missing value."""
     return None if math.isnan(number) else number
-
-
-def _pack(typecode: str, values: list[int] | list[float]) -> bytes:
-    """Values as a little-endian array of ``typecode``, in bytes."""
-    packed = array(typecode, values)
-    if _SWAP:  # pragma: no cover - big-endian machines only
-        packed.byteswap()
-    return packed.tobytes()
-
-
-def _pack_all(typecodes: str, columns: Iterable[list[Any]]) -> tuple[bytes, ...]:
-    """Columns packed by :func:`_pack`, one typecode each."""
-    return tuple(_pack(code, values) for code, values in zip(typecodes, columns, strict=True))
-
-
-def _unpack_all(typecodes: str, blobs: Iterable[bytes]) -> list[array[Any]]:
-    """What :func:`_pack_all` wrote, unpacked."""
-    return [_unpack(code, data) for code, data in zip(typecodes, blobs, strict=True)]
-
-
-def _unpack(typecode: str, data: bytes) -> array[Any]:
-    """Little-endian bytes as an array of ``typecode`` (what :func:`_pack` wrote)."""
-    values = array(typecode)
-    values.frombytes(data)
-    if _SWAP:  # pragma: no cover - big-endian machines only
-        values.byteswap()
-    return values

@@ -281,7 +281,7 @@ class TargetTracker:
             feed_trusted=self.feed_trusted,
             feed_disorders=dict(c.disorders),
             oldest_pending_age=max(0.0, now - oldest) if oldest is not None else 0.0,
-            tracked=len(self._table.entries),
+            tracked=len(self._table),
             pending=self._table.pending,
             backlog=self._backlog,
         )
@@ -297,13 +297,12 @@ class TargetTracker:
             self._p.baseline_started = now
         self._window.slide(now)
         table = self._table
-        entries = table.entries
-        if entries.keys().isdisjoint(messages.keys()):  # a cold read: all new
+        if table.isdisjoint(messages.keys()):  # a cold read: all new
             fresh = list(messages.values())
         else:
             fresh = []
             for message in messages.values():
-                entry = entries.get(message.id)
+                entry = table.get(message.id)
                 if entry is None:
                     fresh.append(message)
                 elif type(entry) is Row:
@@ -312,8 +311,8 @@ class TargetTracker:
                     # type() is not narrowed like isinstance(), which costs more in this loop
                     self._update_final(entry, message, batch)  # type: ignore[arg-type]
         for msg_id in checked:  # asked for: look again on schedule (returned or not)
-            row = entries.get(msg_id)
-            if isinstance(row, Row):
+            row = table.row(msg_id)
+            if row is not None:
                 next_check = self._next_check(row, now)
                 if next_check != row.next_check:
                     row.next_check = next_check
@@ -631,7 +630,7 @@ class TargetTracker:
         """
         table = self._table
         changes = table.take_changes()
-        if table.written > 2 * len(table.entries) + COMPACT_MIN_CHANGES:
+        if table.written > 2 * len(table) + COMPACT_MIN_CHANGES:
             self._store.replace_chunks(self.name, table.snapshot())
         elif changes is not None:
             self._store.append_chunk(self.name, changes)
