@@ -15,6 +15,9 @@ each doing only its part, so that what is measured is theirs alone:
 * **memory**: a fresh process that only ingests ``--messages`` messages (pages the driver wrote
   to a file, read one poll of ``--poll-pages`` pages at a time, as the request budget cuts a
   cold read) into one tracker with a 72 h window, then reports its VmRSS and the state file.
+  The memory its polls' reads and their garbage used mostly stays with the process, so a third
+  process, **load**, then only loads that state file (a restart) and reports its VmRSS: what the
+  tracked messages themselves take.
 
 The pages are synthetic but shaped like the API's (every field of a row, the simulator's kind of
 status mix). Every number printed is measured in the run; progress goes to stderr.
@@ -244,7 +247,7 @@ def memory(args: argparse.Namespace) -> None:
     from exporter.tracking.tracker import TargetTracker  # noqa: PLC0415
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "bsg-exporter.db"
+        path = Path(args.state_file or Path(tmp) / "bsg-exporter.db")
 
         def load(store: StateStore) -> TargetTracker:
             """The one tracker, from the state file (a restart loads it again)."""
@@ -288,6 +291,33 @@ def memory(args: argparse.Namespace) -> None:
             }
         )
         store.close()
+
+
+def load(args: argparse.Namespace) -> None:
+    """Load the state file the memory child wrote, as a restart does, then report the memory."""
+    from exporter.config.schema import TargetConfig  # noqa: PLC0415
+    from exporter.tracking.store import StateStore  # noqa: PLC0415
+    from exporter.tracking.tracker import TargetTracker  # noqa: PLC0415
+
+    base_kb = memory_kb()[0]
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM from here on
+    started = time.perf_counter()
+    store = StateStore(args.state_file)
+    tracker = TargetTracker(store, TargetConfig("all", WINDOW, None))
+    snapshot = tracker.snapshot(START)
+    load_s = time.perf_counter() - started
+    rss_kb, peak_kb = memory_kb()  # the tracker still held
+    reply(
+        {
+            "tracked": snapshot.tracked,
+            "base_kb": base_kb,
+            "rss_kb": rss_kb,
+            "peak_kb": peak_kb,
+            "load_s": load_s,
+        }
+    )
+    del tracker
+    store.close()
 
 
 # --- the driver --------------------------------------------------------------------------
@@ -393,10 +423,16 @@ def drive(args: argparse.Namespace) -> None:
         pages_file = Path(tmp) / "pages.bin"
         pages = write_pages(pages_file, args.messages, args.seed)
         progress(f"{pages:,} pages written ({time.monotonic() - wall:.0f}s)")
+        state_file = str(Path(tmp) / "bsg-exporter.db")
         child = Child(
-            "memory", "--pages-file", str(pages_file), "--poll-pages", str(args.poll_pages)
+            "memory",
+            *("--pages-file", str(pages_file), "--poll-pages", str(args.poll_pages)),
+            *("--state-file", state_file),
         )
         mem = child.receive()
+        child.proc.wait(timeout=60)
+        child = Child("load", "--state-file", state_file)
+        loaded = child.receive()
         child.proc.wait(timeout=60)
     progress(f"memory done ({time.monotonic() - wall:.0f}s)")
 
@@ -433,11 +469,19 @@ def drive(args: argparse.Namespace) -> None:
         f"of {args.poll_pages} pages): {mem['tracked']:,} tracked ({mem['pending']:,} pending); "
         f"VmRSS {rss / 2**20:.1f} MiB = {rss / tracked:.0f} B/message "
         f"({(mem['rss_kb'] - mem['base_kb']) * 1024 / tracked:.0f} B/message above the "
-        f"{mem['base_kb'] / 1024:.1f} MiB before); peak VmHWM {mem['peak_kb'] / 1024:.1f} MiB"
+        f"{mem['base_kb'] / 1024:.1f} MiB before); peak VmHWM {mem['peak_kb'] / 1024:.1f} MiB "
+        f"({(mem['peak_kb'] - mem['base_kb']) * 1024 / tracked:.0f} B/message above it)"
     )
     print(
         f"state file (SQLite, with WAL): {mem['state_bytes'] / 2**20:.1f} MiB = "
         f"{mem['state_bytes'] / tracked:.0f} B/message; a restart loads it in {mem['load_s']:.2f} s"
+    )
+    grown, peak = loaded["rss_kb"] - loaded["base_kb"], loaded["peak_kb"] - loaded["base_kb"]
+    print(
+        f"a fresh process loading that state file ({loaded['tracked']:,} tracked, in "
+        f"{loaded['load_s']:.2f} s): VmRSS {grown / 1024:.1f} MiB above the "
+        f"{loaded['base_kb'] / 1024:.1f} MiB before = {grown * 1024 / tracked:.0f} B/message; "
+        f"peak VmHWM {peak * 1024 / tracked:.0f} B/message above it"
     )
     p99 = percentile(results[("polling", "prometheus")][0], 0.99)
     print(f"scrape p99 while polling: {p99 * 1e3:.2f} ms; memory: {rss / tracked:.0f} B/message")
@@ -451,8 +495,9 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--messages", type=int, default=1_000_000, help="for the memory part")
     parser.add_argument("--poll-pages", type=int, default=299, help="pages per cold poll")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--role", choices=("drive", "serve", "memory"), default="drive")
+    parser.add_argument("--role", choices=("drive", "serve", "memory", "load"), default="drive")
     parser.add_argument("--pages-file", help=argparse.SUPPRESS)
+    parser.add_argument("--state-file", help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
@@ -468,6 +513,8 @@ def main() -> None:
         serve(args)
     elif args.role == "memory":
         memory(args)
+    elif args.role == "load":
+        load(args)
     else:
         drive(args)
 

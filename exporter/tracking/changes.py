@@ -14,7 +14,7 @@ import operator
 from array import array
 from collections.abc import Iterable, Sequence
 from itertools import islice
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from exporter.tracking import chunks
 from exporter.tracking.chunks import NONE
@@ -23,6 +23,7 @@ from exporter.tracking.finals import FinalStore, clipped_second, sorted_last_win
 if TYPE_CHECKING:
     from exporter.tracking.table import Final, Row
 
+T = TypeVar("T")
 PENDING = 0
 """The state of a pending message (the tracker's ``Standing.PENDING``)."""
 
@@ -115,9 +116,21 @@ class Changes:
     def _encode(self, final: chunks.FinalColumns) -> bytes:
         """The chunk with these final columns, encoded."""
         kinds = [key for key, _ in sorted(self._kinds.items(), key=operator.itemgetter(1))]
-        return chunks.encode(kinds, self.pending, final, self.deleted)
+        ids, created, codes, next_checks, deadlines = self.pending
+        if not all(map(operator.lt, ids, islice(ids, 1, None))):
+            last = dict(zip(ids, range(len(ids)), strict=True))  # where each row last was
+            order = list(map(last.__getitem__, sorted(last)))
+            ids, created, codes = _at(order, ids), _at(order, created), _at(order, codes)
+            next_checks, deadlines = _at(order, next_checks), _at(order, deadlines)
+        pending = chunks.pending_columns(ids, created, codes, next_checks, deadlines)
+        return chunks.encode(kinds, pending, final, self.deleted)
 
 
 def _key(entry: Final) -> tuple[str, str, int]:
     """The (series, status, state) of a final entry."""
     return entry.series, entry.status, entry.state
+
+
+def _at(order: list[int], column: list[T]) -> list[T]:
+    """The items of ``column`` at the positions ``order`` gives."""
+    return list(map(column.__getitem__, order))

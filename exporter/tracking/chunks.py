@@ -1,12 +1,12 @@
 """The layout of the chunks a message table is saved in, and the layout before it, still read.
 
 Owns the bytes: msgpack of little-endian arrays that decode without a Python loop per message.
-A chunk holds pending messages column by column (their ids, creation and re-check times,
-deadlines) and final ones in id order: the steps from one id to the next, their creation seconds
-(in a snapshot, the steps between those too), and their kind codes, each column in the narrowest
-integer type that holds it (steps and codes mostly a byte). The layout before
-(:class:`LegacyChunk`: final messages as 8-byte ids, 8-byte times and 4-byte codes) is read too,
-so that a state file written by an older exporter loads and is rewritten.
+A chunk holds its messages in id order, column by column: the steps from one id to the next,
+kind codes, and moments (creation times, deadlines) as the steps between their whole seconds,
+each column in the narrowest integer type that holds it (mostly a byte), with the moments that
+are not a whole second, and the few re-check times, kept exactly beside them. The layout before
+(:class:`LegacyChunk`: 8-byte ids, 8-byte times and 4-byte codes) is read too, so that a state
+file written by an older exporter loads and is rewritten.
 
 Must not import: any exporter module but ``exporter.tracking.finals``.
 """
@@ -19,15 +19,15 @@ import sys
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from itertools import accumulate, chain, islice
+from itertools import accumulate, chain, compress, islice
 from typing import Any, TypeAlias
 
 import msgspec
 
 from exporter.tracking.finals import whole_seconds
 
-PENDING_TYPES = "qdIdd"
-"""The array typecodes of a chunk's pending columns: ids, created, kinds, next check, deadline."""
+LEGACY_PENDING_TYPES = "qdIdd"
+"""The typecodes of :class:`LegacyChunk`'s pending columns: ids, created, kinds, next, deadline."""
 LEGACY_FINAL_TYPES = "qdI"
 """The array typecodes of :class:`LegacyChunk`'s final columns: ids, created, kinds."""
 BLOCK = 65_536
@@ -39,38 +39,60 @@ _SWAP = sys.byteorder != "little"
 
 Block = tuple[Sequence[int], Sequence[int], Sequence[int]]
 """Final messages in id order: ids, creation seconds, kind codes."""
+Exact = tuple[list[int], list[float]]
+"""Positions of moments that are not their whole second, and what they are."""
 Finals: TypeAlias = "tuple[array[int], array[int], array[int], dict[int, float]]"
 """Final messages decoded: ids, creation seconds, kind codes, and the exact creation times
 (by id) of those not created on a whole second."""
+PendingRow = tuple[int, float, int, float, float]
+"""A pending message decoded: id, created, kind code, next check and deadline (NaN: none)."""
+
+
+class Times(msgspec.Struct, array_like=True):
+    """Moments, as the steps between their whole seconds; those that are not one, exactly."""
+
+    typecode: str  # of the steps: signed, as ids do not always grow with time
+    first: int  # the first moment's second
+    steps: bytes
+    exact: tuple[bytes, bytes]  # positions ("q") and moments ("d") that are not their second
 
 
 class FinalColumns(msgspec.Struct, array_like=True):
-    """Final messages in id order: steps between ids, creation seconds and kind codes."""
+    """Final messages in id order: steps between ids, kind codes, creation times."""
 
-    types: str  # array typecodes of id_steps, created and codes
-    first: tuple[int, int]  # the first message's id and creation second
+    types: str  # array typecodes of id_steps and codes
+    first: int  # the first message's id
     id_steps: bytes
-    # the creation seconds ("I"), or (a signed typecode: ids do not always grow with time) the
-    # steps between them, from the first on
-    created: bytes
     codes: bytes
-    exact: tuple[bytes, bytes]  # positions ("q") and creation times ("d") not whole seconds
+    created: Times
+
+
+class PendingColumns(msgspec.Struct, array_like=True):
+    """Pending messages in id order, as they now are."""
+
+    types: str  # array typecodes of id_steps and kinds
+    first: int
+    id_steps: bytes
+    kinds: bytes
+    created: Times
+    deadline: Times  # NaN among the exact ones: none
+    next_check: tuple[bytes, bytes]  # positions ("q") and times ("d") of the rows that have one
 
 
 class Chunk(msgspec.Struct, array_like=True, tag=2):
     """Changes to a table (or all of it)."""
 
     kinds: list[tuple[str, str, int]]  # (series, status, state) of each kind code
-    pending: tuple[bytes, bytes, bytes, bytes, bytes]  # see PENDING_TYPES
+    pending: PendingColumns
     final: FinalColumns
     deleted: bytes  # ids
 
 
 class LegacyChunk(msgspec.Struct, array_like=True):
-    """A chunk as exporters before the compact final columns wrote it."""
+    """A chunk as exporters before the compact columns wrote it."""
 
     kinds: list[tuple[str, str, int]]
-    pending: tuple[bytes, bytes, bytes, bytes, bytes]  # see PENDING_TYPES
+    pending: tuple[bytes, bytes, bytes, bytes, bytes]  # see LEGACY_PENDING_TYPES
     final: tuple[bytes, bytes, bytes]  # see LEGACY_FINAL_TYPES
     deleted: bytes
 
@@ -82,14 +104,12 @@ _LEGACY_DECODER = msgspec.msgpack.Decoder(LegacyChunk)
 
 def encode(
     kinds: list[tuple[str, str, int]],
-    pending: Sequence[Sequence[Any]],
+    pending: PendingColumns,
     final: FinalColumns,
     deleted: list[int],
 ) -> bytes:
     """A chunk, encoded."""
-    packed = tuple(pack(code, column) for code, column in zip(PENDING_TYPES, pending, strict=True))
-    # one array a typecode: the tuple has the length the field declares
-    return _ENCODER.encode(Chunk(kinds, packed, final, pack("q", deleted)))  # type: ignore[arg-type]
+    return _ENCODER.encode(Chunk(kinds, pending, final, pack("q", deleted)))
 
 
 def decode(blob: bytes) -> Chunk | LegacyChunk:
@@ -100,27 +120,34 @@ def decode(blob: bytes) -> Chunk | LegacyChunk:
         return _LEGACY_DECODER.decode(blob)
 
 
+# --- writing ----------------------------------------------------------------------------
+
+
+def times(seconds: Sequence[int], exact: Exact) -> Times:
+    """Moments given as whole seconds, and where and what the exact ones are."""
+    steps = _narrowest("bhiq", lambda: map(operator.sub, islice(seconds, 1, None), seconds))
+    return _times(steps, seconds[0] if seconds else 0, exact)
+
+
 def final_columns_of(
-    ids: Sequence[int],
-    seconds: Sequence[int],
-    codes: Sequence[int],
-    exact: tuple[list[int], list[float]],
+    ids: Sequence[int], seconds: Sequence[int], codes: Sequence[int], exact: Exact
 ) -> FinalColumns:
-    """The columns of final messages in id order, their creation seconds as they are: the
-    changes of one poll, encoded with one pass a column."""
-    if not ids:
-        return _columns((0, 0), (array("B"), array("I"), array("B")), exact)
-    id_steps = _narrowest("BHIQ", map(operator.sub, islice(ids, 1, None), ids))
-    columns = (id_steps, array("I", seconds), _narrowest("BHI", codes))
-    return _columns((ids[0], seconds[0]), columns, exact)
+    """The columns of final messages in id order (one poll's: one pass a column)."""
+    id_steps = _narrowest("BHIQ", lambda: map(operator.sub, islice(ids, 1, None), ids))
+    kinds = _narrowest("BHI", lambda: codes)
+    return FinalColumns(
+        id_steps.typecode + kinds.typecode,
+        ids[0] if ids else 0,
+        _bytes(id_steps),
+        _bytes(kinds),
+        times(seconds, exact),
+    )
 
 
-def final_columns(
-    blocks: Callable[[], Iterable[Block]], exact: tuple[list[int], list[float]]
-) -> FinalColumns:
-    """The columns of final messages given in id order as blocks, creation seconds as steps
-    (a snapshot: ``blocks`` is called twice, to size the columns, then to fill them), with the
-    positions and times of those whose creation time is not their second."""
+def final_columns(blocks: Callable[[], Iterable[Block]], exact: Exact) -> FinalColumns:
+    """The columns of final messages given in id order as blocks (a snapshot: ``blocks`` is
+    called twice, to size the columns, then to fill them), and where and what the exact
+    creation times are."""
     sizes = _Sizes()
     for block in blocks():
         sizes.add(*block)
@@ -137,52 +164,132 @@ def final_columns(
         created_steps.extend(map(operator.sub, islice(seconds, 1, None), seconds))
         codes.extend(iter(block_codes))
         previous = ids[-1], seconds[-1]
-    return _columns(sizes.first or (0, 0), (id_steps, created_steps, codes), exact)
+    first_id, first_second = sizes.first or (0, 0)
+    created = _times(created_steps, first_second, exact)
+    return FinalColumns(types[0] + types[2], first_id, _bytes(id_steps), _bytes(codes), created)
 
 
-def pending_columns(chunk: Chunk | LegacyChunk) -> list[array[Any]]:
-    """A chunk's pending columns (see :data:`PENDING_TYPES`)."""
-    return [unpack(code, data) for code, data in zip(PENDING_TYPES, chunk.pending, strict=True)]
+def pending_columns(
+    ids: Sequence[int],
+    created: list[float],
+    kinds: Sequence[int],
+    next_checks: Sequence[float],
+    deadlines: list[float],
+) -> PendingColumns:
+    """The columns of pending messages given in id order (NaN: no next check or deadline)."""
+    id_steps = _narrowest("BHIQ", lambda: map(operator.sub, islice(ids, 1, None), ids))
+    codes = _narrowest("BHI", lambda: kinds)
+    checks = list(compress(range(len(ids)), map(operator.eq, next_checks, next_checks)))  # NaN: no
+    return PendingColumns(
+        id_steps.typecode + codes.typecode,
+        ids[0] if ids else 0,
+        _bytes(id_steps),
+        _bytes(codes),
+        times(*_whole(created)),
+        times(*_whole(deadlines)),
+        (pack("q", checks), pack("d", list(map(next_checks.__getitem__, checks)))),
+    )
 
 
-def final_blocks(columns: FinalColumns) -> Iterator[Finals]:
-    """What :func:`final_columns` or :func:`final_columns_of` wrote, a block at a time."""
-    if len(columns.types) != len("qIB"):  # one typecode a column
-        raise ValueError(f"chunk: bad final column types {columns.types!r}")
-    codes = unpack(columns.types[2], columns.codes)
+# --- reading ----------------------------------------------------------------------------
+
+
+def final_blocks(chunk: Chunk | LegacyChunk) -> Iterator[Finals]:
+    """A chunk's final messages, a block at a time (a legacy chunk's in the order written, an
+    id maybe more than once)."""
+    if isinstance(chunk, LegacyChunk):
+        yield from _legacy_final_blocks(chunk)
+        return
+    columns = chunk.final
+    codes = _unpack_types(columns.types, 1, columns.codes)
     count = len(codes)
-    id_steps = unpack(columns.types[0], columns.id_steps)
-    created = unpack(columns.types[1], columns.created)
-    positions, times = unpack("q", columns.exact[0]), unpack("d", columns.exact[1])
-    absolute = columns.types[1] == "I"
-    if count and (len(id_steps) != count - 1 or len(created) != count - (not absolute)):
-        raise ValueError("chunk: final columns of different lengths")
-    if len(positions) != len(times) or any(not 0 <= p < count for p in positions):
-        raise ValueError("chunk: exact creation times without their positions")
-    first_id, first_second = columns.first
-    ids = accumulate(chain((first_id,), id_steps))
-    steps = accumulate(chain((first_second,), created))
-    exact = sorted(zip(positions, times, strict=True))
+    ids = _ids(columns.types, columns.first, columns.id_steps, count)
+    seconds, exact = _steps(columns.created, count)
     for start in range(0, count, BLOCK):
         block_ids = array("q", islice(ids, BLOCK))
         end = start + len(block_ids)
-        seconds = created[start:end] if absolute else array("I", islice(steps, BLOCK))
         found = exact[bisect_left(exact, (start, -math.inf)) : bisect_left(exact, (end, -math.inf))]
         moments = {block_ids[position - start]: time for position, time in found}
-        yield block_ids, seconds, codes[start:end], moments
+        yield block_ids, array("I", islice(seconds, BLOCK)), codes[start:end], moments
 
 
-def legacy_final_blocks(chunk: LegacyChunk) -> Iterator[Finals]:
-    """The final messages of a legacy chunk (in the order written, an id maybe more than once)."""
+def pending_rows(chunk: Chunk | LegacyChunk) -> Iterator[PendingRow]:
+    """A chunk's pending messages (a legacy chunk's in the order written)."""
+    if isinstance(chunk, LegacyChunk):
+        legacy = zip(LEGACY_PENDING_TYPES, chunk.pending, strict=True)
+        yield from zip(*(unpack(code, data) for code, data in legacy), strict=True)
+        return
+    columns = chunk.pending
+    kinds = _unpack_types(columns.types, 1, columns.kinds)
+    count = len(kinds)
+    ids = _ids(columns.types, columns.first, columns.id_steps, count)
+    next_checks = [NONE] * count
+    for position, moment in _exact(columns.next_check, count):
+        next_checks[position] = moment
+    created, deadlines = _moments(columns.created, count), _moments(columns.deadline, count)
+    yield from zip(ids, created, kinds, next_checks, deadlines, strict=True)
+
+
+def _legacy_final_blocks(chunk: LegacyChunk) -> Iterator[Finals]:
+    """The final messages of a legacy chunk, in one block."""
     ids, created, codes = (
         unpack(code, data) for code, data in zip(LEGACY_FINAL_TYPES, chunk.final, strict=True)
     )
     if not len(ids) == len(created) == len(codes):
         raise ValueError("chunk: final columns of different lengths")
     if len(ids):
-        times = created.tolist()
-        seconds, inexact = whole_seconds(times)
-        yield ids, seconds, codes, {ids[position]: times[position] for position in inexact}
+        moments = created.tolist()
+        seconds, inexact = whole_seconds(moments)
+        yield ids, seconds, codes, {ids[position]: moments[position] for position in inexact}
+
+
+def _ids(types: str, first: int, steps: bytes, count: int) -> Iterator[int]:
+    """Ids from the steps between them."""
+    id_steps = _unpack_types(types, 0, steps)
+    if count and len(id_steps) != count - 1:
+        raise ValueError("chunk: columns of different lengths")
+    return islice(accumulate(chain((first,), id_steps)), count)
+
+
+def _steps(column: Times, count: int) -> tuple[Iterator[int], list[tuple[int, float]]]:
+    """The whole seconds of ``count`` moments, and the exact ones by position, sorted."""
+    steps = unpack(column.typecode, column.steps)
+    if column.typecode not in "bhiq" or (count and len(steps) != count - 1):
+        raise ValueError("chunk: bad steps of moments")
+    return accumulate(chain((column.first,), steps)), sorted(_exact(column.exact, count))
+
+
+def _moments(column: Times, count: int) -> list[float]:
+    """All ``count`` moments of a column, exactly."""
+    seconds, exact = _steps(column, count)
+    moments = list(map(float, islice(seconds, count)))
+    for position, moment in exact:
+        moments[position] = moment
+    return moments
+
+
+def _exact(column: tuple[bytes, bytes], count: int) -> Iterator[tuple[int, float]]:
+    """Positions (each below ``count``) and moments."""
+    positions, moments = unpack("q", column[0]), unpack("d", column[1])
+    if len(positions) != len(moments) or any(not 0 <= p < count for p in positions):
+        raise ValueError("chunk: exact moments without their positions")
+    return zip(positions, moments, strict=True)
+
+
+def _unpack_types(types: str, index: int, data: bytes) -> array[int]:
+    """The column of ``data`` whose typecode is ``types[index]``."""
+    if len(types) != len("BB"):  # one typecode for each of two columns
+        raise ValueError(f"chunk: bad column types {types!r}")
+    return unpack(types[index], data)
+
+
+def _whole(moments: list[float]) -> tuple[array[int], Exact]:
+    """Moments as whole seconds, and where and what the others are."""
+    seconds, inexact = whole_seconds(moments)
+    return seconds, (inexact, list(map(moments.__getitem__, inexact)))
+
+
+# --- bytes ------------------------------------------------------------------------------
 
 
 def pack(typecode: str, values: Sequence[Any]) -> bytes:
@@ -199,32 +306,20 @@ def unpack(typecode: str, data: bytes) -> array[Any]:
     return values
 
 
-def _columns(
-    first: tuple[int, int],
-    columns: tuple[array[int], array[int], array[int]],
-    exact: tuple[list[int], list[float]],
-) -> FinalColumns:
-    """The final columns (id steps, creation seconds or steps, kind codes), in bytes."""
-    id_steps, created, codes = columns
-    return FinalColumns(
-        id_steps.typecode + created.typecode + codes.typecode,
-        first,
-        _bytes(id_steps),
-        _bytes(created),
-        _bytes(codes),
-        (pack("q", exact[0]), pack("d", exact[1])),
-    )
+def _times(steps: array[int], first: int, exact: Exact) -> Times:
+    """A column of moments, in bytes."""
+    return Times(steps.typecode, first, _bytes(steps), (pack("q", exact[0]), pack("d", exact[1])))
 
 
-def _narrowest(typecodes: str, values: Iterable[int]) -> array[int]:
-    """The values in an array of the first of ``typecodes`` that holds them all."""
-    values = list(values) if len(typecodes) > 1 else values
+def _narrowest(typecodes: str, values: Callable[[], Iterable[int]]) -> array[int]:
+    """The ``values()`` in an array of the first of ``typecodes`` that holds them all (made
+    anew for each try, rather than held in a list of a poll's worth of ints)."""
     for typecode in typecodes[:-1]:
         try:
-            return array(typecode, values)
+            return array(typecode, values())
         except OverflowError:
             continue
-    return array(typecodes[-1], values)
+    return array(typecodes[-1], values())
 
 
 def _bytes(values: array[Any]) -> bytes:

@@ -24,7 +24,7 @@ import msgspec
 from exporter.tracking.table import MessageTable, Row
 
 SCHEMA_VERSION = 3
-"""1: a row per message; 2: chunks with final messages in wide columns; 3: compact ones."""
+"""1: a row per message; 2: chunks of wide columns (8-byte ids and times); 3: compact columns."""
 MEMORY = ":memory:"
 
 _SCHEMA = """
@@ -227,7 +227,7 @@ def _upgrade_from_2(db: sqlite3.Connection) -> None:
             try:
                 for (data,) in db.execute(query, (target,)):
                     table.replay(bytes(data))
-            except (ValueError, msgspec.MsgspecError) as exc:
+            except (ValueError, OverflowError, msgspec.MsgspecError) as exc:
                 problem = f"target {target!r}: a chunk is unreadable ({exc})"
                 raise sqlite3.DatabaseError(problem) from None
             db.execute("DELETE FROM chunks WHERE target = ?", (target,))

@@ -279,27 +279,24 @@ class MessageTable:
     def replay(self, blob: bytes) -> None:
         """Apply a saved chunk (a snapshot, or the changes of one poll), of either layout."""
         chunk = chunks.decode(blob)
-        columns = zip(*chunks.pending_columns(chunk), strict=True)
-        for msg_id, created_at, kind, next_check, deadline in columns:
+        records = 0
+        for msg_id, created_at, kind, next_check, deadline in chunks.pending_rows(chunk):
             series, status, _state = chunk.kinds[kind]
             self._put_pending(
                 Row(msg_id, created_at, series, status, _value(next_check), _value(deadline))
             )
+            records += 1
         codes = [self._code(self.final(*kind)) for kind in chunk.kinds]
-        if isinstance(chunk, LegacyChunk):  # its changes of status hold no creation time
-            blocks, keep_times = chunks.legacy_final_blocks(chunk), True
-        else:
-            blocks, keep_times = chunks.final_blocks(chunk.final), False
-        finals = 0
-        for ids, seconds, kinds, exact in blocks:
+        keep_times = isinstance(chunk, LegacyChunk)  # its changes of status hold no creation time
+        for ids, seconds, kinds, exact in chunks.final_blocks(chunk):
             self._put_finals(ids, seconds, list(map(codes.__getitem__, kinds)), exact, keep_times)
-            finals += len(ids)
+            records += len(ids)
         deleted = chunks.unpack("q", chunk.deleted)
         for msg_id in deleted:
             row = self._rows.get(msg_id)
             if row is not None:
                 self._drop_pending(row)
-        self.written += len(chunk.pending[0]) // 8 + finals + len(deleted)
+        self.written += records + len(deleted)
 
     # --- internals ------------------------------------------------------------------------
 
