@@ -586,7 +586,9 @@ def test_state_disk_full_or_read_only(
         db.execute(f"PRAGMA max_page_count = {pages}")
     else:
         db.execute("PRAGMA query_only = ON")  # SQLITE_READONLY on every write, even as root
-    rig.sim.create_messages([{"campaign_id": 11, "status": "delivered"}] * 600)
+    # Enough that a poll's chunk needs pages the file may not have (chunks are compact, and
+    # the file's free pages take a few thousand messages first).
+    rig.sim.create_messages([{"campaign_id": 11, "status": "delivered"}] * 20_000)
     rig.cycles(3)
     samples = rig.samples()
     both_up(samples, 0)
