@@ -8,7 +8,7 @@ pass checks the order row by row, and tells the first disorder it finds instead 
 it. Rows repeated by reports arriving during the pass are deduplicated by id.
 
 Must not import: httpx, prometheus_client, or any exporter module outside ``exporter.bsg`` but
-the vocabulary.
+the vocabulary and the defaults.
 """
 
 from __future__ import annotations
@@ -19,10 +19,9 @@ from datetime import tzinfo
 from exporter.bsg.errors import BudgetExhaustedError
 from exporter.bsg.paging import MessagePass, PageReader, page_size, pass_params
 from exporter.bsg.wire import Message
+from exporter.defaults import FEED_MAX_PAGES
 from exporter.model import LABEL_DIMENSIONS, NULL_FIRST, RISING, UNPROVEN
 
-MAX_REPORT_PAGES = 2000
-"""Pages one pass reads at most (a million reports): a poll is never held by one pass."""
 MAX_UNPROVEN_PAGES = 20
 """Pages without any report that a pass reads before it gives up telling the order: with the
 documented order, messages without a report all come after the reports."""
@@ -38,7 +37,7 @@ class ReportQuery:
     since: float | None
     campaign_id: int | None = None
     labels: tuple[str, ...] = LABEL_DIMENSIONS
-    max_pages: int = MAX_REPORT_PAGES  # reached without getting to ``since``: not ``reached``
+    max_pages: int = FEED_MAX_PAGES  # reached before getting to ``since``: not ``reached``
 
 
 @dataclass(slots=True)
@@ -73,17 +72,16 @@ class _Order:
             reported = message.delivered_at
             if reported is None:
                 self.seen_null = True
-            elif self.seen_null:
-                self.disorder = NULL_FIRST
-            elif self.last is not None and reported > self.last:
-                self.disorder = RISING
-            else:
-                self.last = reported
-                if self.top is None:
-                    self.top = reported
                 continue
-            if self.disorder is not None:
+            if self.seen_null:
+                self.disorder = NULL_FIRST
                 return
+            if self.last is not None and reported > self.last:
+                self.disorder = RISING
+                return
+            if self.top is None:
+                self.top = reported
+            self.last = reported
 
     @property
     def past_reports(self) -> bool:

@@ -60,15 +60,10 @@ class PollReads:
     def add(self, read: MessagePass, covers: list[int] | tuple[int, ...]) -> None:
         """Merge one pass; due messages it covered count as checked."""
         self.messages.update(read.messages)
-        self.pages += read.pages
-        self.rows += read.rows
-        self.duplicates += read.duplicates
-        self.total_mismatches += read.total_mismatch
-        add_counts(self.rejected, read.rejected)
+        self._tally(read)
         if read.complete:
             self.checked.update(covers)
         else:
-            self.short = True
             last = read.last_id if read.last_id is not None else -1
             self.checked.update(i for i in covers if i <= last)
 
@@ -78,9 +73,14 @@ class PollReads:
         self.feed = read
         for msg_id, message in read.messages.items():
             self.messages.setdefault(msg_id, message)
+        self._tally(read)
+
+    def _tally(self, read: MessagePass) -> None:
+        """Add what a pass cost, rejected and found amiss; a pass the budget cut makes it short."""
         self.pages += read.pages
         self.rows += read.rows
         self.duplicates += read.duplicates
+        self.total_mismatches += read.total_mismatch
         add_counts(self.rejected, read.rejected)
         self.short = self.short or not read.complete
 
