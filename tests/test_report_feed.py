@@ -4,6 +4,7 @@ can order ``sort=delivered``, every count checked against the ground truth."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -30,6 +31,7 @@ START = 1_780_000_000.0
 MISORDERS = ("ignored", "nulls_first", "no_direction")
 
 
+@contextmanager
 def exporter_for(
     sim: Simulator, clock: ManualClock, **kwargs: object
 ) -> Iterator[InProcessExporter]:
@@ -69,7 +71,7 @@ def test_an_honest_feed_counts_every_message_at_the_first_poll_after_its_report(
     poll after its report (a pending message an hour old is re-read every 2 minutes). The
     window's split among pending statuses, and among final ones, waits for a sweep."""
     sim = traffic(clock)
-    for exporter in exporter_for(sim, clock, recheck_every=None):
+    with exporter_for(sim, clock, recheck_every=None) as exporter:
         polls: list[float] = []
         run(exporter, clock, 90, polls)
         truth, samples = sim.truth(), exporter.samples()
@@ -88,7 +90,7 @@ def test_a_feed_out_of_order_falls_back_and_every_count_stays_exact(
     tiers as if there were none: the counts are those of a poller without a feed."""
     sim = traffic(clock)
     sim.set_sorting(delivered=mode)
-    for exporter in exporter_for(sim, clock):
+    with exporter_for(sim, clock) as exporter:
         polls: list[float] = []
         run(exporter, clock, 60, polls)
         check_truth(sim, exporter, polls)
@@ -102,7 +104,7 @@ def test_a_feed_that_turns_out_of_order_is_dropped_in_that_poll_and_trusted_agai
     clock: ManualClock,
 ) -> None:
     sim = traffic(clock)
-    for exporter in exporter_for(sim, clock):
+    with exporter_for(sim, clock) as exporter:
         polls: list[float] = []
         run(exporter, clock, 5, polls)
         assert trusted(exporter, "all") == 1
@@ -124,7 +126,7 @@ def test_final_statuses_without_a_report_time_are_counted_by_the_sweep(
     and they are counted when a tier sweeps (here every poll: the counts stay predictable)."""
     sim = traffic(clock)
     sim.set_sorting(reportless=["expired", "unknown"])
-    for exporter in exporter_for(sim, clock):
+    with exporter_for(sim, clock) as exporter:
         polls: list[float] = []
         run(exporter, clock, 60, polls)
         check_truth(sim, exporter, polls)
@@ -142,7 +144,7 @@ def requests_over(per_second: float, feed: bool, cycles: int) -> int:
         backfill=3600,
     )
     sim = Simulator(profile, clock=clock, seed=3)
-    for exporter in exporter_for(sim, clock, recheck_every=None, report_feed=feed):
+    with exporter_for(sim, clock, recheck_every=None, report_feed=feed) as exporter:
         run(exporter, clock, cycles, [])
     return sim.request_counts()["messages"]
 
@@ -163,7 +165,7 @@ def test_an_api_that_refuses_the_feed_keeps_every_poll_going_without_it(
     """A 4xx to the feed's query (an API that cannot sort by report time) is a disorder like
     the others: the poll completes on the tiers, and the feed is tried again later."""
     sim = traffic(clock)
-    for exporter in exporter_for(sim, clock):
+    with exporter_for(sim, clock) as exporter:
         polls: list[float] = []
         run(exporter, clock, 3, polls)
         assert trusted(exporter, "all") == 1
@@ -192,7 +194,7 @@ def test_after_a_long_stop_the_feed_trusts_itself_again_from_then_on(
     for feed in (True, False):
         clock = ManualClock(start=START)
         sim = traffic(clock)
-        for exporter in exporter_for(sim, clock, report_feed=feed):
+        with exporter_for(sim, clock, report_feed=feed) as exporter:
             run(exporter, clock, 5, [])
             assert trusted(exporter, "all") == feed
             clock.advance(2 * 3600)  # stopped: some 1,600 reports wait above the mark
