@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from typing import Final
 
+EXPIRED: Final = "expired"
+"""The final status of a message whose validity ended without a delivery report."""
 FINAL_STATUSES: tuple[str, ...] = (
     "delivered",
     "read",
-    "expired",
+    EXPIRED,
     "failed",
     "undelivered",
     "unknown",
@@ -30,8 +32,6 @@ DELIVERED_STATUSES = frozenset({"delivered", "read"})
 CHANNELS: tuple[str, ...] = ("sms", "viber", "hlr", "rcs", "whatsapp")
 DEFAULT_CHANNEL: Final = "sms"
 """The channel of a message that states none (the documentation: "Campaign type: sms")."""
-EXPIRED: Final = "expired"
-"""The final status of a message whose validity ended without a delivery report."""
 FAILED_STATUSES: tuple[str, ...] = ("failed", "undelivered")
 """Final statuses that mean the route gave up: what the status page and the alerts call failed."""
 
