@@ -19,7 +19,8 @@ import structlog
 
 from exporter.bsg.decode import format_api_time
 from exporter.bsg.errors import BudgetExhaustedError
-from exporter.bsg.wire import PAGE_LIMIT, Message, Page
+from exporter.bsg.staged import StagedMessages
+from exporter.bsg.wire import PAGE_LIMIT, Page
 from exporter.model import KEPT_REJECTS, LABEL_DIMENSIONS
 
 _MAX_EXTRA_PAGES = 20
@@ -54,7 +55,7 @@ class MessagePass:
     it served, at most :data:`PAGE_LIMIT`); ``meta.page.total`` never ends or extends it.
     """
 
-    messages: dict[int, Message] = field(default_factory=dict)
+    messages: StagedMessages = field(default_factory=StagedMessages)
     complete: bool = True  # False: the request budget ran out; resume at next_offset
     ended_early: bool = False  # stopped at the page cap after a full page; more may follow
     total_mismatch: bool = False  # the first page's total disagrees with the rows read
@@ -62,22 +63,25 @@ class MessagePass:
     next_offset: int = 0
     pages: int = 0
     rows: int = 0
-    duplicates: int = 0
+    kept: int = 0  # messages the pages gave, repeats included
     rejected: dict[str, int] = field(default_factory=dict)
 
     def add_page(self, page: Page) -> None:
         """Merge one page; a row seen again keeps its newest version."""
         self.pages += 1
         self.rows += page.rows
-        ids = list(map(_ID, page.messages))
-        known = len(self.messages)
-        self.messages.update(zip(ids, page.messages, strict=True))
-        self.duplicates += len(ids) - (len(self.messages) - known)
-        top = max(ids, default=None)
+        self.kept += len(page.messages)
+        self.messages.add(page.messages)
+        top = max(map(_ID, page.messages), default=None)
         if top is not None and (self.last_id is None or top > self.last_id):
             self.last_id = top
         for reason, count in page.rejected.items():
             self.rejected[reason] = self.rejected.get(reason, 0) + count
+
+    @property
+    def duplicates(self) -> int:
+        """Rows that repeated a message already read by this pass."""
+        return self.kept - len(self.messages)
 
     @property
     def dropped(self) -> int:
@@ -99,10 +103,13 @@ def read_range(get_page: PageReader, query: MessageQuery, tz: tzinfo) -> Message
         # is never read as new again. One more pass finds them; known rows cost nothing.
         log.info("pass_reread", reason="rows shifted between pages", rows=result.rows)
         again, _ = _read_pass(get_page, params, query.offset, query.labels)
-        again.messages = {**result.messages, **again.messages}
+        # Each pass's own repeats: the second pass reading the first one's rows is not one.
+        repeats = result.duplicates + again.duplicates
+        result.messages.extend(again.messages)
+        again.messages = result.messages
+        again.kept = len(again.messages) + repeats
         again.pages += result.pages
         again.rows += result.rows
-        again.duplicates += result.duplicates
         if result.last_id is not None:
             again.last_id = max(result.last_id, again.last_id or result.last_id)
         result = again

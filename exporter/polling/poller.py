@@ -24,7 +24,7 @@ from exporter.bsg.client import BsgClient
 from exporter.bsg.errors import BsgError, BudgetExhaustedError, ClientError, StoppedError
 from exporter.bsg.paging import MessagePass, MessageQuery
 from exporter.bsg.reports import ReportPass, ReportQuery
-from exporter.bsg.wire import Message
+from exporter.bsg.staged import StagedMessages
 from exporter.config.schema import Config, TargetConfig
 from exporter.defaults import FEED_MAX_PAGES
 from exporter.model import BUDGET, EXPIRED, INTERNAL, REFUSED, SHUTDOWN, STATE
@@ -43,7 +43,7 @@ log = structlog.get_logger("exporter.polling.poller")
 class PollReads:
     """Everything one target poll read."""
 
-    messages: dict[int, Message] = field(default_factory=dict)
+    messages: StagedMessages = field(default_factory=StagedMessages)
     checked: set[int] = field(default_factory=set)
     cursor: tuple[int, float] | None = None
     read_to: float | None = None
@@ -58,8 +58,8 @@ class PollReads:
     feed: ReportPass | None = None  # the delivery-report feed's pass, when one ran
 
     def add(self, read: MessagePass, covers: list[int] | tuple[int, ...]) -> None:
-        """Merge one pass; due messages it covered count as checked."""
-        self.messages.update(read.messages)
+        """Merge one pass (its versions win); due messages it covered count as checked."""
+        self.messages.extend(read.messages)
         self._tally(read)
         if read.complete:
             self.checked.update(covers)
@@ -68,11 +68,10 @@ class PollReads:
             self.checked.update(i for i in covers if i <= last)
 
     def add_reports(self, read: ReportPass) -> None:
-        """Merge the feed's pass, read before the others: a message they read again keeps the
-        version they read."""
+        """Merge the feed's pass, read before the others (a message they read again keeps the
+        version they read: merge it first)."""
         self.feed = read
-        for msg_id, message in read.messages.items():
-            self.messages.setdefault(msg_id, message)
+        self.messages.extend(read.messages)
         self._tally(read)
 
     def _tally(self, read: MessagePass) -> None:
@@ -227,11 +226,19 @@ class Poller:
         recheck = tracker.rechecks(now, feed)
         start, offset = tracker.next_read(now)
         plan = plan_reads(recheck.due, start, now, tracker.density, resuming=offset > 0)
-        reads = self._execute(
-            plan, target, now, offset, share=share, density=tracker.density, cold=tracker.cold
-        )
+        reads = PollReads()
         if report is not None:
             reads.add_reports(report)
+        self._execute(
+            reads,
+            plan,
+            target,
+            now,
+            offset,
+            share=share,
+            density=tracker.density,
+            cold=tracker.cold,
+        )
         was_trusted = tracker.feed_trusted
         with self._pause:
             result = tracker.apply(
@@ -271,6 +278,7 @@ class Poller:
 
     def _execute(
         self,
+        reads: PollReads,
         plan: ReadPlan,
         target: TargetConfig,
         now: float,
@@ -279,9 +287,9 @@ class Poller:
         share: int,
         density: Density,
         cold: bool,
-    ) -> PollReads:
-        """Run a plan: the new messages first, then the re-checks the budget leaves room for."""
-        reads = PollReads()
+    ) -> None:
+        """Run a plan into ``reads``: the new messages first, then the re-checks the budget
+        leaves room for."""
         query = MessageQuery(plan.new_from, now, target.campaign_id, offset, target.labels)
         fresh = self._client.read_messages(query)
         reads.add(fresh, plan.new_covers)
@@ -310,7 +318,6 @@ class Poller:
             else:
                 for msg_id in check.ids:
                     self._look_up(msg_id, reads)
-        return reads
 
     def _look_up(self, msg_id: int, reads: PollReads) -> None:
         """Fetch one pending message by id."""
@@ -324,7 +331,7 @@ class Poller:
         reads.lookups += 1
         reads.checked.add(msg_id)
         if message is not None:
-            reads.messages[msg_id] = message
+            reads.messages.add([message])
 
     def _publish_success(
         self, tracker: TargetTracker, reads: PollReads, result: ApplyResult, started: float

@@ -30,6 +30,7 @@ from typing import TypeVar, cast
 
 import structlog
 
+from exporter.bsg.staged import StagedMessages
 from exporter.bsg.wire import Message, is_final
 from exporter.config.schema import MetricsConfig, PollConfig, TargetConfig
 from exporter.defaults import DEFAULT_VALIDITY_HOURS
@@ -213,13 +214,16 @@ class TargetTracker:
     ) -> ApplyResult:
         """Fold one poll's reads into the state and save it, all in one transaction.
 
-        ``messages`` by id (as the client's passes hold them), or any iterable of them in which
-        the last version of an id counts. ``recheck`` is what :meth:`rechecks` asked this poll
-        to re-read: its tiers count as run, and what of it ``checked`` lacks is the backlog.
+        ``messages`` staged (as the poller's reads hold them), by id, or any iterable of them
+        in which the last version of an id counts; they are applied a batch at a time.
+        ``recheck`` is what :meth:`rechecks` asked this poll to re-read: its tiers count as
+        run, and what of it ``checked`` lacks is the backlog.
         ``feed`` is what this poll's report feed pass found, if one ran.
         """
-        if not isinstance(messages, Mapping):
-            messages = {message.id: message for message in messages}
+        if not isinstance(messages, StagedMessages):
+            messages = StagedMessages(
+                messages.values() if isinstance(messages, Mapping) else messages
+            )
         batch = _Batch()
         checked = set(checked)
         try:
@@ -287,7 +291,7 @@ class TargetTracker:
         )
 
     def _apply(
-        self, messages: Mapping[int, Message], now: float, checked: Iterable[int], batch: _Batch
+        self, messages: StagedMessages, now: float, checked: Iterable[int], batch: _Batch
     ) -> int:
         """Update rows and counters for what was read; returns the number abandoned."""
         if self._p.cold and self._p.horizon == float("-inf"):
@@ -296,12 +300,27 @@ class TargetTracker:
             self._p.horizon = now - self.window
             self._p.baseline_started = now
         self._window.slide(now)
+        # A batch at a time: what a poll read is never all decoded at once (one id each).
+        for part in messages.batches():
+            self._fold(part, now, batch)
         table = self._table
-        if table.isdisjoint(messages.keys()):  # a cold read: all new
-            fresh = list(messages.values())
+        for msg_id in checked:  # asked for: look again on schedule (returned or not)
+            row = table.row(msg_id)
+            if row is not None:
+                next_check = self._next_check(row, now)
+                if next_check != row.next_check:
+                    row.next_check = next_check
+                    table.update(row)
+        return self._abandon(now)
+
+    def _fold(self, messages: list[Message], now: float, batch: _Batch) -> None:
+        """Update rows and counters for these messages (one of each id)."""
+        table = self._table
+        if table.isdisjoint(list(map(_ID, messages))):  # a cold read: all new
+            fresh = messages
         else:
             fresh = []
-            for message in messages.values():
+            for message in messages:
                 entry = table.get(message.id)
                 if entry is None:
                     fresh.append(message)
@@ -310,16 +329,8 @@ class TargetTracker:
                 elif entry.status != message.status:  # else a re-read of a final message
                     # type() is not narrowed like isinstance(), which costs more in this loop
                     self._update_final(entry, message, batch)  # type: ignore[arg-type]
-        for msg_id in checked:  # asked for: look again on schedule (returned or not)
-            row = table.row(msg_id)
-            if row is not None:
-                next_check = self._next_check(row, now)
-                if next_check != row.next_check:
-                    row.next_check = next_check
-                    table.update(row)
         if fresh:
             self._first_sights(fresh, now, batch)
-        return self._abandon(now)
 
     def _first_sights(self, fresh: list[Message], now: float, batch: _Batch) -> None:
         """Start tracking messages never seen before.
