@@ -1,11 +1,11 @@
-"""Generates grafana/dashboards/bsg-delivery.json, the on-call overview of bsg-exporter.
+"""Builds the on-call dashboard of bsg-exporter, the mixin's dashboards/bsg-delivery.json.
 
-Run ``python grafana/generate.py`` after changing this file and commit both; a test regenerates
-the dashboard and fails when the committed JSON differs. Plain Python builds the JSON (no Grafana
-SDK): the output depends on this file only, so it is byte-for-byte reproducible.
+``python mixin/render.py`` calls it and renders the mixin (grafana/dashboards/ among its files);
+commit what it writes, a test fails when the committed files differ. Plain Python builds the
+JSON (no Grafana SDK): the output depends on this file only, so it is byte-for-byte reproducible.
 
-Most queries read the recording rules of prometheus/rules.yml, so the dashboard and the alerts
-show the same numbers; load those rules into the Prometheus the dashboard reads.
+Most queries read the mixin's recording rules (prometheus/rules.yml), so the dashboard and the
+alerts show the same numbers; load those rules into the Prometheus the dashboard reads.
 """
 
 from __future__ import annotations
@@ -19,11 +19,21 @@ from typing import Any
 
 Json = dict[str, Any]
 
-OUTPUT = Path(__file__).resolve().parent / "dashboards" / "bsg-delivery.json"
+OUTPUT = Path(__file__).resolve().parent.parent / "mixin" / "dashboards" / "bsg-delivery.json"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
-# Selectors of the template variables; "All" expands to .* (allValue below).
-TC = 'target=~"$target", channel=~"$channel"'
-T = 'target=~"$target"'
+SELECTOR = 'job="bsg"'
+"""The mixin's default selector (mixin/config.libsonnet); the mixin puts its own in its place."""
+REPLICAS = "instance, pod"
+"""The labels that tell replicas of one account apart: merged by max, never summed."""
+# Selectors of the template variables; "All" expands to .+ (allValue below). Recorded series
+# are per account, replicas merged: they have no instance. Raw series filter by instance too.
+GROUP = 'job=~"$job", account=~"$account"'
+T = f'{GROUP}, target=~"$target"'
+TC = f'{T}, channel=~"$channel"'
+RAW = f'{GROUP}, instance=~"$instance"'
+TR = f'{RAW}, target=~"$target"'
+TCR = f'{TR}, channel=~"$channel"'
+ALERTS = f'ALERTS{{alertname=~"Bsg.*", alertstate="firing", {GROUP}}}'
 GRID_WIDTH = 24
 
 
@@ -156,16 +166,14 @@ def overview() -> list[Panel]:
     return [
         stat(
             "Targets up",
-            "Targets whose last poll of the BSG API completed, out of all targets shown.",
-            Query(f"sum(bsg_up{{{T}}})", instant=True),
+            "Targets whose last poll of the BSG API completed on at least one replica.",
+            Query(f"sum(max without ({REPLICAS}) (bsg_up{{{TR}}}))", instant=True),
             thresholds=[(None, "red"), (1, "green")],
         ),
         stat(
             "Firing alerts",
             "bsg alerts firing now (prometheus/alerts.yml). See Alertmanager for details.",
-            Query(
-                'count(ALERTS{alertname=~"Bsg.*", alertstate="firing"}) or vector(0)', instant=True
-            ),
+            Query(f"count({ALERTS}) or vector(0)", instant=True),
             thresholds=[(None, "green"), (1, "red")],
         ),
         stat(
@@ -210,14 +218,18 @@ def overview() -> list[Panel]:
         stat(
             "Oldest pending",
             "Age of the oldest message without a final status (any selected target).",
-            Query(f"max(bsg_oldest_pending_message_age_seconds{{{T}}})", instant=True),
+            Query(f"max(target:bsg_oldest_pending_message_age_seconds:min{{{T}}})", instant=True),
             unit="s",
             thresholds=[(None, "green"), (3600, "orange"), (21600, "red")],
         ),
         stat(
             "Balance",
             "Account balance per currency, from /api/accounts/balance.",
-            Query("max by (currency) (bsg_account_balance)", "{{currency}}", instant=True),
+            Query(
+                f"currency:bsg_account_balance:max{{{GROUP}}}",
+                "{{account}} {{currency}}",
+                instant=True,
+            ),
             unit="none",
             thresholds=[(None, "red"), (50, "green")],
         ),
@@ -247,8 +259,8 @@ def delivery() -> list[Panel]:
                     "final {{target}}/{{channel}}",
                 ),
                 Query(
-                    "sum by (target, channel) "
-                    f"(rate(bsg_messages_submitted_total{{{TC}}}[$__rate_interval])) * 60",
+                    f"sum by (target, channel) (max without ({REPLICAS}) "
+                    f"(rate(bsg_messages_submitted_total{{{TCR}}}[$__rate_interval]))) * 60",
                     "submitted {{target}}/{{channel}}",
                 ),
             ],
@@ -300,7 +312,10 @@ def delivery() -> list[Panel]:
             "(pending ones included).",
             [
                 Query(
-                    f"sum by (status) (bsg_window_messages{{{TC}}}) > 0", "{{status}}", instant=True
+                    f"sum by (status) (max without ({REPLICAS}) "
+                    f"(bsg_window_messages{{{TCR}}})) > 0",
+                    "{{status}}",
+                    instant=True,
                 )
             ],
             24,
@@ -341,8 +356,8 @@ def latency() -> list[Panel]:
             "How many messages were delivered in each latency bucket over time.",
             [
                 Query(
-                    "sum by (le) "
-                    f"(increase(bsg_delivery_latency_seconds_bucket{{{TC}}}[$__rate_interval]))",
+                    f"sum by (le) (max without ({REPLICAS}) "
+                    f"(increase(bsg_delivery_latency_seconds_bucket{{{TCR}}}[$__rate_interval])))",
                     "{{le}}",
                     heatmap=True,
                 )
@@ -365,7 +380,7 @@ def latency() -> list[Panel]:
             "Age of each target's oldest message without a final status; the dashed line is "
             "BsgStuckMessages' threshold.",
             [
-                Query(f"bsg_oldest_pending_message_age_seconds{{{T}}}", "{{target}}"),
+                Query(f"target:bsg_oldest_pending_message_age_seconds:min{{{T}}}", "{{target}}"),
                 Query("bsg:stuck_message_age_threshold_seconds", "threshold"),
             ],
             unit="s",
@@ -394,9 +409,14 @@ def money() -> list[Panel]:
             "Account balance and credit",
             "Balance (can go negative down to the credit limit) and credit limit per currency.",
             [
-                Query("max by (currency) (bsg_account_balance)", "balance {{currency}}"),
-                Query("max by (currency) (bsg_account_credit)", "credit {{currency}}"),
-                Query("currency:bsg_balance_low_threshold:effective", "low threshold {{currency}}"),
+                Query(f"currency:bsg_account_balance:max{{{GROUP}}}", "balance {{currency}}"),
+                Query(
+                    f"max without ({REPLICAS}) (bsg_account_credit{{{RAW}}})", "credit {{currency}}"
+                ),
+                Query(
+                    f"currency:bsg_balance_low_threshold:effective{{{GROUP}}}",
+                    "low threshold {{currency}}",
+                ),
             ],
             unit="none",
             overrides=[
@@ -414,16 +434,21 @@ def health() -> list[Panel]:
     return [
         timeseries(
             "Target up",
-            "1 when the target's last poll completed, 0 when it failed.",
-            [Query(f"bsg_up{{{T}}}", "{{target}}")],
+            "1 when the target's last poll completed, 0 when it failed, per replica.",
+            [Query(f"bsg_up{{{TR}}}", "{{instance}} {{target}}")],
             width=6,
             max_value=1,
         ),
         timeseries(
             "Time since last good poll",
-            "Seconds since each target's last completed poll (BsgDataStale fires above "
-            "bsg:stale_threshold_seconds).",
-            [Query(f"time() - bsg_last_poll_success_timestamp_seconds{{{T}}}", "{{target}}")],
+            "Seconds since each target's last completed poll, per replica (BsgDataStale fires "
+            "when every replica is above bsg:stale_threshold_seconds).",
+            [
+                Query(
+                    f"time() - bsg_last_poll_success_timestamp_seconds{{{TR}}}",
+                    "{{instance}} {{target}}",
+                )
+            ],
             unit="s",
             width=6,
         ),
@@ -432,9 +457,9 @@ def health() -> list[Panel]:
             "Failed polls per minute, by reason (auth, rate_limited, server_error, ...).",
             [
                 Query(
-                    "sum by (target, reason) "
-                    f"(rate(bsg_poll_errors_total{{{T}}}[$__rate_interval])) * 60",
-                    "{{target}} {{reason}}",
+                    "sum by (instance, target, reason) "
+                    f"(rate(bsg_poll_errors_total{{{TR}}}[$__rate_interval])) * 60",
+                    "{{instance}} {{target}} {{reason}}",
                 )
             ],
             width=6,
@@ -444,9 +469,9 @@ def health() -> list[Panel]:
             "95th percentile of the duration of a target's poll.",
             [
                 Query(
-                    "histogram_quantile(0.95, sum by (target, le) "
-                    f"(rate(bsg_poll_duration_seconds_bucket{{{T}}}[$__rate_interval])))",
-                    "{{target}}",
+                    "histogram_quantile(0.95, sum by (instance, target, le) "
+                    f"(rate(bsg_poll_duration_seconds_bucket{{{TR}}}[$__rate_interval])))",
+                    "{{instance}} {{target}}",
                 )
             ],
             unit="s",
@@ -458,8 +483,9 @@ def health() -> list[Panel]:
             "connection_error.",
             [
                 Query(
-                    "sum by (endpoint, code) (rate(bsg_api_requests_total[$__rate_interval])) * 60",
-                    "{{endpoint}} {{code}}",
+                    "sum by (instance, endpoint, code) "
+                    f"(rate(bsg_api_requests_total{{{RAW}}}[$__rate_interval])) * 60",
+                    "{{instance}} {{endpoint}} {{code}}",
                 )
             ],
             stacked=True,
@@ -469,9 +495,9 @@ def health() -> list[Panel]:
             "95th percentile of BSG API request durations, by endpoint.",
             [
                 Query(
-                    "histogram_quantile(0.95, sum by (endpoint, le) "
-                    "(rate(bsg_api_request_duration_seconds_bucket[$__rate_interval])))",
-                    "{{endpoint}}",
+                    "histogram_quantile(0.95, sum by (instance, endpoint, le) "
+                    f"(rate(bsg_api_request_duration_seconds_bucket{{{RAW}}}[$__rate_interval])))",
+                    "{{instance}} {{endpoint}}",
                 )
             ],
             unit="s",
@@ -564,7 +590,7 @@ def variable(name: str, label: str, query: str) -> Json:
         "sort": 1,
         "multi": True,
         "includeAll": True,
-        "allValue": ".*",
+        "allValue": ".+",
         "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
     }
 
@@ -575,7 +601,7 @@ def build_dashboard() -> Json:
         "uid": "bsg-delivery",
         "title": "BSG SMS delivery",
         "description": "SMS delivery health on the BSG One API, from bsg-exporter "
-        "(generated by grafana/generate.py: edit that, not this file).",
+        "(built by grafana/generate.py, rendered by mixin/render.py: edit those, not this file).",
         "tags": ["bsg", "sms", "bsg-exporter"],
         "timezone": "browser",
         "editable": True,
@@ -606,7 +632,7 @@ def build_dashboard() -> Json:
                     "hide": False,
                     "iconColor": "red",
                     "datasource": DATASOURCE,
-                    "expr": 'ALERTS{alertname=~"Bsg.*", alertstate="firing"}',
+                    "expr": ALERTS,
                     "titleFormat": "{{alertname}}",
                     "textFormat": "{{target}} {{channel}} {{currency}}",
                     "step": "60s",
@@ -624,11 +650,22 @@ def build_dashboard() -> Json:
                     "current": {},
                     "hide": 0,
                 },
-                variable("target", "Target", "label_values(bsg_up, target)"),
+                variable("job", "Job", f"label_values(bsg_up{{{SELECTOR}}}, job)"),
+                variable(
+                    "account",
+                    "Account",
+                    f'label_values(bsg_up{{{SELECTOR}, job=~"$job"}}, account)',
+                ),
+                variable(
+                    "instance",
+                    "Instance",
+                    f"label_values(bsg_up{{{SELECTOR}, {GROUP}}}, instance)",
+                ),
+                variable("target", "Target", f"label_values(bsg_up{{{RAW}}}, target)"),
                 variable(
                     "channel",
                     "Channel",
-                    'label_values(bsg_messages_total{target=~"$target"}, channel)',
+                    f"label_values(bsg_messages_total{{{TR}}}, channel)",
                 ),
             ]
         },
@@ -647,7 +684,7 @@ def main() -> int:
     if "--check" in sys.argv[1:]:
         current = OUTPUT.read_text() if OUTPUT.exists() else ""
         if current != text:
-            print(f"{OUTPUT} is out of date: run python grafana/generate.py", file=sys.stderr)
+            print(f"{OUTPUT} is out of date: run python mixin/render.py", file=sys.stderr)
             return 1
         return 0
     OUTPUT.write_text(text)

@@ -25,6 +25,6 @@ python3 -m venv .venv
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-.venv/bin/mypy --strict exporter tests grafana benchmarks
+.venv/bin/mypy --strict exporter tests grafana benchmarks mixin
 .venv/bin/lint-imports --no-cache
 .venv/bin/python -m pytest "$@"

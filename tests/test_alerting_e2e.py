@@ -1,10 +1,13 @@
 """The alerts and the dashboard against a real Prometheus and Alertmanager.
 
-The exporter (a real process) polls the simulator every second; Debian's Prometheus scrapes it
-every second with prometheus/rules.yml and alerts.yml loaded (test copies with shorter windows
-and `for:` durations, derived from the real files) and sends to Debian's Alertmanager running
-prometheus/alertmanager.yml as is. A failure spike in the simulator must page, and stop paging
-when it ends; every PromQL expression of the rules and the dashboard must run and find data.
+Two BSG accounts, each a simulator: account "shop" watched by an HA pair of exporters, account
+"bank" by one (real processes, polling every second). Debian's Prometheus scrapes the three
+every second, with the `account` label on their scrape targets and prometheus/rules.yml and
+alerts.yml loaded (test copies with shorter windows and `for:` durations, derived from the real
+files), and sends to Debian's Alertmanager running prometheus/alertmanager.yml as is. The pair
+must record one replica's rate, not twice it; a failure spike on one account must page for
+that account only, once, and stop paging when it ends; every PromQL expression of the rules
+and the dashboard must run and find data.
 """
 
 from __future__ import annotations
@@ -122,8 +125,8 @@ def wait_for(what: str, condition: Callable[[], bool], timeout: float, *daemons:
 class Stack:
     """The running stack's addresses and processes."""
 
-    sim: Simulator
-    exporter: ExporterProcess
+    sims: dict[str, Simulator]  # by account
+    exporters: dict[str, list[ExporterProcess]]  # by account: shop's two replicas, bank's one
     prometheus: Daemon
     alertmanager: Daemon
     prom_url: str
@@ -161,27 +164,60 @@ def ready(url: str) -> bool:
         return False
 
 
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    """Simulator, exporter, Alertmanager and Prometheus on free loopback ports."""
-    profile = TrafficProfile(
+def profile(rate: float) -> TrafficProfile:
+    """One campaign's traffic at ``rate`` messages a second."""
+    return TrafficProfile(
         campaigns=(
             CampaignProfile(
                 campaign_id=31,
-                rate=20.0,
+                rate=rate,
                 channels={"sms": 0.8, "viber": 0.2},
                 countries={"UA": 0.7, "DE": 0.3},
                 validity_hours=1,
             ),
         )
     )
-    sim = Simulator(profile, clock=RealClock(), seed=11)
+
+
+ACCOUNTS = {"shop": (20.0, 2), "bank": (10.0, 1)}
+"""Each account's traffic (messages a second) and its exporter replicas."""
+
+
+def prometheus_config(rules: list[Path], am_port: int, exporters: dict[str, list[int]]) -> str:
+    """Prometheus scraping every exporter, each account's targets labelled with it."""
+    static = [
+        {"targets": [f"127.0.0.1:{port}" for port in ports], "labels": {"account": account}}
+        for account, ports in exporters.items()
+    ]
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(p) for p in rules],
+        "alerting": {
+            "alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]
+        },
+        "scrape_configs": [{"job_name": "bsg", "static_configs": static}],
+    }
+    return yaml.safe_dump(config)
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    """Two simulated accounts, three exporters, Alertmanager and Prometheus on loopback."""
+    sims = {
+        account: Simulator(profile(rate), clock=RealClock(), seed=11 + n)
+        for n, (account, (rate, _)) in enumerate(ACCOUNTS.items())
+    }
     daemons: list[Daemon] = []
-    exporter: ExporterProcess | None = None
-    with SimulatorServer(sim) as server:
+    exporters: dict[str, list[ExporterProcess]] = {account: [] for account in ACCOUNTS}
+    with SimulatorServer(sims["shop"]) as shop, SimulatorServer(sims["bank"]) as bank:
         try:
-            config = config_yaml(server.url, [{"name": "all", "window": "10m"}], interval="1s")
-            exporter = ExporterProcess(tmp_path, config, DEMO_API_KEY).start()
+            for account, server in (("shop", shop), ("bank", bank)):
+                config = config_yaml(server.url, [{"name": "all", "window": "10m"}], interval="1s")
+                for replica in range(ACCOUNTS[account][1]):
+                    workdir = tmp_path / f"{account}-{replica}"
+                    workdir.mkdir()
+                    process = ExporterProcess(workdir, config, DEMO_API_KEY).start()
+                    exporters[account].append(process)
             am_port, prom_port = free_port(), free_port()
             alertmanager = Daemon(
                 "alertmanager",
@@ -195,21 +231,9 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
                 tmp_path / "alertmanager.log",
             ).start()
             daemons.append(alertmanager)
-            rules = shortened_rule_files(tmp_path)
-            prom_config = {
-                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                "rule_files": [str(p) for p in rules],
-                "alerting": {
-                    "alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]
-                },
-                "scrape_configs": [
-                    {
-                        "job_name": "bsg",
-                        "static_configs": [{"targets": [f"127.0.0.1:{exporter.port}"]}],
-                    }
-                ],
-            }
-            (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(prom_config))
+            ports = {account: [e.port for e in group] for account, group in exporters.items()}
+            config_text = prometheus_config(shortened_rule_files(tmp_path), am_port, ports)
+            (tmp_path / "prometheus.yml").write_text(config_text)
             prometheus = Daemon(
                 "prometheus",
                 [
@@ -222,8 +246,8 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
             ).start()
             daemons.append(prometheus)
             stack = Stack(
-                sim,
-                exporter,
+                sims,
+                exporters,
                 prometheus,
                 alertmanager,
                 f"http://127.0.0.1:{prom_port}",
@@ -235,8 +259,9 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         finally:
             for daemon in reversed(daemons):
                 daemon.stop()
-            if exporter is not None and exporter.proc is not None:
-                exporter.stop()
+            for process in (p for group in exporters.values() for p in group):
+                if process.proc is not None:
+                    process.stop()
             for log in ("prometheus.log", "alertmanager.log"):
                 if (tmp_path / log).exists():
                     artifacts = ROOT / "test-artifacts" / "alerting-e2e"
@@ -260,7 +285,14 @@ def dashboard_queries() -> list[str]:
         found = re.fullmatch(r"label_values\((.*), *\w+\)", variable.get("definition", ""))
         if found:
             exprs.append(found.group(1))
-    substitutions = {"$target": ".*", "$channel": ".*", "$__rate_interval": "1m"}
+    substitutions = {
+        "$job": ".+",
+        "$account": ".+",
+        "$instance": ".+",
+        "$target": ".+",
+        "$channel": ".+",
+        "$__rate_interval": "1m",
+    }
     for before, after in substitutions.items():
         exprs = [e.replace(before, after) for e in exprs]
     return exprs
@@ -278,42 +310,81 @@ def rule_expressions() -> tuple[list[str], list[str]]:
     return records, alerts
 
 
-def test_failure_spike_pages_through_alertmanager_then_resolves(stack: Stack) -> None:
-    stack.exporter.wait_polls(3, timeout=30)
+def value(result: list[dict[str, Any]]) -> float:
+    """The one sample of an instant query's result."""
+    (sample,) = result
+    return float(sample["value"][1])
+
+
+def recorded_rates_are_one_replicas(stack: Stack) -> None:
+    """Each account's recorded final-message rate is what one of its exporters counts."""
+    for account in ACCOUNTS:
+        selector = f'account="{account}", channel="sms"'
+        recorded = value(stack.query(f"target_channel:bsg_messages:rate5m{{{selector}}}"))
+        port = stack.exporters[account][0].port
+        single = value(
+            stack.query(
+                f'sum(rate(bsg_messages_total{{{selector}, instance="127.0.0.1:{port}"}}[15s]))'
+            )
+        )
+        assert single > 0 and abs(recorded / single - 1) < 0.2, (account, recorded, single)
+
+
+def test_failure_spike_pages_through_alertmanager_for_its_account_then_resolves(
+    stack: Stack,
+) -> None:
+    for group in stack.exporters.values():
+        group[0].wait_polls(3, timeout=30)
     # about half a test window of counted messages before judging the steady state
-    wait_for(
-        "steady traffic in the recorded series",
-        lambda: bool(stack.query('target_channel:bsg_messages:increase5m{channel="sms"} > 100')),
-        60,
-        *stack.daemons(),
-    )
+    for account in ACCOUNTS:
+        wait_for(
+            f"steady traffic in {account}'s recorded series",
+            lambda account=account: bool(  # type: ignore[misc]
+                stack.query(
+                    f'target_channel:bsg_messages:increase5m{{account="{account}", '
+                    'channel="sms"} > 40'
+                )
+            ),
+            60,
+            *stack.daemons(),
+        )
+    recorded_rates_are_one_replicas(stack)
     # steady traffic fails about 1 % of the time: under the threshold, no alert
     assert stack.query('ALERTS{alertname="BsgHighFailureRatio"}') == []
     assert stack.am_alerts("BsgHighFailureRatio") == []
 
-    stack.sim.set_scenario("failure_spike")
+    stack.sims["shop"].set_scenario("failure_spike")
     took = wait_for(
-        "BsgHighFailureRatio for sms in Alertmanager",
+        "BsgHighFailureRatio for shop's sms in Alertmanager",
         lambda: any(
             a["labels"]["channel"] == "sms" for a in stack.am_alerts("BsgHighFailureRatio")
         ),
         60,
         *stack.daemons(),
     )
-    sms = next(a for a in stack.am_alerts("BsgHighFailureRatio") if a["labels"]["channel"] == "sms")
+    alerts = stack.am_alerts("BsgHighFailureRatio")
+    assert {a["labels"]["account"] for a in alerts} == {"shop"}, alerts  # bank stays quiet
+    (sms,) = [a for a in alerts if a["labels"]["channel"] == "sms"]  # the pair pages once
     assert sms["labels"] == {
         "alertname": "BsgHighFailureRatio",
+        "job": "bsg",
+        "account": "shop",
         "target": "all",
         "channel": "sms",
         "severity": "critical",
     }
     assert sms["status"]["state"] == "active" and sms["receivers"] == [{"name": "default"}]
-    assert re.fullmatch(
-        r"all/sms: \d+(\.\d+)?% of messages failed or undelivered", sms["annotations"]["summary"]
-    ), sms
-    assert "Check first" in sms["annotations"]["description"]
-    ratio = stack.query('target_channel:bsg_messages_failed:ratio_rate5m{channel="sms"}')
-    assert float(ratio[0]["value"][1]) > 0.1
+    notes = sms["annotations"]
+    assert notes["summary"] == "Many messages reached failed or undelivered."
+    assert re.match(
+        r"\d+(\.\d+)?% of the sms messages of target all, job bsg, account shop ",
+        notes["description"],
+    ), notes
+    assert notes["runbook_url"].endswith("#bsghighfailureratio")
+    ratio = stack.query(
+        'target_channel:bsg_messages_failed:ratio_rate5m{account="shop", channel="sms"}'
+    )
+    assert value(ratio) > 0.1
     print(f"spike to Alertmanager: {took:.1f}s")
 
     # While the spike is on, every expression of the dashboard and the rules runs and finds
@@ -329,7 +400,7 @@ def test_failure_spike_pages_through_alertmanager_then_resolves(stack: Stack) ->
             assert stack.query(f'count({{__name__="{name}"}})'), (name, expr)
     assert stack.query("up") and stack.query('ALERTS{alertname="BsgHighFailureRatio"}')
 
-    stack.sim.set_scenario("steady")
+    stack.sims["shop"].set_scenario("steady")
     took = wait_for(
         "BsgHighFailureRatio to resolve in Alertmanager",
         lambda: not stack.am_alerts("BsgHighFailureRatio"),

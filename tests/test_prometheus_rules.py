@@ -54,7 +54,7 @@ def test_promtool_unit_tests_fail_when_a_threshold_moves(tmp_path: Path) -> None
     copy = tmp_path / "prometheus"
     shutil.copytree(PROM, copy)
     text = (copy / "rules.yml").read_text()
-    (copy / "rules.yml").write_text(text.replace("expr: vector(0.10)", "expr: vector(0.60)"))
+    (copy / "rules.yml").write_text(text.replace("expr: vector(0.1)", "expr: vector(0.6)"))
     result = run(tool("promtool"), "test", "rules", str(copy / "tests" / "failures.yml"))
     assert result.returncode != 0 and "BsgHighFailureRatio" in result.stdout + result.stderr
 
@@ -115,6 +115,8 @@ def test_example_prometheus_config_and_alertmanager_config_are_valid() -> None:
     assert config["rule_files"] == ["rules.yml", "alerts.yml"]
     (job,) = config["scrape_configs"]
     assert job["job_name"] == "bsg" and job["scrape_interval"] == "15s"
+    # the rules and the dashboard keep accounts apart by this label
+    assert all(static["labels"]["account"] for static in job["static_configs"])
     amtool = shutil.which("amtool")
     if amtool is None:
         pytest.skip("amtool comes with prometheus-alertmanager")

@@ -1,0 +1,120 @@
+// Alerts on SMS delivery health and on the exporter. Thresholds are recording rules (group
+// bsg_thresholds); every aggregation keeps the group labels, so each account alerts on its own
+// and an HA pair alerts once. `summary` is a plain sentence; `description` carries the values.
+local on(config, extra) = 'on (%s)' % std.join(', ', config.groupLabels + extra);
+// ", job bsg, account a": the group labels an alert carries, as words.
+local scope(config) = std.join('', [
+  '{{ with $labels.%s }}, %s {{ . }}{{ end }}' % [label, label]
+  for label in config.groupLabels
+]);
+local alert(config, name, severity, expr, summary, description) = {
+  alert: name,
+  expr: expr,
+  'for': config['for'][name],
+  labels: { severity: severity },
+  annotations: {
+    summary: summary,
+    description: description,
+    runbook_url: '%s#%s' % [config.runbookURLBase, std.asciiLower(name)],
+  },
+};
+
+{
+  prometheusAlerts+:: {
+    local c = $._config,
+    local s = scope(c),
+    groups+: [
+      {
+        name: 'bsg_delivery',
+        rules: [
+          alert(
+            c, 'BsgHighFailureRatio', 'critical',
+            |||
+              target_channel:bsg_messages_failed:ratio_rate5m > on () group_left () bsg:failure_ratio_threshold
+                and %s
+              target_channel:bsg_messages:increase5m >= on () group_left () bsg:failure_min_messages
+            ||| % on(c, ['target', 'channel']),
+            'Many messages reached failed or undelivered.',
+            '{{ $value | humanizePercentage }} of the {{ $labels.channel }} messages of target {{ $labels.target }}%s that reached a final status in the last 5 minutes were failed or undelivered (threshold: bsg:failure_ratio_threshold). Check first the status mix on the dashboard, then the error codes in the BSG account.' % s,
+          ),
+          alert(
+            c, 'BsgFailureSpike', 'warning',
+            |||
+              target_channel:bsg_messages_failed:rate5m
+                > %(on)s
+              target_channel:bsg_messages_failed:rate5m_avg1d * on () group_left () bsg:failure_spike_factor
+                and %(on)s
+              target_channel:bsg_messages_failed:increase5m >= on () group_left () bsg:failure_spike_min_messages
+            ||| % { on: on(c, ['target', 'channel']) },
+            'Failed and undelivered messages are spiking.',
+            'Failed and undelivered {{ $labels.channel }} messages of target {{ $labels.target }}%s arrive at {{ printf "%%.2f" $value }}/s, more than bsg:failure_spike_factor times their average of the last day. Check first whether the submitted volume jumped as well, then the status mix.' % s,
+          ),
+          alert(
+            c, 'BsgSlowDelivery', 'warning',
+            |||
+              target_channel:bsg_delivery_latency_seconds:p95_rate5m
+                > on () group_left () bsg:latency_p95_threshold_seconds
+            |||,
+            'Delivery reports arrive slowly.',
+            '95%% of the {{ $labels.channel }} messages of target {{ $labels.target }}%s delivered in the last 5 minutes took up to {{ $value | humanizeDuration }} from sent to delivered (threshold: bsg:latency_p95_threshold_seconds). Check first the latency heatmap for one slow route, then the provider status.' % s,
+          ),
+          alert(
+            c, 'BsgStuckMessages', 'warning',
+            |||
+              target:bsg_oldest_pending_message_age_seconds:min
+                > on () group_left () bsg:stuck_message_age_threshold_seconds
+            |||,
+            'A message has had no final status for hours.',
+            'The oldest pending message of target {{ $labels.target }}%s was created {{ $value | humanizeDuration }} ago (threshold: bsg:stuck_message_age_threshold_seconds). Check first its pending status on the dashboard (scheduled or moderation waits on BSG), then ask BSG support about the route.' % s,
+          ),
+          alert(
+            c, 'BsgDeliveryReportsStopped', 'critical',
+            |||
+              target_channel:bsg_messages_submitted:increase15m
+                >= on () group_left () bsg:reports_stopped_min_submitted
+                unless %s
+              target_channel:bsg_messages:rate15m > 0
+            ||| % on(c, ['target', 'channel']),
+            'Messages are sent but no delivery reports arrive.',
+            '{{ $value | humanize }} {{ $labels.channel }} messages of target {{ $labels.target }}%s were submitted in the last 15 minutes and none reached a final status. Check first the provider status and the message list in the BSG account, then the exporter poll errors.' % s,
+          ),
+        ],
+      },
+      {
+        name: 'bsg_exporter',
+        rules: [
+          alert(
+            c, 'BsgExporterDown', 'critical',
+            'up{%(sel)s} == 0 or absent(up{%(sel)s})' % { sel: c.selector },
+            'bsg-exporter is down or cannot be scraped.',
+            'Prometheus has not scraped {{ with $labels.instance }}{{ . }}{{ else }}any bsg-exporter{{ end }}%s for %s: no other bsg alert can fire for it. Check first that the process runs (its logs, exit status), then the network path and the scrape configuration.' % [s, c['for'].BsgExporterDown],
+          ),
+          alert(
+            c, 'BsgTargetPollFailing', 'warning',
+            'bsg_up{%s} == 0' % c.selector,
+            'Polls of the BSG API fail.',
+            'The polls of target {{ $labels.target }} by {{ $labels.instance }}%s have failed for %s; its counters stand still. Check first bsg_poll_errors_total by reason (auth: the API key; rate_limited: the budget; server_error, timeout: the provider), then the poll_failed log lines.' % [s, c['for'].BsgTargetPollFailing],
+          ),
+          alert(
+            c, 'BsgDataStale', 'warning',
+            |||
+              time() - target:bsg_last_poll_success_timestamp_seconds:max
+                > on () group_left () bsg:stale_threshold_seconds
+            |||,
+            'No replica has completed a poll for a while.',
+            'Target {{ $labels.target }}%s has not completed a poll on any replica for {{ $value | humanizeDuration }} (threshold: bsg:stale_threshold_seconds). Check first bsg_poll_errors_total and the poll duration, then the exporter logs.' % s,
+          ),
+          alert(
+            c, 'BsgBalanceLow', 'warning',
+            |||
+              currency:bsg_account_balance:max
+                < currency:bsg_balance_low_threshold:effective
+            |||,
+            'The BSG account balance is low.',
+            'The balance is {{ printf "%%.2f" $value }} {{ $labels.currency }}%s, below bsg:balance_low_threshold (or its override for {{ $labels.currency }}). Check first the cost rate on the dashboard to see how long it lasts, then top up the account.' % s,
+          ),
+        ],
+      },
+    ],
+  },
+}

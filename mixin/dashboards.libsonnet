@@ -1,0 +1,21 @@
+// The dashboard: built by grafana/generate.py into dashboards/ (with the default selector),
+// given here the configured selector, uid and title. Its variables (job, account, instance,
+// target, channel) filter every query; replicas are merged, never summed.
+local board = import 'dashboards/bsg-delivery.json';
+local defaultSelector = 'job="bsg"';
+
+{
+  grafanaDashboards+:: {
+    local c = $._config,
+    local selected(text) = std.strReplace(text, defaultSelector, c.selector),
+    local variable(v) =
+      if v.type == 'query'
+      then v + { query+: { query: selected(v.query.query) }, definition: selected(v.definition) }
+      else v,
+    'bsg-delivery.json': board {
+      uid: c.dashboardUid,
+      title: c.dashboardTitle,
+      templating+: { list: [variable(v) for v in board.templating.list] },
+    },
+  },
+}

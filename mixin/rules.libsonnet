@@ -1,0 +1,135 @@
+// Recording rules: the thresholds, and the rates the alerts and the dashboard share.
+// Names follow level:metric:operations; the level names what is kept beyond the group labels.
+// Replicas of one account (same group labels, other replica labels) count the same messages:
+// they are merged by max before any sum, so that an HA pair counts once.
+local g(config, extra) = std.join(', ', config.groupLabels + extra);
+local merged(config, expr) =
+  'max without (%s) (%s)' % [std.join(', ', config.replicaLabels), expr];
+local rate(config, metric, filter, range) =
+  local sel = std.join(', ', [config.selector] + (if filter == '' then [] else [filter]));
+  merged(config, 'rate(%s{%s}[%s])' % [metric, sel, range]);
+local increase(config, metric, filter, range) =
+  std.strReplace(rate(config, metric, filter, range), 'rate(', 'increase(');
+local vector(name, value) = { record: name, expr: 'vector(%g)' % value };
+
+{
+  prometheusRules+:: {
+    local c = $._config,
+    local failed = 'status=~"failed|undelivered"',
+    groups+: [
+      {
+        name: 'bsg_thresholds',
+        rules: [
+          vector('bsg:failure_ratio_threshold', c.failureRatio),
+          vector('bsg:failure_min_messages', c.failureMinMessages),
+          vector('bsg:failure_spike_factor', c.failureSpikeFactor),
+          vector('bsg:failure_spike_min_messages', c.failureSpikeMinMessages),
+          vector('bsg:latency_p95_threshold_seconds', c.latencyP95Seconds),
+          vector('bsg:stuck_message_age_threshold_seconds', c.stuckMessageAgeSeconds),
+          vector('bsg:reports_stopped_min_submitted', c.reportsStoppedMinSubmitted),
+          vector('bsg:stale_threshold_seconds', c.staleSeconds),
+          vector('bsg:balance_low_threshold', c.balanceLow),
+        ] + [
+          vector('currency:bsg_balance_low_threshold:override', c.balanceLowByCurrency[currency])
+          + { labels: { currency: currency } }
+          for currency in std.objectFields(c.balanceLowByCurrency)
+        ],
+      },
+      {
+        name: 'bsg_recording',
+        rules: [
+          {
+            record: 'target_channel_status:bsg_messages:rate5m',
+            expr: 'sum by (%s) (%s)' % [g(c, ['target', 'channel', 'status']), rate(c, 'bsg_messages_total', '', '5m')],
+          },
+          {
+            record: 'target_channel:bsg_messages:rate5m',
+            expr: 'sum by (%s) (%s)' % [g(c, ['target', 'channel']), rate(c, 'bsg_messages_total', '', '5m')],
+          },
+          {
+            record: 'target_channel:bsg_messages:increase5m',
+            expr: 'sum by (%s) (%s)' % [g(c, ['target', 'channel']), increase(c, 'bsg_messages_total', '', '5m')],
+          },
+          {
+            record: 'target_channel:bsg_messages:rate15m',
+            expr: 'sum by (%s) (%s)' % [g(c, ['target', 'channel']), rate(c, 'bsg_messages_total', '', '15m')],
+          },
+          {
+            record: 'target_channel:bsg_messages_submitted:increase15m',
+            expr: 'sum by (%s) (%s)' % [g(c, ['target', 'channel']), increase(c, 'bsg_messages_submitted_total', '', '15m')],
+          },
+          {
+            record: 'target_channel:bsg_messages_failed:rate5m',
+            expr: 'sum by (%s) (%s)' % [g(c, ['target', 'channel']), rate(c, 'bsg_messages_total', failed, '5m')],
+          },
+          {
+            record: 'target_channel:bsg_messages_failed:increase5m',
+            expr: 'sum by (%s) (%s)' % [g(c, ['target', 'channel']), increase(c, 'bsg_messages_total', failed, '5m')],
+          },
+          {
+            record: 'target_channel:bsg_messages_failed:ratio_rate5m',
+            expr: 'target_channel:bsg_messages_failed:rate5m / (target_channel:bsg_messages:rate5m > 0)',
+          },
+          {
+            record: 'target_channel:bsg_messages_failed:rate5m_avg1d',
+            expr: 'avg_over_time(target_channel:bsg_messages_failed:rate5m[1d])',
+          },
+          {
+            record: 'target_channel:bsg_messages_delivered:ratio_rate5m',
+            expr: 'sum by (%s) (%s)\n  / (target_channel:bsg_messages:rate5m > 0)' % [
+              g(c, ['target', 'channel']),
+              rate(c, 'bsg_messages_total', 'status=~"delivered|read"', '5m'),
+            ],
+          },
+          {
+            record: 'target_channel:bsg_messages_expired:ratio_rate5m',
+            expr: 'sum by (%s) (%s)\n  / (target_channel:bsg_messages:rate5m > 0)' % [
+              g(c, ['target', 'channel']),
+              rate(c, 'bsg_messages_total', 'status="expired"', '5m'),
+            ],
+          },
+          {
+            record: 'target_channel_le:bsg_delivery_latency_seconds_bucket:rate5m',
+            expr: 'sum by (%s) (%s)' % [g(c, ['target', 'channel', 'le']), rate(c, 'bsg_delivery_latency_seconds_bucket', '', '5m')],
+          },
+        ] + [
+          {
+            record: 'target_channel:bsg_delivery_latency_seconds:p%d_rate5m' % q,
+            expr: 'histogram_quantile(0.%d, target_channel_le:bsg_delivery_latency_seconds_bucket:rate5m)' % q,
+          }
+          for q in [50, 95, 99]
+        ] + [
+          {
+            record: 'target_channel_currency:bsg_message_cost:rate5m',
+            expr: 'sum by (%s) (%s)' % [g(c, ['target', 'channel', 'currency']), rate(c, 'bsg_message_cost_total', '', '5m')],
+          },
+          {
+            // A replica that already saw a message final knows best: the youngest age wins.
+            record: 'target:bsg_oldest_pending_message_age_seconds:min',
+            expr: 'min by (%s) (bsg_oldest_pending_message_age_seconds{%s})' % [g(c, ['target']), c.selector],
+          },
+          {
+            // The data is as fresh as its freshest replica.
+            record: 'target:bsg_last_poll_success_timestamp_seconds:max',
+            expr: 'max by (%s) (bsg_last_poll_success_timestamp_seconds{%s})' % [g(c, ['target']), c.selector],
+          },
+          {
+            record: 'currency:bsg_account_balance:max',
+            expr: 'max by (%s) (bsg_account_balance{%s})' % [g(c, ['currency']), c.selector],
+          },
+          {
+            // The low-balance threshold of each currency an account reports: override or default.
+            record: 'currency:bsg_balance_low_threshold:effective',
+            expr: |||
+              group by (%(g)s) (currency:bsg_account_balance:max)
+                * on (currency) group_left () currency:bsg_balance_low_threshold:override
+              or
+              group by (%(g)s) (currency:bsg_account_balance:max)
+                * on () group_left () bsg:balance_low_threshold
+            ||| % { g: g(c, ['currency']) },
+          },
+        ],
+      },
+    ],
+  },
+}
