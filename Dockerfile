@@ -14,6 +14,9 @@ RUN pip install --no-cache-dir --no-index --find-links=/wheels /wheels/bsg_expor
     && rm -rf /wheels
 USER 10001
 WORKDIR /var/lib/bsg-exporter
+# The state file (state.path, relative to here by default): on a volume, a recreated container
+# resumes where the last one stopped instead of starting cold.
+VOLUME /var/lib/bsg-exporter
 EXPOSE 9746
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9746/-/healthy', timeout=3)"]

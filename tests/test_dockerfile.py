@@ -8,6 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
+from exporter.defaults import DEFAULT_STATE_PATH
+
 DOCKERFILE = Path(__file__).resolve().parent.parent / "Dockerfile"
 
 
@@ -41,3 +45,29 @@ def test_structure() -> None:
     assert re.search(r"^HEALTHCHECK .*", text, re.M) and "/-/healthy" in text
     assert re.search(r'^ENTRYPOINT \["bsg-exporter"\]$', text, re.M)
     assert re.search(r'^CMD \["--config.file=', text, re.M)
+
+
+def test_the_state_file_is_on_a_volume_in_every_deployment() -> None:
+    root = DOCKERFILE.parent
+    text = DOCKERFILE.read_text()
+    (workdir,) = re.findall(r"^WORKDIR (\S+)", text.split("\nFROM ")[-1], re.M)
+    assert re.search(rf"^VOLUME {re.escape(workdir)}$", text, re.M)
+    assert not DEFAULT_STATE_PATH.startswith("/")  # the default state file is in the WORKDIR
+    compose = yaml.safe_load((root / "compose.yaml").read_text())
+    mounts = dict(m.rsplit(":", 1)[::-1] for m in compose["services"]["exporter"]["volumes"])
+    assert mounts[workdir] in compose["volumes"]  # a named volume, declared
+    readme = (root / "README.md").read_text()
+    (run,) = re.findall(r"`(docker run [^`]+)`", readme)
+    assert re.search(rf"-v [\w-]+:{re.escape(workdir)}\b", run), run
+    docs = yaml.safe_load_all((root / "contrib" / "kubernetes" / "bsg-exporter.yaml").read_text())
+    by_kind = {doc["kind"]: doc for doc in docs}
+    state = yaml.safe_load(by_kind["ConfigMap"]["data"]["config.yaml"])["state"]["path"]
+    pod = by_kind["Deployment"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    mount = next(m for m in container["volumeMounts"] if state.startswith(m["mountPath"] + "/"))
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["persistentVolumeClaim"]["claimName"] in {
+        doc["metadata"]["name"]
+        for doc in by_kind.values()
+        if doc["kind"] == "PersistentVolumeClaim"
+    }
