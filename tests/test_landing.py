@@ -104,8 +104,8 @@ def test_landing_page_in_chromium_shows_each_target(
             assert "503" in row["Last error"] or "server" in row["Last error"], row
         window = series(samples, "bsg_window_messages", target=target)
         assert row["In window"] == f"{sum(window.values()):.0f}"
-        assert row["Delivered"] == window_ratio(samples, target, ("delivered", "read"))
-        assert row["Failed + undelivered"] == window_ratio(
+        assert row["Delivered (of final)"] == window_ratio(samples, target, ("delivered", "read"))
+        assert row["Failed + undelivered (of final)"] == window_ratio(
             samples, target, ("failed", "undelivered")
         )
         # every delivery took 30 s: all in the (10 s, 30 s] bucket, interpolated linearly
@@ -121,13 +121,19 @@ def test_landing_page_in_chromium_shows_each_target(
         )
     # the known outcomes: 8 delivered, 3 failed, 1 undelivered, 1 expired, 2 still sent
     assert rows["all"]["In window"] == "15"
-    assert rows["all"]["Delivered"] == "61.5 %" and rows["all"]["Failed + undelivered"] == "30.8 %"
+    assert (
+        rows["all"]["Delivered (of final)"] == "61.5 %"
+        and rows["all"]["Failed + undelivered (of final)"] == "30.8 %"
+    )
     assert rows["c22"]["In window"] == "3" and rows["c22"]["Pending"] == "0"
-    assert rows["c22"]["Delivered"] == "33.3 %"
+    assert rows["c22"]["Delivered (of final)"] == "33.3 %"
     assert rows["all"]["Pending"].startswith("2 (oldest ")
     assert "delivered 8 (53.3 %)" in text and "failed + undelivered 4 (26.7 %)" in text
     assert "pending 2 (13.3 %)" in text and "expired 1 (6.7 %)" in text
     assert "other final" not in text  # empty groups stay out of the legend
+    # each figure says what it is a share of: 8 of 13 final messages, 8 of all 15
+    assert "Shares of all 15 messages in the window, pending included." in text
+    assert "Pending messages have no final status yet" in text
     channels = dom.table_with("Channel")  # the first target's channels: all
     assert [(r["Channel"], r["In window"]) for r in channels] == [("sms", "13"), ("viber", "2")]
     balances = dom.table_with("Credit limit")

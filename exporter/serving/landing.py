@@ -278,7 +278,8 @@ def _mix_bar(mix: Mix) -> str:
         for g, n in groups.items()
         if n
     )
-    return f'<div class="bar">{segments}</div><p class="legend">{legend}</p>'
+    note = f'<p class="muted">Shares of all {total:,} messages in the window, pending included.</p>'
+    return f'<div class="bar">{segments}</div><p class="legend">{legend}</p>{note}'
 
 
 def _status_table(mix: Mix) -> str:
@@ -311,8 +312,9 @@ def _details(name: str, snapshot: TargetSnapshot) -> str:
             f"<td class=num>{fmt_money(_cost(snapshot, channel))}</td></tr>"
         )
     table = (
-        "<table><tr><th>Channel</th><th>In window</th><th>Delivered</th>"
-        "<th>Failed + undelivered</th><th>Expired</th><th>Latency p50 / p95 / p99</th>"
+        "<table><tr><th>Channel</th><th>In window</th><th>Delivered (of final)</th>"
+        "<th>Failed + undelivered (of final)</th><th>Expired (of final)</th>"
+        "<th>Latency p50 / p95 / p99</th>"
         "<th>Counted final</th><th>Cost</th></tr>\n" + "\n".join(rows) + "</table>"
         if rows
         else ""
@@ -355,15 +357,19 @@ table.statuses td, table.statuses th {{ font-size: .85em; }}
 <body>
 <h1>BSG Exporter</h1>
 <p class="muted">Prometheus exporter for SMS delivery health on the BSG One API, version
-{version}. Ratios and the status mix cover the messages created in each target's window;
-latency, counts and cost cover the messages counted since the exporter started.</p>
+{version}. Ratios and the status mix cover the messages created in each target's window: a
+ratio "of final" is a share of the window's messages that reached a final status, the status
+mix a share of all of them. Pending messages have no final status yet (accepted, sent,
+scheduled, ...): they are read again until they reach one or outlive their validity. Latency,
+counts and cost cover the messages counted since the exporter started.</p>
 {warning}
 <p><a href="{metrics}">Metrics</a> &middot; <a href="/-/healthy">Health</a>
  &middot; <a href="/-/ready">Readiness</a></p>
 <h2>Targets: <span class="badge {overall}">{up} of {count} up</span></h2>
 <table>
-<tr><th>Target</th><th>State</th><th>Last good poll</th><th>In window</th><th>Delivered</th>
-<th>Failed + undelivered</th><th>Latency p50 / p95 / p99</th><th>Pending</th><th>Cost</th>
+<tr><th>Target</th><th>State</th><th>Last good poll</th><th>In window</th>
+<th>Delivered (of final)</th><th>Failed + undelivered (of final)</th>
+<th>Latency p50 / p95 / p99</th><th>Pending</th><th>Cost</th>
 <th>Last error</th></tr>
 {summary}
 </table>
