@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import signal
 import sys
 import threading
@@ -24,13 +25,14 @@ from exporter.config.webconfig import load_web_config
 from exporter.defaults import DEFAULT_LISTEN_ADDRESS, DEFAULT_MAX_REQUESTS, DEFAULT_TELEMETRY_PATH
 from exporter.logs import FORMATS, LEVELS, configure_logging
 from exporter.runtime import tune_process
-from exporter.serving.server import WebServer
+from exporter.serving.server import WebServer, parse_listen_address
 from exporter.tracking.store import MEMORY, StateAccessError, StateError, set_aside
 
 if TYPE_CHECKING:
     from exporter.simulator import SimulatorServer
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+TEST_KEY_WARNING = "is a test_ key: the API answers it with random data, numbers mean nothing"
 SHUTDOWN_GRACE = 4.0
 """Seconds the poll in flight gets to notice the stop before the process exits anyway."""
 WEB_STOP_GRACE = 2.0
@@ -61,6 +63,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--web.listen-address",
         dest="listen_address",
         default=DEFAULT_LISTEN_ADDRESS,
+        type=_listen_address,
         metavar="ADDR",
         help="address to listen on (default: %(default)s)",
     )
@@ -135,6 +138,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def _listen_address(text: str) -> str:
+    """``--web.listen-address``: checked while parsing, so that a bad one exits 2 like any
+    bad flag (one that parses but cannot be bound fails at start, with 1)."""
+    try:
+        parse_listen_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the exporter; returns the process exit status."""
     args = parse_args(argv)
@@ -163,6 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{args.config_file or 'demo config'}: OK ({len(config.targets)} targets)")
         if args.web_config_file:
             print(f"{args.web_config_file}: OK")
+        if config.api.key.is_test_key:
+            print(f"warning: api.key {TEST_KEY_WARNING}", file=sys.stderr)
         return EXIT_OK
     try:
         return _serve(config, args, lambda: _load(args, demo_api))
@@ -179,8 +194,10 @@ def _load(args: argparse.Namespace, demo_api: ApiConfig | None) -> Config:
 
     if args.config_file is None:
         return demo_config(demo_api.url, demo_api.key.reveal())
-    # A config given with --demo keeps its targets but talks to the simulator.
-    return dataclasses.replace(load_config(args.config_file), api=demo_api)
+    # A config given with --demo keeps its targets but talks to the simulator, which ignores
+    # the key: a config that reads it from $BSG_API_KEY needs none set.
+    environ = {"BSG_API_KEY": demo_api.key.reveal(), **os.environ}
+    return dataclasses.replace(load_config(args.config_file, environ), api=demo_api)
 
 
 def _load_web_config(args: argparse.Namespace) -> ConfigError | None:
@@ -319,7 +336,7 @@ def _build(config: Config, stop: threading.Event, args: argparse.Namespace) -> A
 def _warn_about_the_key(config: Config) -> None:
     """Say loudly when the key makes the numbers meaningless or sits in the config file."""
     if config.api.key.is_test_key:
-        log.warning("test_key", message="a test_ API key returns random data: numbers mean nothing")
+        log.warning("test_key", message=f"the API key {TEST_KEY_WARNING}")
     if config.api.key_source == "inline":
         log.warning(
             "api_key_inline",

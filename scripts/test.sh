@@ -28,3 +28,14 @@ python3 -m venv .venv
 .venv/bin/mypy --strict exporter tests grafana benchmarks mixin
 .venv/bin/lint-imports --no-cache
 .venv/bin/python -m pytest "$@"
+
+# The same code against the lowest versions pyproject.toml allows (constraints-min.txt): the
+# tests that exercise those dependencies, in a second venv, so that a lower bound cannot drift.
+[ $# -eq 0 ] || exit 0  # a run narrowed by pytest arguments skips it
+python3 -m venv .venv-min
+.venv-min/bin/python -m pip install -q --upgrade pip
+.venv-min/bin/python -m pip install -q -c constraints-min.txt -e . pytest hypothesis cryptography
+.venv-min/bin/python -m pytest -q -p no:cacheprovider \
+    tests/test_decode.py tests/test_collector.py tests/test_config.py tests/test_webconfig.py \
+    tests/test_client_edges.py tests/test_client_hardening.py tests/test_logs.py tests/test_web.py \
+    "tests/test_properties.py::test_ids_beyond_sqlite_integers_are_rejected"

@@ -51,7 +51,7 @@ def test_bad_config_exits_2_naming_every_field(tmp_path: Path) -> None:
         assert result.stderr == (
             f"{bad}: 3 errors\n"
             '  api.timeout: expected a duration like "60s", got 10\n'
-            "  targets[0].window: must be at least poll.interval (1m0s), got 30s\n"
+            "  targets[0].window: must be at least poll.interval (1m), got 30s\n"
             "  targets[0].colour: unknown key\n"
         )
 
@@ -68,6 +68,30 @@ def test_bad_flag_exits_2() -> None:
     for count in ("-1", "many"):
         result = run_cli(f"--web.max-requests={count}")
         assert result.returncode == 2 and "--web.max-requests" in result.stderr
+    for address in ("9746", "localhost:http", "::1:9746", ":70000"):
+        result = run_cli(f"--web.listen-address={address}", "--demo", "--config.check")
+        assert result.returncode == 2 and "--web.listen-address" in result.stderr, address
+
+
+def test_demo_needs_no_key_even_with_a_config_that_reads_one(tmp_path: Path) -> None:
+    environ = {k: v for k, v in os.environ.items() if k != "BSG_API_KEY"}
+    result = run_cli("--demo", "--config.file=config.example.yaml", "--config.check", env=environ)
+    assert result.returncode == 0, result.stderr
+    assert "OK (2 targets)" in result.stdout
+    # without --demo the same config still needs its key
+    result = run_cli("--config.file=config.example.yaml", "--config.check", env=environ)
+    assert result.returncode == 2 and "BSG_API_KEY" in result.stderr
+
+
+def test_config_check_warns_about_a_test_key() -> None:
+    test_key = {**os.environ, "BSG_API_KEY": "test_0123456789"}
+    result = run_cli("--config.file=config.example.yaml", "--config.check", env=test_key)
+    assert result.returncode == 0, result.stderr
+    assert "test_ key" in result.stderr and "random data" in result.stderr
+    assert (
+        "test_"
+        not in run_cli("--config.file=config.example.yaml", "--config.check", env=_env()).stderr
+    )
 
 
 def test_demo_serves_metrics_that_promtool_accepts_and_stops_on_sigterm(tmp_path: Path) -> None:

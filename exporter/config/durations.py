@@ -83,25 +83,34 @@ def _whole_hint(text: str) -> str:
     return f' (like "{"".join(parts)}")'
 
 
+_UNITS_NS = (
+    ("y", 365 * 86400 * 10**9),
+    ("w", 7 * 86400 * 10**9),
+    ("d", 86400 * 10**9),
+    ("h", 3600 * 10**9),
+    ("m", 60 * 10**9),
+    ("s", 10**9),
+)
+
+
 def format_duration(seconds: float) -> str:
-    """Format seconds the way Go's time.Duration does: "500ms", "1m0s", "24h0m0s"."""
+    """Format seconds the way Prometheus writes a duration: "500ms", "1m30s", "1w", "1d2h"."""
     ns = round(seconds * 1e9)  # raises on inf and nan, which no duration can be
     if ns == 0:
         return "0s"
     sign = "-" if ns < 0 else ""
     ns = abs(ns)
-    if ns < 1_000_000_000:
+    parts = []
+    for unit, size in _UNITS_NS:
+        count, ns = divmod(ns, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    if ns:  # what is left is under a second
         for unit, size in (("ms", 1_000_000), ("µs", 1000), ("ns", 1)):
-            if ns >= size:
-                return f"{sign}{_decimal(ns, size)}{unit}"
-    hours, rest = divmod(ns, 3600 * 1_000_000_000)
-    minutes, rest = divmod(rest, 60 * 1_000_000_000)
-    secs = _decimal(rest, 1_000_000_000)
-    if hours:
-        return f"{sign}{hours}h{minutes}m{secs}s"
-    if minutes:
-        return f"{sign}{minutes}m{secs}s"
-    return f"{sign}{secs}s"
+            if ns >= size or unit == "ns":
+                parts.append(f"{_decimal(ns, size)}{unit}")
+                break
+    return sign + "".join(parts)
 
 
 def _decimal(value: int, unit: int) -> str:

@@ -428,16 +428,13 @@ def as_duration(
             seconds = parse_duration(scalar.text)
         except ValueError as exc:
             raise LeafError(str(exc)) from None
+        written = scalar.text.strip()  # echoed as written, the bound as Prometheus writes it
         if seconds < 0 or (seconds == 0 and not zero):
-            raise LeafError(f"must be greater than 0, got {format_duration(seconds)}")
+            raise LeafError(f"must be greater than 0, got {written}")
         if minimum is not None and seconds < minimum:
-            raise LeafError(
-                f"must be at least {format_duration(minimum)}, got {format_duration(seconds)}"
-            )
+            raise LeafError(f"must be at least {format_duration(minimum)}, got {written}")
         if maximum is not None and seconds > maximum:
-            raise LeafError(
-                f"must be at most {format_duration(maximum)}, got {format_duration(seconds)}"
-            )
+            raise LeafError(f"must be at most {format_duration(maximum)}, got {written}")
         return seconds
 
     return convert
