@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -21,11 +22,12 @@ import structlog
 from exporter import __version__
 from exporter.app import App, build_app
 from exporter.config.schema import ApiConfig, Config, ConfigError, load_config
-from exporter.config.webconfig import load_web_config
+from exporter.config.webconfig import WebConfigFileError, load_web_config
 from exporter.defaults import DEFAULT_LISTEN_ADDRESS, DEFAULT_MAX_REQUESTS, DEFAULT_TELEMETRY_PATH
 from exporter.logs import FORMATS, LEVELS, configure_logging
 from exporter.runtime import tune_process
-from exporter.serving.server import WebServer, parse_listen_address
+from exporter.serving.activation import ACTIVATION_VARIABLES, passed_sockets
+from exporter.serving.server import WebServer, WebSettings, parse_listen_address, web_settings
 from exporter.tracking.store import MEMORY, StateAccessError, StateError, set_aside
 
 if TYPE_CHECKING:
@@ -61,11 +63,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--web.listen-address",
-        dest="listen_address",
-        default=DEFAULT_LISTEN_ADDRESS,
+        dest="listen_addresses",
+        action="append",
         type=_listen_address,
         metavar="ADDR",
-        help="address to listen on (default: %(default)s)",
+        help=f"address to listen on; repeatable (default: {DEFAULT_LISTEN_ADDRESS})",
+    )
+    parser.add_argument(
+        "--web.systemd-socket",
+        dest="systemd_socket",
+        action="store_true",
+        help="listen on the sockets systemd passes (socket activation) instead of the addresses",
     )
     parser.add_argument(
         "--web.telemetry-path",
@@ -93,6 +101,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         dest="enable_lifecycle",
         action="store_true",
         help="allow POST /-/reload to re-read the configuration (default: off, 403)",
+    )
+    parser.add_argument(
+        "--web.disable-exporter-metrics",
+        dest="disable_exporter_metrics",
+        action="store_true",
+        help="leave out the metrics about the exporter process itself (process_*, python_*)",
     )
     parser.add_argument(
         "--log.level",
@@ -131,6 +145,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--version", action="version", version=f"bsg-exporter {__version__}")
     args = parser.parse_args(argv)
+    args.listen_addresses = args.listen_addresses or [DEFAULT_LISTEN_ADDRESS]
     if not args.telemetry_path.startswith("/") or args.telemetry_path in ("/", "/-/healthy"):
         parser.error(f"--web.telemetry-path must be a path of its own, got {args.telemetry_path!r}")
     if args.max_requests < 0:
@@ -230,19 +245,22 @@ def _serve(config: Config, args: argparse.Namespace, load: Callable[[], Config])
     except StateError as exc:
         log.error("state_unusable", error=str(exc))
         return EXIT_FAILURE
+    reload = _Reload(app, args, load)
     try:
         web = WebServer(
-            args.listen_address,
+            _listeners(args),
             app.registry,
             app.state,
             telemetry_path=args.telemetry_path,
             web_config=args.web_config,
             max_requests=args.max_requests,
-            reload=(lambda: app.reload_with(load)) if args.enable_lifecycle else None,
+            reload=reload if args.enable_lifecycle else None,
         )
     except (OSError, ValueError) as exc:
-        log.error("listen_failed", address=args.listen_address, error=str(exc))
+        where = "systemd sockets" if args.systemd_socket else args.listen_addresses
+        log.error("listen_failed", address=where, error=str(exc))
         return EXIT_FAILURE
+    reload.web = web
     _warn_about_the_key(config)
     _install_signal_handlers(stop, reload_requested)
     web.start()
@@ -251,12 +269,11 @@ def _serve(config: Config, args: argparse.Namespace, load: Callable[[], Config])
     log.info(
         "exporter_started",
         version=__version__,
-        listen_address=args.listen_address,
-        port=web.port,
+        listen_address=web.addresses,
         targets=[t.name for t in config.targets],
         interval_s=config.poll.interval,
     )
-    status = _supervise(app, poll_thread, stop, reload_requested, load)
+    status = _supervise(app, poll_thread, stop, reload_requested, reload)
     log.info("exporter_stopping")
     _within(WEB_STOP_GRACE, web.stop, "web-stop")
     poll_thread.join(timeout=SHUTDOWN_GRACE)
@@ -265,6 +282,72 @@ def _serve(config: Config, args: argparse.Namespace, load: Callable[[], Config])
         app.close()
     log.info("exporter_stopped", clean=clean)
     return status
+
+
+def _listeners(args: argparse.Namespace) -> list[str | socket.socket]:
+    """The addresses to bind, or the sockets systemd passed (raises ActivationError)."""
+    if not args.systemd_socket:
+        return list(args.listen_addresses)
+    sockets: list[str | socket.socket] = list(passed_sockets(os.environ, os.getpid()))
+    for name in ACTIVATION_VARIABLES:  # a child process must not take them for its own
+        os.environ.pop(name, None)
+    return sockets
+
+
+class _Reload:
+    """One reload, from SIGHUP or /-/reload: the configuration and the web configuration.
+
+    Both files are read before either is applied; when one is bad, both running ones are kept
+    and every problem of both is reported at once.
+    """
+
+    def __init__(self, app: App, args: argparse.Namespace, load: Callable[[], Config]) -> None:
+        self._app = app
+        self._args = args
+        self._load = load
+        self.web: WebServer | None = None
+        self._lock = threading.Lock()  # a SIGHUP and a /-/reload at once: one after the other
+
+    def __call__(self) -> str | None:
+        """Reload; returns the problems, or None when it was applied."""
+        with self._lock:
+            settings: list[WebSettings] = []
+            error = self._app.reload_with(lambda: self._read(settings))
+            if error is None and settings and self.web is not None:
+                self.web.reconfigure(settings[0])
+                log.info("web_config_reloaded", path=self._args.web_config_file)
+            return error
+
+    def _read(self, settings: list[WebSettings]) -> Config:
+        """Read both files; the web settings go to ``settings``. Raises ConfigError."""
+        web_error = None
+        if self._args.web_config_file:
+            try:
+                settings.append(_web_settings(self._args.web_config_file))
+            except ConfigError as exc:
+                web_error = exc
+        try:
+            config = self._load()
+        except ConfigError as exc:
+            raise exc if web_error is None else _both(exc, web_error) from None
+        if web_error is not None:
+            raise web_error
+        return config
+
+
+def _web_settings(path: str) -> WebSettings:
+    """The settings of the web configuration file at ``path``. Raises ConfigError."""
+    web_config = load_web_config(path)
+    try:
+        return web_settings(web_config)
+    except WebConfigFileError as exc:  # a file changed since load_web_config read it
+        raise ConfigError(path, [f"tls_server_config.{k}: {m}" for k, m in exc.problems]) from None
+
+
+def _both(first: ConfigError, second: ConfigError) -> ConfigError:
+    """One error holding the problems of two files, each named."""
+    errors = [f"{e.source}: {line}" for e in (first, second) for line in e.errors]
+    return ConfigError(f"{first.source} and {second.source}", errors)
 
 
 def _run_poll_loop(app: App) -> None:
@@ -281,7 +364,7 @@ def _supervise(
     poll_thread: threading.Thread,
     stop: threading.Event,
     reload_requested: threading.Event,
-    load: Callable[[], Config],
+    reload: Callable[[], str | None],
 ) -> int:
     """Wait for the stop, run reloads, and watch the poll loop; returns the exit status.
 
@@ -294,9 +377,7 @@ def _supervise(
             # In a thread of its own: a reload waits for the target poll in flight, and the
             # main thread must stay free to act on SIGTERM meanwhile.
             reload_requested.clear()
-            reloader = threading.Thread(
-                target=app.reload_with, args=(load,), name="reload", daemon=True
-            )
+            reloader = threading.Thread(target=reload, name="reload", daemon=True)
             reloader.start()
         if not poll_thread.is_alive() and not stop.is_set():
             app.state.liveness.fail("poll loop ended")
@@ -321,8 +402,9 @@ def _within(seconds: float, action: Callable[[], None], name: str) -> None:
 def _build(config: Config, stop: threading.Event, args: argparse.Namespace) -> App:
     """Build the app; with --state.reset, an unusable state file is set aside first."""
     path = args.state_path or config.state.path
+    process_metrics = not args.disable_exporter_metrics
     try:
-        return build_app(config, stop=stop, state_path=path)
+        return build_app(config, stop=stop, state_path=path, process_metrics=process_metrics)
     except StateAccessError:
         raise  # a directory that cannot be written: renaming the file aside cannot fix it
     except StateError:
@@ -330,7 +412,7 @@ def _build(config: Config, stop: threading.Event, args: argparse.Namespace) -> A
             raise
     aside = set_aside(path)
     log.warning("state_reset", path=path, moved_to=aside)
-    return build_app(config, stop=stop, state_path=path)
+    return build_app(config, stop=stop, state_path=path, process_metrics=process_metrics)
 
 
 def _warn_about_the_key(config: Config) -> None:

@@ -42,3 +42,15 @@ def test_kubernetes_manifest_is_consistent() -> None:
     # the config itself is valid (with a stand-in key file)
     assert "key_file" in config_text
     parse_config(config_text.replace(f"key_file: {key_file_config}", "key: live_x"))
+
+
+def test_systemd_socket_listens_where_the_unit_would() -> None:
+    unit = (ROOT / "contrib/bsg-exporter.service").read_text()
+    socket_unit = (ROOT / "contrib/bsg-exporter.socket").read_text()
+    exec_start = unit.split("ExecStart=", 1)[1].split("\nExecReload", 1)[0].replace("\\\n", " ")
+    _, *args = shlex.split(exec_start)
+    [address] = parse_args(args).listen_addresses
+    assert f"ListenStream={address.rsplit(':', 1)[1]}\n" in socket_unit
+    assert "Service=bsg-exporter.service\n" in socket_unit
+    activated = [a for a in args if not a.startswith("--web.listen-address")]
+    assert parse_args([*activated, "--web.systemd-socket"]).systemd_socket

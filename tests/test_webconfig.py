@@ -6,6 +6,8 @@ import base64
 import datetime
 import ipaddress
 import os
+import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -24,11 +26,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from prometheus_client import CollectorRegistry
 
+from exporter.__main__ import _both
 from exporter.config.schema import ConfigError, MetricsConfig, TargetConfig
 from exporter.config.webconfig import WebConfig, load_web_config, parse_web_config
 from exporter.serving.auth import BasicAuth, authenticator
 from exporter.serving.collector import BsgCollector
-from exporter.serving.server import WebServer
+from exporter.serving.server import WebServer, web_settings
 from exporter.stats import ExporterState, TargetStatus
 from exporter.tracking.store import MEMORY, StateStore
 from exporter.tracking.tracker import TargetTracker
@@ -335,6 +338,25 @@ def test_inline_certificate_key_and_client_ca(pki: Pki, serve: Serve) -> None:
     assert refused(lambda: httpx.get(f"{url}/metrics", verify=trusting(pki)))
 
 
+def test_reconfigured_settings_apply_to_the_next_connection(pki: Pki) -> None:
+    state = ExporterState(targets={}, version="9", test_key=False)
+    web = WebServer("127.0.0.1:0", CollectorRegistry(auto_describe=False), state)
+    web.start()
+    try:
+        url = f"127.0.0.1:{web.port}/-/ready"
+        assert httpx.get(f"http://{url}").status_code == 200
+        config = parse_web_config(TLS + AUTH, source="web.yml", base_dir=str(pki.dir))
+        web.reconfigure(web_settings(config))
+        assert refused(lambda: httpx.get(f"http://{url}"))
+        assert httpx.get(f"https://{url}", verify=trusting(pki)).status_code == 401
+        answer = httpx.get(f"https://{url}", verify=trusting(pki), auth=("alice", PASSWORD))
+        assert answer.status_code == 200
+        web.reconfigure(web_settings(WebConfig()))
+        assert httpx.get(f"http://{url}").status_code == 200
+    finally:
+        web.stop()
+
+
 def test_headers_on_every_answer(pki: Pki, serve: Serve) -> None:
     url = serve(
         TLS
@@ -552,7 +574,21 @@ NO_BCRYPT = (
         ),
         (
             "tls_server_config:\n  cert_file: server.key\n  key_file: server.crt\n",
-            ["tls_server_config.cert_file: no PEM certificate found"],
+            [
+                "tls_server_config.cert_file: no PEM certificate found",
+                "tls_server_config.key_file: no PEM private key found",
+            ],
+        ),
+        (
+            "tls_server_config:\n  cert_file: gone.crt\n  key_file: gone.key\n"
+            "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: empty.pem\n",
+            [
+                'tls_server_config.cert_file: cannot read "{dir}/gone.crt":'
+                " No such file or directory",
+                'tls_server_config.key_file: cannot read "{dir}/gone.key":'
+                " No such file or directory",
+                "tls_server_config.client_ca_file: no PEM certificate found",
+            ],
         ),
         (
             "tls_server_config:\n  cert_file: server.crt\n  key_file: server.crt\n",
@@ -695,3 +731,192 @@ def test_the_exporter_serves_tls_and_auth_from_the_flag(pki: Pki, tmp_path: Path
         proc.terminate()
         _, stderr = proc.communicate(timeout=10)
     assert proc.returncode == 0, stderr
+
+
+# --- reloading ----------------------------------------------------------------------------
+
+
+def _start_exporter(*flags: str) -> tuple[subprocess.Popen[bytes], int]:
+    """``python -m exporter --demo`` on a free loopback port, with ``flags``."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "exporter", "--demo", f"--web.listen-address=127.0.0.1:{port}",
+            "--log.format=json", *flags,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    return proc, port
+
+
+def _peer_certificate(port: int) -> bytes:
+    """The certificate the server presents now, in DER (not verified: only compared)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as sock,
+        context.wrap_socket(sock) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return der
+
+
+def _der(pki: Pki, name: str) -> bytes:
+    return ssl.PEM_cert_to_DER_cert(Path(pki.path(f"{name}.crt")).read_text())
+
+
+def _until(check: Callable[[], bool], proc: subprocess.Popen[bytes], what: str) -> None:
+    """Wait up to 20 s for ``check``, failing early if the exporter died."""
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if check():
+                return
+        except (httpx.TransportError, ssl.SSLError, OSError):
+            pass
+        assert proc.poll() is None, f"the exporter exited while waiting for {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_the_web_config_is_read_again_on_sighup_and_reload(pki: Pki, tmp_path: Path) -> None:
+    """Rotated certificates and changed users take effect; a bad file keeps the last good one."""
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    cert.write_bytes(Path(pki.path("server.crt")).read_bytes())
+    key.write_bytes(Path(pki.path("server.key")).read_bytes())
+    web = tmp_path / "web.yml"
+    tls = "tls_server_config:\n  cert_file: tls.crt\n  key_file: tls.key\n"
+    web.write_text(tls + AUTH)
+    proc, port = _start_exporter(f"--web.config.file={web}", "--web.enable-lifecycle")
+    url = f"https://127.0.0.1:{port}"
+
+    def metrics(user: str) -> int:
+        return httpx.get(f"{url}/metrics", verify=False, auth=(user, PASSWORD)).status_code
+
+    try:
+        _until(lambda: metrics("alice") == 200, proc, "the first scrape")
+        assert _peer_certificate(port) == _der(pki, "server")
+        cert.write_bytes(Path(pki.path("rogue.crt")).read_bytes())  # a rotated certificate
+        key.write_bytes(Path(pki.path("rogue.key")).read_bytes())
+        web.write_text(tls + f"basic_auth_users:\n  bob: {HASH}\n")
+        proc.send_signal(signal.SIGHUP)
+        _until(lambda: _peer_certificate(port) == _der(pki, "rogue"), proc, "the new certificate")
+        assert metrics("bob") == 200
+        assert metrics("alice") == 401
+
+        web.write_text("tls_server_config:\n  cert_file: gone.crt\n  key_file: gone.key\n")
+        answer = httpx.post(f"{url}/-/reload", verify=False, auth=("bob", PASSWORD))
+        assert answer.status_code == 500
+        assert "tls_server_config.cert_file: cannot read" in answer.text
+        assert "tls_server_config.key_file: cannot read" in answer.text
+        assert _peer_certificate(port) == _der(pki, "rogue")  # the last good one is kept
+        scraped = httpx.get(f"{url}/metrics", verify=False, auth=("bob", PASSWORD))
+        assert "bsg_exporter_config_last_reload_successful 0.0" in scraped.text
+
+        web.write_text(tls + f"basic_auth_users:\n  carol: {HASH}\n")
+        answer = httpx.post(f"{url}/-/reload", verify=False, auth=("bob", PASSWORD))
+        assert answer.status_code == 200, answer.text
+        assert metrics("carol") == 200 and metrics("bob") == 401
+    finally:
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=10)
+    assert proc.returncode == 0, stderr
+    logged = stderr.decode()
+    assert '"event": "web_config_reloaded"' in logged
+    assert '"event": "config_reload_failed"' in logged and "gone.crt" in logged
+
+
+def test_a_bad_config_and_a_bad_web_config_are_reported_together() -> None:
+    first = ConfigError("config.yaml", ["poll.interval: must be at least 1s"])
+    second = ConfigError("web.yml", ["http_server_config.http2: not supported"])
+    both = _both(first, second)
+    assert both.errors == (
+        "config.yaml: poll.interval: must be at least 1s",
+        "web.yml: http_server_config.http2: not supported",
+    )
+    assert str(both).startswith("config.yaml and web.yml: 2 errors\n")
+
+
+# --- against the toolkit's own check ------------------------------------------------------
+
+CLIENT_CA = "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n"
+HEADERS = (
+    "http_server_config:\n  headers:\n    X-Frame-Options: deny\n"
+    "    X-Content-Type-Options: nosniff\n    Strict-Transport-Security: max-age=31536000\n"
+)
+AGREED = [
+    ("empty", "", True),
+    ("basic auth", AUTH, True),
+    ("tls", TLS, True),
+    ("tls with client certificates", TLS + CLIENT_CA, True),
+    ("tls 1.3 only", TLS + "  min_version: TLS13\n", True),
+    (
+        "client certificates if given",
+        TLS + "  client_auth_type: VerifyClientCertIfGiven\n  client_ca_file: ca.crt\n",
+        True,
+    ),
+    ("headers", HEADERS, True),
+    ("everything", TLS + CLIENT_CA + HEADERS + AUTH, True),
+    ("no key", "tls_server_config:\n  cert_file: server.crt\n", False),
+    ("files missing", "tls_server_config:\n  cert_file: no.crt\n  key_file: no.key\n", False),
+    (
+        "files swapped",
+        "tls_server_config:\n  cert_file: server.key\n  key_file: server.crt\n",
+        False,
+    ),
+    (
+        "key of another",
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: client.key\n",
+        False,
+    ),
+    ("unknown key", "tls_server_confg: {}\n", False),
+    ("unknown tls key", TLS + "  cert_fil: x\n", False),
+    ("not a mapping", "- a\n", False),
+    ("header not allowed", "http_server_config:\n  headers:\n    X-Powered-By: me\n", False),
+    ("header value", "http_server_config:\n  headers:\n    X-Frame-Options: DENY\n", False),
+    ("tls version", TLS + "  min_version: TLS14\n", False),
+    ("client auth type", TLS + "  client_auth_type: Always\n", False),
+    ("not a bcrypt hash", "basic_auth_users:\n  alice: plain\n", False),
+    ("a client CA never asked for", TLS + "  client_ca_file: ca.crt\n", False),
+]
+"""Files both checks judge alike; keys this toolkit version lacks (inline cert/key,
+rate_limit) are left out."""
+STRICTER = [
+    ("http2 asked for", "http_server_config:\n  http2: true\n"),
+    ("versions crossed", TLS + "  min_version: TLS13\n  max_version: TLS12\n"),
+    ("client certificates without a CA", TLS + "  client_auth_type: RequireAndVerifyClientCert\n"),
+    ("a colon in a user name", f"basic_auth_users:\n  'a:b': {HASH}\n"),
+]
+"""Files the toolkit accepts and bsg-exporter refuses on purpose (see the module's errors)."""
+
+
+def _checks(pki: Pki, name: str, text: str) -> tuple[bool, bool, str]:
+    """Whether promtool and ``--config.check`` each accept the file, and what they said."""
+    promtool = shutil.which("promtool")
+    assert promtool, "scripts/test.sh installs promtool (Debian package prometheus)"
+    path = pki.dir / f"case-{name.replace(' ', '-')}.yml"
+    path.write_text(text)
+    tool = subprocess.run(
+        [promtool, "check", "web-config", str(path)], capture_output=True, text=True, check=False
+    )
+    ours = run_cli(
+        "--config.file=config.example.yaml", "--config.check", f"--web.config.file={path}"
+    )
+    assert ours.returncode in (0, 2), ours.stderr
+    said = f"promtool: {tool.stdout}{tool.stderr}\nours: {ours.stdout}{ours.stderr}"
+    return tool.returncode == 0, ours.returncode == 0, said
+
+
+@pytest.mark.parametrize(("name", "text", "valid"), AGREED, ids=[c[0] for c in AGREED])
+def test_promtool_and_config_check_agree(pki: Pki, name: str, text: str, valid: bool) -> None:
+    theirs, ours, said = _checks(pki, name, text)
+    assert (theirs, ours) == (valid, valid), said
+
+
+@pytest.mark.parametrize(("name", "text"), STRICTER, ids=[c[0] for c in STRICTER])
+def test_where_config_check_is_stricter_than_promtool(pki: Pki, name: str, text: str) -> None:
+    theirs, ours, said = _checks(pki, name, text)
+    assert (theirs, ours) == (True, False), said

@@ -23,7 +23,7 @@ import os
 import re
 import ssl
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, NoReturn, TypeAlias
@@ -138,12 +138,12 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class WebConfigFileError(ValueError):
-    """A certificate, key or CA could not be loaded; `.key` is the tls_server_config key."""
+    """Certificates, keys or CAs that could not be loaded: `.problems` lists each as
+    (tls_server_config key, message)."""
 
-    def __init__(self, key: str, message: str) -> None:
-        self.key = key
-        self.message = message
-        super().__init__(f"tls_server_config.{key}: {message}")
+    def __init__(self, problems: Sequence[tuple[str, str]]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("; ".join(f"tls_server_config.{k}: {m}" for k, m in self.problems))
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +162,10 @@ class TLSServerConfig:
     prefer_server_cipher_suites: bool = True
 
     def ssl_context(self) -> ssl.SSLContext:
-        """A new server context; reads the files now. Raises WebConfigFileError."""
+        """A new server context; reads the files now.
+
+        Raises WebConfigFileError naming every file that cannot be used, not just the first.
+        """
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = _TLS_VERSIONS[self.min_version]
         context.maximum_version = _TLS_VERSIONS[self.max_version]
@@ -172,53 +175,26 @@ class TLSServerConfig:
             context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
         # Only HTTP/1.1 is served; saying so lets a client that offers h2 settle at once.
         context.set_alpn_protocols(["http/1.1"])
-        self._load_chain(context)
-        self._load_client_ca(context)
-        context.verify_mode = _VERIFY_MODES[self.client_auth_type]
-        return context
-
-    def _load_chain(self, context: ssl.SSLContext) -> None:
-        """Load the certificate and its key, checking each before OpenSSL sees it."""
+        problems: list[tuple[str, str]] = []
         cert_key = "cert_file" if self.cert_file is not None else "cert"
         key_key = "key_file" if self.key_file is not None else "key"
-        cert_pem = _pem_bytes(cert_key, self.cert_file, self.cert)
-        key_pem = _pem_bytes(
-            key_key, self.key_file, None if self.key is None else self.key.reveal()
-        )
-        if b"-----BEGIN CERTIFICATE-----" not in cert_pem:
-            raise WebConfigFileError(cert_key, "no PEM certificate found")
-        if not re.search(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----", key_pem):
-            raise WebConfigFileError(key_key, "no PEM private key found")
-
-        def no_password() -> NoReturn:
-            # Without a callback OpenSSL would prompt on the terminal for the passphrase.
-            raise WebConfigFileError(
-                key_key, "the private key is encrypted: use an unencrypted key"
+        key_text = None if self.key is None else self.key.reveal()
+        cert_pem = _checked_pem(cert_key, self.cert_file, self.cert, _CERTIFICATE, problems)
+        key_pem = _checked_pem(key_key, self.key_file, key_text, _PRIVATE_KEY, problems)
+        ca_key, ca_pem = None, None
+        if self.client_ca_file is not None or self.client_ca is not None:
+            ca_key = "client_ca_file" if self.client_ca_file is not None else "client_ca"
+            ca_pem = _checked_pem(
+                ca_key, self.client_ca_file, self.client_ca, _CERTIFICATE, problems
             )
-
-        with _pem_path(cert_pem) as cert_path, _pem_path(key_pem) as key_path:
-            try:
-                context.load_cert_chain(cert_path, key_path, password=no_password)
-            except ssl.SSLError as exc:
-                if "KEY_VALUES_MISMATCH" in str(exc):
-                    raise WebConfigFileError(key_key, "does not match the certificate") from None
-                message = f"cannot load the certificate and key: {exc.reason or exc}"
-                raise WebConfigFileError(cert_key, message) from None
-
-    def _load_client_ca(self, context: ssl.SSLContext) -> None:
-        """Trust the client CA certificates, if any are configured."""
-        if self.client_ca_file is None and self.client_ca is None:
-            return
-        ca_key = "client_ca_file" if self.client_ca_file is not None else "client_ca"
-        pem = _pem_bytes(ca_key, self.client_ca_file, self.client_ca)
-        if b"-----BEGIN CERTIFICATE-----" not in pem:
-            raise WebConfigFileError(ca_key, "no PEM certificate found")
-        with _pem_path(pem) as ca_path:
-            try:
-                context.load_verify_locations(cafile=ca_path)
-            except ssl.SSLError as exc:
-                message = f"cannot load the CA certificates: {exc.reason or exc}"
-                raise WebConfigFileError(ca_key, message) from None
+        if cert_pem is not None and key_pem is not None:
+            _load_chain(context, (cert_key, cert_pem), (key_key, key_pem), problems)
+        if ca_key is not None and ca_pem is not None:
+            _load_client_ca(context, ca_key, ca_pem, problems)
+        if problems:
+            raise WebConfigFileError(problems)
+        context.verify_mode = _VERIFY_MODES[self.client_auth_type]
+        return context
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,16 +209,73 @@ class WebConfig:
 # --- PEM material -------------------------------------------------------------------------
 
 
-def _pem_bytes(key: str, path: str | None, inline: str | None) -> bytes:
-    """The PEM content of a file, or the inline text."""
+_CERTIFICATE = ("certificate", re.compile(rb"-----BEGIN CERTIFICATE-----"))
+_PRIVATE_KEY = ("private key", re.compile(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----"))
+
+
+def _checked_pem(
+    key: str,
+    path: str | None,
+    inline: str | None,
+    kind: tuple[str, re.Pattern[bytes]],
+    problems: list[tuple[str, str]],
+) -> bytes | None:
+    """The PEM content of a file, or the inline text, if it holds a ``kind``; else a problem."""
     if path is None:
-        return (inline or "").encode()
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise WebConfigFileError(
-            key, f"cannot read {quoted(path)}: {exc.strerror or exc}"
-        ) from None
+        pem = (inline or "").encode()
+    else:
+        try:
+            pem = Path(path).read_bytes()
+        except OSError as exc:
+            problems.append((key, f"cannot read {quoted(path)}: {exc.strerror or exc}"))
+            return None
+    name, marker = kind
+    if not marker.search(pem):
+        problems.append((key, f"no PEM {name} found"))
+        return None
+    return pem
+
+
+class _EncryptedKeyError(Exception):
+    """The key asked for a passphrase."""
+
+
+def _load_chain(
+    context: ssl.SSLContext,
+    cert: tuple[str, bytes],
+    key: tuple[str, bytes],
+    problems: list[tuple[str, str]],
+) -> None:
+    """Load the certificate and its key: each (tls_server_config key, PEM), checked already."""
+    (cert_key, cert_pem), (key_key, key_pem) = cert, key
+
+    def no_password() -> NoReturn:
+        # Without a callback OpenSSL would prompt on the terminal for the passphrase.
+        raise _EncryptedKeyError
+
+    with _pem_path(cert_pem) as cert_path, _pem_path(key_pem) as key_path:
+        try:
+            context.load_cert_chain(cert_path, key_path, password=no_password)
+        except _EncryptedKeyError:
+            problems.append((key_key, "the private key is encrypted: use an unencrypted key"))
+        except ssl.SSLError as exc:
+            if "KEY_VALUES_MISMATCH" in str(exc):
+                problems.append((key_key, "does not match the certificate"))
+            else:
+                problems.append(
+                    (cert_key, f"cannot load the certificate and key: {exc.reason or exc}")
+                )
+
+
+def _load_client_ca(
+    context: ssl.SSLContext, ca_key: str, pem: bytes, problems: list[tuple[str, str]]
+) -> None:
+    """Trust the client CA certificates (checked already)."""
+    with _pem_path(pem) as ca_path:
+        try:
+            context.load_verify_locations(cafile=ca_path)
+        except ssl.SSLError as exc:
+            problems.append((ca_key, f"cannot load the CA certificates: {exc.reason or exc}"))
 
 
 @contextlib.contextmanager
@@ -503,7 +536,8 @@ def _read_tls(reader: _WebReader, node: yaml.Node, path: str) -> TLSServerConfig
     try:
         tls.ssl_context()  # reads every file now, so that --config.check sees what start would
     except WebConfigFileError as exc:
-        reader.error(fields[exc.key].start_mark, join_path(path, exc.key), exc.message)
+        for name, message in exc.problems:
+            reader.error(fields[name].start_mark, join_path(path, name), message)
         return None
     return tls
 

@@ -21,7 +21,7 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from email.message import Message
 from http import HTTPStatus
@@ -89,8 +89,39 @@ class _Limits:
         self.slots = threading.BoundedSemaphore(self.max_requests) if self.max_requests else None
 
 
+@dataclass(frozen=True)
+class WebSettings:
+    """What the web configuration decides for each new connection and request."""
+
+    tls: ssl.SSLContext | None = None
+    auth: BasicAuth | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    refusal: bytes = field(init=False)
+    """The whole 503 sent to a connection turned away (plain HTTP only)."""
+
+    def __post_init__(self) -> None:
+        text = "Too many open connections\n"
+        answer = _raw_answer(HTTPStatus.SERVICE_UNAVAILABLE, text, self.headers)
+        object.__setattr__(self, "refusal", answer)
+
+
+def web_settings(web_config: WebConfig) -> WebSettings:
+    """The settings of ``web_config``; reads its certificates now (raises WebConfigFileError)."""
+    tls = web_config.tls.ssl_context() if web_config.tls is not None else None
+    return WebSettings(tls, authenticator(web_config), web_config.headers)
+
+
+class _Current:
+    """The settings in force, swapped whole on a reload: each connection and request reads
+    them once, so that none is served half with the old settings and half with the new."""
+
+    def __init__(self, settings: WebSettings) -> None:
+        self.settings = settings
+
+
 class _Server(ThreadingHTTPServer):
-    """A threading server that binds IPv6 and dual-stack addresses as well as IPv4."""
+    """A threading server on one listener: an address it binds (IPv6 and dual-stack as well as
+    IPv4) or a socket already bound (socket activation)."""
 
     daemon_threads = True
     allow_reuse_address = True
@@ -99,31 +130,58 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(
         self,
-        host: str,
-        port: int,
+        listener: str | socket.socket,
         handler: type[BaseHTTPRequestHandler],
         *,
-        tls: ssl.SSLContext | None = None,
+        current: _Current,
+        connections: threading.BoundedSemaphore,
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
-        max_connections: int = MAX_CONNECTIONS,
-        refusal: bytes = b"",
     ) -> None:
+        self.current = current
+        self.handshake_timeout = handshake_timeout
+        self._connections = connections
+        if isinstance(listener, socket.socket):
+            self.dual_stack = False
+            self.address_family = listener.family
+            super().__init__(listener.getsockname(), handler, bind_and_activate=False)
+            self.socket.close()
+            self.socket = listener
+            self.server_address = listener.getsockname()
+            listener.listen(self.request_queue_size)  # a no-op on a socket already listening
+            return
+        host, port = parse_listen_address(listener)
         # An empty host means every address: dual-stack where the system has it.
         self.dual_stack = not host and socket.has_dualstack_ipv6()
         if self.dual_stack:
             host = "::"
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.handshake_timeout = handshake_timeout
-        self._connections = threading.BoundedSemaphore(max_connections)
-        self._refusal = refusal
         super().__init__((host, port), handler)
-        if tls is not None:
-            # accept() stays a plain accept: the handshake runs in the connection's own thread
-            # (finish_request) under a deadline, so a client that never completes it costs
-            # one thread for a while, never the accept loop.
-            self.socket = tls.wrap_socket(
-                self.socket, server_side=True, do_handshake_on_connect=False
-            )
+
+    @property
+    def port(self) -> int | None:
+        """The bound port, None on a Unix socket."""
+        if self.address_family in (socket.AF_INET, socket.AF_INET6):
+            return int(self.server_address[1])
+        return None
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        """Accept a connection, to be served with TLS when the settings in force say so.
+
+        The handshake itself runs in the connection's own thread (finish_request) under a
+        deadline, so that a client that never completes it costs one thread for a while,
+        never the accept loop.
+        """
+        sock, address = self.socket.accept()
+        if not isinstance(address, tuple):  # a Unix socket's peer: log lines need a name
+            address = ("local", 0)
+        tls = self.current.settings.tls
+        if tls is None:
+            return sock, address
+        try:
+            return tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), address
+        except OSError:
+            sock.close()
+            raise
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Serve the connection in a thread of its own, or turn it away when all are taken."""
@@ -154,7 +212,7 @@ class _Server(ThreadingHTTPServer):
         if not isinstance(request, ssl.SSLSocket):
             try:
                 request.setblocking(False)
-                request.send(self._refusal)
+                request.send(self.current.settings.refusal)
             except OSError:
                 pass
         self.shutdown_request(request)
@@ -219,11 +277,11 @@ class _DeadlineReader(io.RawIOBase):
 
 
 class WebServer:
-    """Serves the exporter's endpoints in background threads."""
+    """Serves the exporter's endpoints in background threads, on one listener or several."""
 
     def __init__(
         self,
-        listen_address: str,
+        listen: str | Sequence[str | socket.socket],
         registry: CollectorRegistry,
         state: ExporterState,
         *,
@@ -237,46 +295,80 @@ class WebServer:
         max_requests: int = DEFAULT_MAX_REQUESTS,
         reload: Callable[[], str | None] | None = None,
     ) -> None:
-        """Bind ``listen_address``; ``reload`` (None: the lifecycle API is off) backs /-/reload.
+        """Bind each listener: an address such as ``:9746``, or a socket already bound.
 
-        ``max_requests`` 0 means no limit on requests served at once.
+        ``reload`` (None: the lifecycle API is off) backs /-/reload; ``max_requests`` 0 means no
+        limit on requests served at once. Connections and requests are limited across all
+        listeners together.
         """
-        host, port = parse_listen_address(listen_address)
+        listeners = [listen] if isinstance(listen, str) else list(listen)
+        if not listeners:
+            raise ValueError("nothing to listen on")
+        self._current = _Current(web_settings(web_config or WebConfig()))
         app = _Routes(registry, state, telemetry_path, clock, reload)
-        web_config = web_config or WebConfig()
-        tls = web_config.tls.ssl_context() if web_config.tls is not None else None
         limits = _Limits(header_timeout, idle_timeout, max_requests)
-        handler = _handler_for(app, authenticator(web_config), web_config.headers, limits)
-        refusal = _raw_answer(
-            HTTPStatus.SERVICE_UNAVAILABLE, "Too many open connections\n", web_config.headers
-        )
-        self._server = _Server(
-            host,
-            port,
-            handler,
-            tls=tls,
-            handshake_timeout=handshake_timeout,
-            max_connections=max_connections,
-            refusal=refusal,
-        )
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="web", kwargs={"poll_interval": 0.2}
-        )
+        handler = _handler_for(app, self._current, limits)
+        connections = threading.BoundedSemaphore(max_connections)
+        self._servers: list[_Server] = []
+        try:
+            for listener in listeners:
+                server = _Server(
+                    listener,
+                    handler,
+                    current=self._current,
+                    connections=connections,
+                    handshake_timeout=handshake_timeout,
+                )
+                self._servers.append(server)
+        except BaseException:
+            for server in self._servers:
+                server.server_close()
+            raise
+        self._threads = [
+            threading.Thread(
+                target=server.serve_forever, name=f"web-{i}", kwargs={"poll_interval": 0.2}
+            )
+            for i, server in enumerate(self._servers)
+        ]
 
     @property
     def port(self) -> int:
-        """The bound port (useful with port 0)."""
-        return int(self._server.server_address[1])
+        """The first listener's bound port (useful with port 0)."""
+        port = self._servers[0].port
+        if port is None:
+            raise ValueError("the first listener is a Unix socket")
+        return port
+
+    @property
+    def addresses(self) -> list[str]:
+        """Every listener's bound address, as ``host:port`` (or a Unix socket's path)."""
+        return [_shown_address(server) for server in self._servers]
+
+    def reconfigure(self, settings: WebSettings) -> None:
+        """Serve new connections and requests with ``settings`` (a reloaded web config)."""
+        self._current.settings = settings
 
     def start(self) -> None:
         """Start serving."""
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
-        """Stop accepting requests and close the socket."""
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        """Stop accepting requests and close the sockets."""
+        for server in self._servers:
+            server.shutdown()
+            server.server_close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+
+def _shown_address(server: _Server) -> str:
+    """A listener's address as a log line shows it."""
+    address = server.server_address
+    if server.port is None:
+        return str(address) or "unix socket"
+    host = str(address[0])
+    return f"[{host}]:{server.port}" if ":" in host else f"{host}:{server.port}"
 
 
 class _Routes:
@@ -426,13 +518,8 @@ def _raw_answer(status: HTTPStatus, text: str, extra: tuple[tuple[str, str], ...
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
-def _handler_for(
-    app: _Routes,
-    auth: BasicAuth | None,
-    extra_headers: tuple[tuple[str, str], ...],
-    limits: _Limits,
-) -> type[BaseHTTPRequestHandler]:
-    """A request handler class bound to ``app``, the credentials check, headers and limits."""
+def _handler_for(app: _Routes, current: _Current, limits: _Limits) -> type[BaseHTTPRequestHandler]:
+    """A request handler class bound to ``app``, the settings in force and the limits."""
 
     class Handler(BaseHTTPRequestHandler):
         """Serves GET, HEAD and POST /-/reload; other methods get http.server's 501."""
@@ -454,6 +541,7 @@ def _handler_for(
 
         def handle_one_request(self) -> None:
             """Handle a request, then wait idle for the next, whose head is due once it starts."""
+            self.settings = current.settings
             super().handle_one_request()
             self.reader.expect(limits.idle_timeout, then=limits.header_timeout)
 
@@ -480,7 +568,7 @@ def _handler_for(
 
         def end_headers(self) -> None:
             """Add the configured headers to every answer, errors of http.server included."""
-            for name, value in extra_headers:
+            for name, value in self.settings.headers:
                 self.send_header(name, value)
             super().end_headers()
 
@@ -532,6 +620,7 @@ def _handler_for(
 
         def _refused(self, path: str, send_body: bool) -> bool:
             """Answer 401 and return True when credentials are required and not given."""
+            auth = self.settings.auth
             if auth is None or path == HEALTH_PATH:
                 return False
             if auth.check(self.headers.get("Authorization")):
