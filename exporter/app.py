@@ -107,7 +107,7 @@ class App:
         try:
             config = load()
         except ConfigError as exc:
-            log.error("config_reload_failed", errors=list(exc.errors))
+            log.error("config_reload_failed", source=exc.source, errors=list(exc.errors))
             self.state.reloaded(ok=False, at=self._clock())
             return str(exc)
         self.reload(config)

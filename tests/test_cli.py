@@ -243,6 +243,7 @@ def test_listen_address_in_use_exits_1(
         assert second.proc is not None
         assert second.proc.wait(timeout=20) == 1
         assert "listen_failed" in second.log()
+        assert f"cannot listen on 127.0.0.1:{first.port}: Address already in use" in second.log()
     finally:
         first.stop()
 

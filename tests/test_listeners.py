@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
+from pathlib import Path
+from typing import BinaryIO
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from prometheus_client import CollectorRegistry
 
 from exporter.serving.activation import ActivationError, passed_sockets
+from exporter.serving.server import WebServer, WebSettings
+from exporter.stats import ExporterState
 from tests.harness import free_port
 
 # Stands in for systemd: puts the socket on descriptor 3, says so in the environment of this
@@ -121,6 +132,97 @@ def test_a_passed_descriptor_that_is_no_socket_fails_at_start() -> None:
         os.close(write)
     assert result.returncode == 1
     assert "passed file descriptor 3 is not a socket" in result.stderr
+
+
+def test_a_passed_socket_that_does_not_listen_fails_at_start() -> None:
+    with socket.socket() as unbound:
+        result = subprocess.run(
+            [sys.executable, "-c", ACTIVATOR, str(unbound.fileno()), *DEMO, "--web.systemd-socket"],
+            pass_fds=(unbound.fileno(),),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert "passed file descriptor 3 is not a listening socket" in result.stderr
+
+
+def test_a_unix_socket_is_served(tmp_path: Path) -> None:
+    path = str(tmp_path / "exporter.sock")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen()
+    state = ExporterState(targets={}, version="9", test_key=False)
+    web = WebServer([listener], CollectorRegistry(auto_describe=False), state)
+    web.start()
+    try:
+        assert web.addresses == [path]
+        with httpx.Client(transport=httpx.HTTPTransport(uds=path)) as client:
+            assert client.get("http://exporter/-/healthy").status_code == 200
+            assert client.get("http://exporter/-/ready").text == "Ready\n"
+    finally:
+        web.stop()
+
+
+def test_a_kept_alive_connection_is_closed_when_a_reload_changes_tls(tmp_path: Path) -> None:
+    """A connection accepted in plain HTTP must not carry requests once TLS is in force."""
+    state = ExporterState(targets={}, version="9", test_key=False)
+    web = WebServer("127.0.0.1:0", CollectorRegistry(auto_describe=False), state)
+    web.start()
+    request = b"GET /-/ready HTTP/1.1\r\nHost: x\r\n\r\n"
+    try:
+        with socket.create_connection(("127.0.0.1", web.port), timeout=5) as sock:
+            answers = sock.makefile("rb")
+            sock.sendall(request)
+            assert _status(answers) == b"HTTP/1.1 200 OK"
+            sock.sendall(request)  # kept alive: served again
+            assert _status(answers) == b"HTTP/1.1 200 OK"
+            web.reconfigure(WebSettings(tls=_self_signed(tmp_path)))
+            sock.sendall(request)
+            assert answers.read() == b""  # closed unanswered
+    finally:
+        web.stop()
+
+
+def _status(answers: BinaryIO) -> bytes:
+    """Read one whole answer; return its status line."""
+    status = answers.readline().rstrip()
+    length = 0
+    while (line := answers.readline()) not in (b"\r\n", b""):
+        name, _, value = line.partition(b":")
+        if name.lower() == b"content-length":
+            length = int(value)
+    answers.read(length)
+    return status
+
+
+def _self_signed(directory: Path) -> ssl.SSLContext:
+    """A server context with a throwaway certificate."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    (directory / "c.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (directory / "c.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(directory / "c.crt", directory / "c.key")
+    return context
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,10 @@ class ActivationError(ValueError):
 
 
 def passed_sockets(environ: Mapping[str, str], pid: int) -> list[socket.socket]:
-    """The stream sockets passed to process ``pid``, in descriptor order; raises ActivationError."""
+    """The listening stream sockets passed to process ``pid``, in descriptor order.
+
+    Raises ActivationError.
+    """
     owner, count = environ.get("LISTEN_PID", ""), environ.get("LISTEN_FDS", "")
     if not owner or not count:
         raise ActivationError(
@@ -52,5 +55,11 @@ def _stream_socket(fd: int) -> socket.socket:
     if sock.type != socket.SOCK_STREAM:
         sock.detach()  # not ours to close
         raise ActivationError(f"passed file descriptor {fd} is not a stream socket")
+    if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        sock.detach()
+        raise ActivationError(
+            f"passed file descriptor {fd} is not a listening socket (a .socket unit with"
+            " Accept=yes passes connections: use Accept=no)"
+        )
     os.set_inheritable(fd, False)
     return sock

@@ -121,7 +121,7 @@ class _Current:
 
 class _Server(ThreadingHTTPServer):
     """A threading server on one listener: an address it binds (IPv6 and dual-stack as well as
-    IPv4) or a socket already bound (socket activation)."""
+    IPv4) or a socket already listening (socket activation)."""
 
     daemon_threads = True
     allow_reuse_address = True
@@ -140,14 +140,12 @@ class _Server(ThreadingHTTPServer):
         self.current = current
         self.handshake_timeout = handshake_timeout
         self._connections = connections
-        if isinstance(listener, socket.socket):
+        if isinstance(listener, socket.socket):  # listening already, with its own backlog
             self.dual_stack = False
             self.address_family = listener.family
             super().__init__(listener.getsockname(), handler, bind_and_activate=False)
             self.socket.close()
             self.socket = listener
-            self.server_address = listener.getsockname()
-            listener.listen(self.request_queue_size)  # a no-op on a socket already listening
             return
         host, port = parse_listen_address(listener)
         # An empty host means every address: dual-stack where the system has it.
@@ -295,7 +293,7 @@ class WebServer:
         max_requests: int = DEFAULT_MAX_REQUESTS,
         reload: Callable[[], str | None] | None = None,
     ) -> None:
-        """Bind each listener: an address such as ``:9746``, or a socket already bound.
+        """Bind each listener: an address such as ``:9746``, or a socket already listening.
 
         ``reload`` (None: the lifecycle API is off) backs /-/reload; ``max_requests`` 0 means no
         limit on requests served at once. Connections and requests are limited across all
@@ -312,13 +310,7 @@ class WebServer:
         self._servers: list[_Server] = []
         try:
             for listener in listeners:
-                server = _Server(
-                    listener,
-                    handler,
-                    current=self._current,
-                    connections=connections,
-                    handshake_timeout=handshake_timeout,
-                )
+                server = _server(listener, handler, self._current, connections, handshake_timeout)
                 self._servers.append(server)
         except BaseException:
             for server in self._servers:
@@ -360,6 +352,28 @@ class WebServer:
             server.server_close()
         for thread in self._threads:
             thread.join(timeout=5)
+
+
+def _server(
+    listener: str | socket.socket,
+    handler: type[BaseHTTPRequestHandler],
+    current: _Current,
+    connections: threading.BoundedSemaphore,
+    handshake_timeout: float,
+) -> _Server:
+    """A server on ``listener``; an OSError names the address that could not be bound."""
+    try:
+        return _Server(
+            listener,
+            handler,
+            current=current,
+            connections=connections,
+            handshake_timeout=handshake_timeout,
+        )
+    except OSError as exc:
+        if isinstance(listener, socket.socket):
+            raise
+        raise OSError(exc.errno, f"cannot listen on {listener}: {exc.strerror or exc}") from exc
 
 
 def _shown_address(server: _Server) -> str:
@@ -526,24 +540,35 @@ def _handler_for(app: _Routes, current: _Current, limits: _Limits) -> type[BaseH
 
         protocol_version = "HTTP/1.1"
         server_version = "bsg-exporter"
-        # Headers and body go out in two writes: with Nagle's algorithm on, a body smaller than
-        # a segment (a gzipped scrape) waited for the client's delayed ACK of the headers.
-        disable_nagle_algorithm = True
 
         def setup(self) -> None:
             """Read the connection through a deadline: the first request's head is due now."""
             super().setup()
+            if self.connection.family in (socket.AF_INET, socket.AF_INET6):
+                # Headers and body go out in two writes: with Nagle's algorithm on, a body
+                # smaller than a segment (a gzipped scrape) waited for the client's delayed ACK
+                # of the headers. (A Unix socket has no such option.)
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
             self.rfile.close()  # the stdlib's reader, replaced (closing it keeps no fd)
             self.reader = _DeadlineReader(self.connection)
             self.rfile = io.BufferedReader(self.reader)
             self.reader.expect(limits.header_timeout)
             self.unread_body = False
+            self.settings = current.settings
+            self.accepted_tls = (
+                self.connection.context if isinstance(self.connection, ssl.SSLSocket) else None
+            )
 
         def handle_one_request(self) -> None:
             """Handle a request, then wait idle for the next, whose head is due once it starts."""
-            self.settings = current.settings
             super().handle_one_request()
             self.reader.expect(limits.idle_timeout, then=limits.header_timeout)
+
+        def parse_request(self) -> bool:
+            """Take the settings in force once the request came: a reload may have come while
+            the connection waited for it."""
+            self.settings = current.settings
+            return super().parse_request()
 
         def handle_expect_100(self) -> bool:
             """Send no "100 Continue" yet: only a reload that passed every check reads a body."""
@@ -574,6 +599,13 @@ def _handler_for(app: _Routes, current: _Current, limits: _Limits) -> type[BaseH
 
         def _answer(self, send_body: bool) -> None:
             """Check framing, credentials and load, in that order, then route."""
+            if self.settings.tls is not self.accepted_tls:
+                # A reload changed TLS (turned it on or off, new certificates, a new client
+                # policy) since this kept-alive connection was accepted: it is closed
+                # unanswered, and a client retries the request on a new connection.
+                log.debug("connection_closed", client=self.client_address[0], reason="reload")
+                self.close_connection = True
+                return
             try:
                 path = urlsplit(self.path).path
                 length = _body_length(self.headers)
