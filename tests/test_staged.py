@@ -123,3 +123,34 @@ def test_rebuilt_messages_share_the_staged_objects() -> None:
     assert type(message.created_at) is Epoch
     with pytest.raises(ValueError, match="staged as 8"):
         staged[8] = message
+
+
+@given(pages, pages, st.integers(1, 5))
+def test_taken_batches_are_the_batches_and_leave_the_staging_empty(
+    first: list[list[Message]], second: list[list[Message]], size: int
+) -> None:
+    """Taking the batches gives what reading them gives, then nothing is staged any more."""
+    staged, again = staged_of(first), staged_of(first)
+    staged.extend(staged_of(second))
+    again.extend(staged_of(second))
+    expected = list(again.batches(size))
+    taken = list(staged.take_batches(size))
+    assert taken == expected
+    assert len(staged) == 0
+    assert list(staged.batches()) == []
+    staged.add([Message(5, "sent")])  # still a staging: more can come
+    assert dict(staged.items()) == {5: Message(5, "sent")}
+
+
+def test_a_field_with_more_values_than_a_byte_codes_is_kept_whole() -> None:
+    """Past 256 distinct values (senders here) a field's codes widen; no value is confused."""
+    senders = [f"Shop {n}" for n in range(70_000)]
+    staged = StagedMessages(Message(n + 1, "sent", sender=s) for n, s in enumerate(senders[:300]))
+    other = StagedMessages(
+        Message(n + 1, "delivered", sender=s) for n, s in enumerate(senders) if n >= 200
+    )
+    staged.extend(other)
+    rebuilt = {m.id: m for batch in staged.batches() for m in batch}
+    assert len(rebuilt) == 70_000
+    assert all(rebuilt[n + 1].sender == s for n, s in enumerate(senders))
+    assert rebuilt[1].status == "sent" and rebuilt[201].status == "delivered"

@@ -192,3 +192,32 @@ def test_minute_runs_cover_every_message_once_in_its_minute(seed: int) -> None:
         assert end > start
         assert all(int(t // 60) == minute for t in created[start:end])
     assert len(runs) <= 16 * len(stretches) or seed % 5 == 0  # a handful of runs per stretch
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_pending_queries_answer_by_exact_times_whatever_the_index_buckets(seed: int) -> None:
+    """Rows share index buckets (an hour each): every query still answers to the second."""
+    rng = random.Random(seed)
+    table = MessageTable()
+    rows = []
+    for msg_id in range(1, 400):
+        created = NOW - rng.uniform(0, 3 * 3600)
+        deadline = None if rng.random() < 0.2 else created + rng.uniform(0, 7200)
+        rows.append(Row(msg_id, created, "sms", "sent", None, deadline))
+        table.add_pending(rows[-1])
+    for row in rows[::7]:  # some leave again
+        table.finalize(row, table.final("sms", "delivered", 1))
+    rows = [row for index, row in enumerate(rows) if index % 7]
+    assert table.oldest_pending() == min(row.created_at for row in rows)
+    for _ in range(60):
+        start, end = sorted(NOW - rng.uniform(-60, 3.2 * 3600) for _ in range(2))
+        inside = [r for r in rows if start < r.created_at <= end]
+        assert table.pending_created_between(start, end) == sorted(
+            ((r.id, r.created_at) for r in inside), key=lambda item: (item[1], item[0])
+        )
+        counted = sum(start <= r.created_at < end for r in rows)
+        assert table.status_counts(start, end).get(("sms", "sent"), 0) == counted
+        moment = NOW - rng.uniform(-7200, 3 * 3600)
+        due = [r for r in rows if r.deadline is not None and r.deadline <= moment]
+        assert sorted(r.id for r in table.expired(moment)) == sorted(r.id for r in due)
+        assert sorted(table.validity_ended(moment)) == sorted((r.id, r.created_at) for r in due)

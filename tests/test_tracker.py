@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from exporter.bsg.staged import StagedMessages
 from exporter.bsg.wire import Channel, Epoch, Message, Status, is_final, normalize_status
 from exporter.config.schema import MetricsConfig, PollConfig, RecheckTier, TargetConfig
 from exporter.defaults import FEED_OVERLAP, FEED_RETRY_INTERVALS, FEED_SWEEP_FACTOR
@@ -86,6 +87,15 @@ def test_cold_start_final_messages_are_the_baseline() -> None:
     snap = t.snapshot(NOW + 60)
     assert snap.messages == {("sms", "delivered"): 1}
     assert snap.submitted == {}
+
+
+def test_a_staged_poll_is_emptied_as_it_is_applied() -> None:
+    """The tracker takes a staging's batches away as it applies them (their memory goes)."""
+    t = tracker()
+    staged = StagedMessages([msg(1, "delivered"), msg(2, "sent"), msg(1, "failed")])
+    t.apply(staged, NOW)
+    assert len(staged) == 0
+    assert t.snapshot(NOW).window == {("sms", "failed"): 1, ("sms", "sent"): 1}
 
 
 def test_count_existing_on_start_counts_the_baseline() -> None:

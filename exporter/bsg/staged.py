@@ -3,9 +3,10 @@
 A decoded :class:`~exporter.bsg.wire.Message` costs ~190 bytes with its place in a dict; a
 poll of 300 pages holds 150,000 of them until it commits. Staged, a message is an 8-byte id,
 a reference to each object the decoder shares already (its three times and its price) and a
-4-byte code for each other field, an index into that field's few distinct values. Messages
-are rebuilt a batch at a time when the poll is applied, so no poll holds its decoded pages at
-once. The last version of an id wins, as in a dict.
+1-byte code for each other field, an index into that field's few distinct values (wider past
+256 of them). Messages are rebuilt a batch at a time when the poll is applied, so no poll holds
+its decoded pages at once, and an apply takes the batches away as it goes (the staging's memory
+goes while the table's grows). The last version of an id wins, as in a dict.
 
 Must not import: httpx, prometheus_client, or any exporter module outside ``exporter.bsg``.
 """
@@ -13,10 +14,10 @@ Must not import: httpx, prometheus_client, or any exporter module outside ``expo
 from __future__ import annotations
 
 from array import array
-from collections.abc import ItemsView, Iterable, Iterator, Mapping, ValuesView
+from collections.abc import Callable, ItemsView, Iterable, Iterator, Mapping, ValuesView
 from itertools import compress, islice, pairwise
 from operator import attrgetter, lt
-from typing import Any
+from typing import Any, Literal, cast
 
 from exporter.bsg.wire import Message
 
@@ -24,7 +25,9 @@ _FIELDS = tuple(Message.__struct_fields__)
 """Message's fields in the order its constructor takes them."""
 _SHARED = frozenset({"created_at", "sent_at", "delivered_at", "amount"})
 """Fields whose objects the decoder shares, too many distinct ones a poll to code: held as
-references (8 bytes), not copied."""
+references (8 bytes), not copied (held as floats instead, they cost less memory but a tenth
+of the ingest speed)."""
+_WIDER: dict[str, Literal["H", "I", "Q"]] = {"B": "H", "H": "I", "I": "Q"}
 _ID = attrgetter("id")
 BATCH = 4096
 """Messages rebuilt at a time: enough for the tracker's column-wise work, ~0.8 MB."""
@@ -85,6 +88,17 @@ class StagedMessages(Mapping[int, Message]):
         self._settle()
         for start in range(0, len(self._ids), size):
             yield self._rebuild(start, start + size)
+
+    def take_batches(self, size: int = BATCH) -> Iterator[list[Message]]:
+        """:meth:`batches`, each batch dropped from the staging once rebuilt: the staging is
+        empty once they are all taken, and its memory goes while an apply's grows."""
+        self._settle()
+        while self._ids:
+            batch = self._rebuild(0, size)
+            del self._ids[:size]
+            for column in self._columns:
+                column.drop(size)
+            yield batch
 
     def __getitem__(self, msg_id: int) -> Message:
         """The message of this id."""
@@ -166,28 +180,54 @@ class _Column:
     def __init__(self, name: str) -> None:
         """An empty column of the field ``name``."""
         self.get = attrgetter(name)
-        self.data: list[Any] | array[int] = [] if name in _SHARED else array("I")
+        self.data: list[Any] | array[int] = [] if name in _SHARED else array("B")
         self.codes = _Values()
 
     def add(self, messages: list[Message]) -> None:
         """Append the field of each message."""
-        if isinstance(self.data, list):
-            self.data.extend(map(self.get, messages))
+        data = self.data
+        if isinstance(data, list):
+            data.extend(map(self.get, messages))
         else:
-            self.data.extend(map(self.codes.__getitem__, map(self.get, messages)))
+            codes, get = self.codes.__getitem__, self.get
+            self._extend_codes(lambda: map(codes, map(get, messages)))
 
     def add_column(self, other: _Column) -> None:
         """Append another staging's column of the same field."""
-        if isinstance(self.data, list):
-            self.data.extend(other.data)
+        data, theirs = self.data, other.data
+        if isinstance(data, list):
+            data.extend(theirs)
+            return
+        ours = list(map(self.codes.__getitem__, other.codes.by_code))
+        their_codes = cast("array[int]", theirs)
+        if ours == list(range(len(ours))) and their_codes.typecode == data.typecode:
+            data.extend(their_codes)  # the same codes (a first merge into an empty staging)
         else:
-            ours = list(map(self.codes.__getitem__, other.codes.by_code))
-            self.data.extend(map(ours.__getitem__, other.data))
+            self._extend_codes(lambda: map(ours.__getitem__, their_codes))
+
+    def _extend_codes(self, codes: Callable[[], Iterable[int]]) -> None:
+        """Append the codes ``codes()`` gives, widening the array while one does not fit."""
+        data = self.data
+        assert isinstance(data, array)  # a code column
+        held = len(data)
+        while True:
+            try:
+                data.extend(codes())
+            except OverflowError:  # a code past the width: wider, and all of them again
+                del data[held:]
+                data = self.data = array(_WIDER[data.typecode], data)
+            else:
+                return
 
     def keep(self, keep: bytearray) -> None:
         """Keep the entries whose ``keep`` byte is set."""
-        kept = compress(self.data, keep)
-        self.data = list(kept) if isinstance(self.data, list) else array("I", kept)
+        data = self.data
+        kept = compress(data, keep)
+        self.data = list(kept) if isinstance(data, list) else array(data.typecode, kept)
+
+    def drop(self, count: int) -> None:
+        """Drop the first ``count`` entries."""
+        del self.data[:count]
 
     def values(self, start: int, end: int) -> Iterator[Any]:
         """The field of messages ``start`` to ``end``."""

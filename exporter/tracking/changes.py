@@ -42,8 +42,12 @@ class Changes:
         self.pending: tuple[list[int], list[float], list[int], list[float], list[float]] = (
             [], [], [], [], []
         )  # fmt: skip
-        # ids, creation seconds, the table's kind codes; exact creation times (see finals.py)
-        self.final: tuple[list[int], array[int], list[int]] = ([], array("I"), [])
+        # ids, creation seconds, the table's kind codes; exact creation times (see finals.py).
+        # Arrays: a cold read's ids in a list would keep an int object each (40 bytes) until
+        # the save, where the table keeps 8-byte ids.
+        self.final: tuple[array[int], array[int], array[int]] = (
+            array("q"), array("I"), array("I")
+        )  # fmt: skip
         self.exact: dict[int, float] = {}
         self.deleted: list[int] = []
         self.count = 0
@@ -99,6 +103,7 @@ class Changes:
         """The chunk, encoded; ``kinds`` are the table's, by code."""
         ids: Sequence[int]
         seconds: Sequence[int]
+        codes: Sequence[int]
         ids, seconds, codes = self.final
         if not all(map(operator.lt, ids, islice(ids, 1, None))):
             ids, seconds, codes = sorted_last_wins(ids, seconds, codes)

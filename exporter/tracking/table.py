@@ -2,7 +2,7 @@
 
 Owns what the tracker knows of each message it follows: a final message as the code of its
 :class:`Final` (one object per series, status and state) in the flat arrays of
-:mod:`.finals`; a pending one as a :class:`Row`, indexed by creation minute, deadline and
+:mod:`.finals`; a pending one as a :class:`Row`, indexed by creation hour, deadline and
 re-check time. Each change is written down as it happens: the store saves one chunk
 (:mod:`.chunks`) of changes per poll and now and then replaces them all with a snapshot, and
 :meth:`MessageTable.replay` rebuilds the table from them. A SQLite row per message, the design
@@ -26,6 +26,11 @@ from exporter.tracking import chunks
 from exporter.tracking.changes import Changes
 from exporter.tracking.chunks import LegacyChunk
 from exporter.tracking.finals import FinalStore, whole_seconds
+
+BUCKET = 3600.0
+"""Seconds of creation, and of deadline, that one bucket of the pending rows' indexes spans.
+Every query filters the rows by their exact times: a bucket a minute cost a dict for each of a
+sparse target's pending messages, ~400 bytes a row with both indexes."""
 
 
 @dataclass(slots=True)
@@ -87,8 +92,8 @@ class MessageTable:
         # The row of a pending message, None for any other id: the dict's own method, as the
         # tracker asks it for every message it re-read.
         self.row: Callable[[int], Row | None] = self._rows.get
-        self._pending_minutes: dict[int, dict[int, Row]] = {}  # creation minute
-        self._deadlines: dict[int, dict[int, Row]] = {}  # deadline minute
+        self._pending_buckets: dict[int, dict[int, Row]] = {}  # by creation (see BUCKET)
+        self._deadlines: dict[int, dict[int, Row]] = {}  # by deadline
         self._scheduled: dict[int, Row] = {}  # rows with a re-check time of their own
         self._pruned_before = -math.inf  # final messages created before were forgotten
         self._changes = Changes()
@@ -214,7 +219,7 @@ class MessageTable:
         """``(id, created_at)`` of pending messages created in ``(after, upto]``, oldest first."""
         found = [
             (row.id, row.created_at)
-            for row in self._pending_in(_minute(after), _minute(upto))
+            for row in self._pending_in(_bucket(after), _bucket(upto))
             if after < row.created_at <= upto
         ]
         found.sort(key=_by_created)
@@ -239,16 +244,16 @@ class MessageTable:
 
     def oldest_pending(self) -> float | None:
         """``created_at`` of the oldest pending message."""
-        if not self._pending_minutes:
+        if not self._pending_buckets:
             return None
-        first = min(self._pending_minutes)
-        return min(row.created_at for row in self._pending_minutes[first].values())
+        first = min(self._pending_buckets)
+        return min(row.created_at for row in self._pending_buckets[first].values())
 
     def status_counts(self, start: float, end: float | None = None) -> dict[tuple[str, str], int]:
         """Messages created in ``[start, end)`` by series and status."""
         high = math.inf if end is None else end
         counts: dict[tuple[str, str], int] = {}
-        for row in self._pending_in(_minute(start), _minute(high)):
+        for row in self._pending_in(_bucket(start), _bucket(high)):
             if start <= row.created_at < high:
                 key = (row.series, row.status)
                 counts[key] = counts.get(key, 0) + 1
@@ -341,16 +346,16 @@ class MessageTable:
 
     def _index(self, row: Row) -> None:
         """Index a pending row by creation minute, deadline and re-check time."""
-        self._pending_minutes.setdefault(int(row.created_at // 60), {})[row.id] = row
+        self._pending_buckets.setdefault(int(row.created_at // BUCKET), {})[row.id] = row
         if row.deadline is not None:
-            self._deadlines.setdefault(int(row.deadline // 60), {})[row.id] = row
+            self._deadlines.setdefault(int(row.deadline // BUCKET), {})[row.id] = row
         self._schedule(row)
 
     def _unindex(self, row: Row) -> None:
         """Remove a pending row from the indexes."""
-        _discard(self._pending_minutes, int(row.created_at // 60), row.id)
+        _discard(self._pending_buckets, int(row.created_at // BUCKET), row.id)
         if row.deadline is not None:
-            _discard(self._deadlines, int(row.deadline // 60), row.id)
+            _discard(self._deadlines, int(row.deadline // BUCKET), row.id)
         self._scheduled.pop(row.id, None)
 
     def _schedule(self, row: Row) -> None:
@@ -361,18 +366,18 @@ class MessageTable:
             self._scheduled[row.id] = row
 
     def _pending_in(self, first: float, last: float) -> Iterator[Row]:
-        """Pending rows whose creation minute is in ``[first, last]``, oldest minute first."""
-        index = self._pending_minutes
-        for minute in sorted(m for m in index if first <= m <= last):
-            yield from index[minute].values()
+        """Pending rows whose creation bucket is in ``[first, last]``, oldest bucket first."""
+        index = self._pending_buckets
+        for bucket in sorted(b for b in index if first <= b <= last):
+            yield from index[bucket].values()
 
     def _due_by(self, moment: float) -> list[Row]:
-        """Pending rows whose deadline minute is not after ``moment``'s."""
-        last = moment // 60
+        """Pending rows whose deadline bucket is not after ``moment``'s (a few after it too)."""
+        last = moment // BUCKET
         return [
             row
-            for minute in sorted(m for m in self._deadlines if m <= last)
-            for row in self._deadlines[minute].values()
+            for bucket in sorted(b for b in self._deadlines if b <= last)
+            for row in self._deadlines[bucket].values()
         ]
 
 
@@ -394,9 +399,9 @@ def minute_runs(created: list[float]) -> Iterator[tuple[int, int, int]]:
             start = end
 
 
-def _minute(moment: float) -> float:
-    """The minute of a moment, or the infinity it is."""
-    return moment if math.isinf(moment) else moment // 60
+def _bucket(moment: float) -> float:
+    """The index bucket of a moment, or the infinity it is."""
+    return moment if math.isinf(moment) else moment // BUCKET
 
 
 def _discard(index: dict[int, dict[int, Row]], key: int, msg_id: int) -> None:

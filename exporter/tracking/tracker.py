@@ -215,7 +215,8 @@ class TargetTracker:
         """Fold one poll's reads into the state and save it, all in one transaction.
 
         ``messages`` staged (as the poller's reads hold them), by id, or any iterable of them
-        in which the last version of an id counts; they are applied a batch at a time.
+        in which the last version of an id counts; they are applied a batch at a time, and a
+        staging is emptied as they are (its memory goes while the table's grows).
         ``recheck`` is what :meth:`rechecks` asked this poll to re-read: its tiers count as
         run, and what of it ``checked`` lacks is the backlog.
         ``feed`` is what this poll's report feed pass found, if one ran.
@@ -301,7 +302,7 @@ class TargetTracker:
             self._p.baseline_started = now
         self._window.slide(now)
         # A batch at a time: what a poll read is never all decoded at once (one id each).
-        for part in messages.batches():
+        for part in messages.take_batches():
             self._fold(part, now, batch)
         table = self._table
         for msg_id in checked:  # asked for: look again on schedule (returned or not)
