@@ -226,7 +226,7 @@ def overview() -> list[Panel]:
             "Balance",
             "Account balance per currency, from /api/accounts/balance.",
             Query(
-                f"currency:bsg_account_balance:max{{{GROUP}}}",
+                f"currency:bsg_account_balance:min{{{GROUP}}}",
                 "{{account}} {{currency}}",
                 instant=True,
             ),
@@ -409,7 +409,7 @@ def money() -> list[Panel]:
             "Account balance and credit",
             "Balance (can go negative down to the credit limit) and credit limit per currency.",
             [
-                Query(f"currency:bsg_account_balance:max{{{GROUP}}}", "balance {{currency}}"),
+                Query(f"currency:bsg_account_balance:min{{{GROUP}}}", "balance {{currency}}"),
                 Query(
                     f"max without ({REPLICAS}) (bsg_account_credit{{{RAW}}})", "credit {{currency}}"
                 ),
@@ -595,6 +595,13 @@ def variable(name: str, label: str, query: str) -> Json:
     }
 
 
+def one_of(variable: Json) -> Json:
+    """``variable`` with one value at a time: targets overlap (``all`` holds ``otp``), and a
+    panel that sums over several would count a message once for each target it is in."""
+    single = {k: v for k, v in variable.items() if k not in ("allValue", "current")}
+    return {**single, "multi": False, "includeAll": False}
+
+
 def build_dashboard() -> Json:
     """The whole dashboard."""
     return {
@@ -661,7 +668,7 @@ def build_dashboard() -> Json:
                     "Instance",
                     f"label_values(bsg_up{{{SELECTOR}, {GROUP}}}, instance)",
                 ),
-                variable("target", "Target", f"label_values(bsg_up{{{RAW}}}, target)"),
+                one_of(variable("target", "Target", f"label_values(bsg_up{{{RAW}}}, target)")),
                 variable(
                     "channel",
                     "Channel",

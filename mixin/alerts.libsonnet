@@ -107,7 +107,7 @@ local alert(config, name, severity, expr, summary, description) = {
           alert(
             c, 'BsgBalanceLow', 'warning',
             |||
-              currency:bsg_account_balance:max
+              currency:bsg_account_balance:min
                 < currency:bsg_balance_low_threshold:effective
             |||,
             'The BSG account balance is low.',

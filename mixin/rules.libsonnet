@@ -1,15 +1,21 @@
 // Recording rules: the thresholds, and the rates the alerts and the dashboard share.
 // Names follow level:metric:operations; the level names what is kept beyond the group labels.
 // Replicas of one account (same group labels, other replica labels) count the same messages:
-// they are merged by max before any sum, so that an HA pair counts once.
+// each replica's series are summed first, then the replicas merged by max, so that an HA pair
+// counts once even where its replicas split the same messages differently over extra labels
+// (a `country` past its cap on one replica only).
 local g(config, extra) = std.join(', ', config.groupLabels + extra);
-local merged(config, expr) =
-  'max without (%s) (%s)' % [std.join(', ', config.replicaLabels), expr];
-local rate(config, metric, filter, range) =
+local rate(config, metric, filter, range, extra) =
   local sel = std.join(', ', [config.selector] + (if filter == '' then [] else [filter]));
-  merged(config, 'rate(%s{%s}[%s])' % [metric, sel, range]);
-local increase(config, metric, filter, range) =
-  std.strReplace(rate(config, metric, filter, range), 'rate(', 'increase(');
+  'max without (%s) (sum by (%s) (rate(%s{%s}[%s])))' % [
+    std.join(', ', config.replicaLabels),
+    g(config, extra + config.replicaLabels),
+    metric,
+    sel,
+    range,
+  ];
+local increase(config, metric, filter, range, extra) =
+  std.strReplace(rate(config, metric, filter, range, extra), 'rate(', 'increase(');
 local vector(name, value) = { record: name, expr: 'vector(%g)' % value };
 
 {
@@ -40,31 +46,31 @@ local vector(name, value) = { record: name, expr: 'vector(%g)' % value };
         rules: [
           {
             record: 'target_channel_status:bsg_messages:rate5m',
-            expr: 'sum by (%s) (%s)' % [g(c, ['target', 'channel', 'status']), rate(c, 'bsg_messages_total', '', '5m')],
+            expr: rate(c, 'bsg_messages_total', '', '5m', ['target', 'channel', 'status']),
           },
           {
             record: 'target_channel:bsg_messages:rate5m',
-            expr: 'sum by (%s) (%s)' % [g(c, ['target', 'channel']), rate(c, 'bsg_messages_total', '', '5m')],
+            expr: rate(c, 'bsg_messages_total', '', '5m', ['target', 'channel']),
           },
           {
             record: 'target_channel:bsg_messages:increase5m',
-            expr: 'sum by (%s) (%s)' % [g(c, ['target', 'channel']), increase(c, 'bsg_messages_total', '', '5m')],
+            expr: increase(c, 'bsg_messages_total', '', '5m', ['target', 'channel']),
           },
           {
             record: 'target_channel:bsg_messages:rate15m',
-            expr: 'sum by (%s) (%s)' % [g(c, ['target', 'channel']), rate(c, 'bsg_messages_total', '', '15m')],
+            expr: rate(c, 'bsg_messages_total', '', '15m', ['target', 'channel']),
           },
           {
             record: 'target_channel:bsg_messages_submitted:increase15m',
-            expr: 'sum by (%s) (%s)' % [g(c, ['target', 'channel']), increase(c, 'bsg_messages_submitted_total', '', '15m')],
+            expr: increase(c, 'bsg_messages_submitted_total', '', '15m', ['target', 'channel']),
           },
           {
             record: 'target_channel:bsg_messages_failed:rate5m',
-            expr: 'sum by (%s) (%s)' % [g(c, ['target', 'channel']), rate(c, 'bsg_messages_total', failed, '5m')],
+            expr: rate(c, 'bsg_messages_total', failed, '5m', ['target', 'channel']),
           },
           {
             record: 'target_channel:bsg_messages_failed:increase5m',
-            expr: 'sum by (%s) (%s)' % [g(c, ['target', 'channel']), increase(c, 'bsg_messages_total', failed, '5m')],
+            expr: increase(c, 'bsg_messages_total', failed, '5m', ['target', 'channel']),
           },
           {
             record: 'target_channel:bsg_messages_failed:ratio_rate5m',
@@ -76,21 +82,15 @@ local vector(name, value) = { record: name, expr: 'vector(%g)' % value };
           },
           {
             record: 'target_channel:bsg_messages_delivered:ratio_rate5m',
-            expr: 'sum by (%s) (%s)\n  / (target_channel:bsg_messages:rate5m > 0)' % [
-              g(c, ['target', 'channel']),
-              rate(c, 'bsg_messages_total', 'status=~"delivered|read"', '5m'),
-            ],
+            expr: '%s\n  / (target_channel:bsg_messages:rate5m > 0)' % rate(c, 'bsg_messages_total', 'status=~"delivered|read"', '5m', ['target', 'channel']),
           },
           {
             record: 'target_channel:bsg_messages_expired:ratio_rate5m',
-            expr: 'sum by (%s) (%s)\n  / (target_channel:bsg_messages:rate5m > 0)' % [
-              g(c, ['target', 'channel']),
-              rate(c, 'bsg_messages_total', 'status="expired"', '5m'),
-            ],
+            expr: '%s\n  / (target_channel:bsg_messages:rate5m > 0)' % rate(c, 'bsg_messages_total', 'status="expired"', '5m', ['target', 'channel']),
           },
           {
             record: 'target_channel_le:bsg_delivery_latency_seconds_bucket:rate5m',
-            expr: 'sum by (%s) (%s)' % [g(c, ['target', 'channel', 'le']), rate(c, 'bsg_delivery_latency_seconds_bucket', '', '5m')],
+            expr: rate(c, 'bsg_delivery_latency_seconds_bucket', '', '5m', ['target', 'channel', 'le']),
           },
         ] + [
           {
@@ -101,7 +101,7 @@ local vector(name, value) = { record: name, expr: 'vector(%g)' % value };
         ] + [
           {
             record: 'target_channel_currency:bsg_message_cost:rate5m',
-            expr: 'sum by (%s) (%s)' % [g(c, ['target', 'channel', 'currency']), rate(c, 'bsg_message_cost_total', '', '5m')],
+            expr: rate(c, 'bsg_message_cost_total', '', '5m', ['target', 'channel', 'currency']),
           },
           {
             // A replica that already saw a message final knows best: the youngest age wins.
@@ -114,17 +114,19 @@ local vector(name, value) = { record: name, expr: 'vector(%g)' % value };
             expr: 'max by (%s) (bsg_last_poll_success_timestamp_seconds{%s})' % [g(c, ['target']), c.selector],
           },
           {
-            record: 'currency:bsg_account_balance:max',
-            expr: 'max by (%s) (bsg_account_balance{%s})' % [g(c, ['currency']), c.selector],
+            // The lowest replica's reading: a replica whose balance reads fail keeps showing its
+            // last, higher value, and a late alarm after a top-up is better than a missed one.
+            record: 'currency:bsg_account_balance:min',
+            expr: 'min by (%s) (bsg_account_balance{%s})' % [g(c, ['currency']), c.selector],
           },
           {
             // The low-balance threshold of each currency an account reports: override or default.
             record: 'currency:bsg_balance_low_threshold:effective',
             expr: |||
-              group by (%(g)s) (currency:bsg_account_balance:max)
+              group by (%(g)s) (currency:bsg_account_balance:min)
                 * on (currency) group_left () currency:bsg_balance_low_threshold:override
               or
-              group by (%(g)s) (currency:bsg_account_balance:max)
+              group by (%(g)s) (currency:bsg_account_balance:min)
                 * on () group_left () bsg:balance_low_threshold
             ||| % { g: g(c, ['currency']) },
           },

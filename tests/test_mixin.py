@@ -86,12 +86,14 @@ def test_every_aggregation_keeps_the_group_labels(overrides: str) -> None:
         assert " without (" not in rule["expr"].replace("max without (instance, pod)", "")
 
 
-def test_replicas_are_merged_by_max_before_any_sum() -> None:
+def test_each_replica_is_summed_then_the_replicas_merged_by_max() -> None:
     rendered = mixin()
     for rule in every_rule(rendered["rules"]):
         for function in re.finditer(r"\b(rate|increase)\((bsg_\w+)", rule["expr"]):
             before = rule["expr"][: function.start()]
-            assert before.endswith("max without (instance, pod) ("), rule["record"]
+            summed = re.search(r"max without \(instance, pod\) \(sum by \(([^)]*)\) \($", before)
+            assert summed, rule["record"]
+            assert summed.group(1).endswith(", instance, pod"), rule["record"]
         raw = re.findall(r"\b(bsg_\w+)\{", rule["expr"])
         if raw and "rate(" not in rule["expr"] and "increase(" not in rule["expr"]:
             assert re.search(r"\b(max|min) by \(", rule["expr"]), rule["record"]

@@ -122,3 +122,13 @@ def test_example_prometheus_config_and_alertmanager_config_are_valid() -> None:
         pytest.skip("amtool comes with prometheus-alertmanager")
     result = run(amtool, "check-config", str(PROM / "alertmanager.yml"))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_alertmanager_keeps_accounts_apart_and_never_inhibits_across_replicas() -> None:
+    config = yaml.safe_load((PROM / "alertmanager.yml").read_text())
+    assert {"job", "account", "target"} <= set(config["route"]["group_by"])
+    for rule in config["inhibit_rules"]:
+        # An inhibition on the target alone let one account's failure silence another's.
+        assert {"job", "account", "target"} <= set(rule["equal"]), rule
+        # Only an alert that means every replica fails may be silenced by one replica's.
+        assert rule["target_matchers"] == ['alertname="BsgDataStale"'], rule
