@@ -25,12 +25,14 @@ SELECTOR = 'job="bsg"'
 """The mixin's default selector (mixin/config.libsonnet); the mixin puts its own in its place."""
 REPLICAS = "instance, pod"
 """The labels that tell replicas of one account apart: merged by max, never summed."""
-# Selectors of the template variables; "All" expands to .+ (allValue below). Recorded series
-# are per account, replicas merged: they have no instance. Raw series filter by instance too.
+# Selectors of the template variables; "All" expands to .* (allValue below), which also matches
+# series without the label (targets with no account, or a mixin whose groupLabels drop it).
+# Recorded series are per account, replicas merged: they have no instance, and the rules
+# selected them already. Raw series carry the mixin's selector and filter by instance too.
 GROUP = 'job=~"$job", account=~"$account"'
 T = f'{GROUP}, target=~"$target"'
 TC = f'{T}, channel=~"$channel"'
-RAW = f'{GROUP}, instance=~"$instance"'
+RAW = f'{SELECTOR}, {GROUP}, instance=~"$instance"'
 TR = f'{RAW}, target=~"$target"'
 TCR = f'{TR}, channel=~"$channel"'
 ALERTS = f'ALERTS{{alertname=~"Bsg.*", alertstate="firing", {GROUP}}}'
@@ -590,7 +592,7 @@ def variable(name: str, label: str, query: str) -> Json:
         "sort": 1,
         "multi": True,
         "includeAll": True,
-        "allValue": ".+",
+        "allValue": ".*",
         "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
     }
 

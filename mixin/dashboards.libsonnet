@@ -1,5 +1,5 @@
 // The dashboard: built by grafana/generate.py into dashboards/ (with the default selector),
-// given here the configured selector, uid and title. Its variables (job, account, instance,
+// given here the configured selector (in its variables and raw-series queries), uid and title. Its variables (job, account, instance,
 // target, channel) filter every query; replicas are merged, never summed.
 local board = import 'dashboards/bsg-delivery.json';
 local defaultSelector = 'job="bsg"';
@@ -12,10 +12,15 @@ local defaultSelector = 'job="bsg"';
       if v.type == 'query'
       then v + { query+: { query: selected(v.query.query) }, definition: selected(v.definition) }
       else v,
+    local panel(p) =
+      if std.objectHas(p, 'targets')
+      then p + { targets: [t + { expr: selected(t.expr) } for t in p.targets] }
+      else p,  // a row
     'bsg-delivery.json': board {
       uid: c.dashboardUid,
       title: c.dashboardTitle,
       templating+: { list: [variable(v) for v in board.templating.list] },
+      panels: [panel(p) for p in board.panels],
     },
   },
 }

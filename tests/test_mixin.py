@@ -110,6 +110,14 @@ def test_the_selector_reaches_every_raw_series_and_the_dashboard_variables() -> 
     for name in ("job", "account", "instance"):
         assert 'job="sms", team="ops"' in queries[name], name
         assert 'job="bsg"' not in queries[name], name
+    for name in ("target", "channel"):
+        assert 'job="sms", team="ops"' in queries[name], name
+    for panel in board["panels"]:
+        for target in panel.get("targets", []):
+            expr = target["expr"]
+            assert 'job="bsg"' not in expr, (panel["title"], expr)
+            for metric, matchers in re.findall(r"\b(bsg_[a-z_]+)\{([^}]*)\}", expr):
+                assert 'job="sms", team="ops"' in matchers, (panel["title"], metric)
 
 
 def test_thresholds_and_for_come_from_the_config() -> None:
