@@ -52,11 +52,11 @@ local alert(config, name, severity, expr, summary, description) = {
           alert(
             c, 'BsgSlowDelivery', 'warning',
             |||
-              target_channel:bsg_delivery_latency_seconds:p95_rate5m
+              target_channel:bsg_delivery_latency_seconds:p95_rate30m
                 > on () group_left () bsg:latency_p95_threshold_seconds
             |||,
             'Delivery reports arrive slowly.',
-            '95%% of the {{ $labels.channel }} messages of target {{ $labels.target }}%s delivered in the last 5 minutes took up to {{ $value | humanizeDuration }} from sent to delivered (threshold: bsg:latency_p95_threshold_seconds). Check first the latency heatmap for one slow route, then the provider status.' % s,
+            '95%% of the {{ $labels.channel }} messages of target {{ $labels.target }}%s delivered in the last 30 minutes took up to {{ $value | humanizeDuration }} from sent to delivered (threshold: bsg:latency_p95_threshold_seconds). Check first the latency heatmap for one slow route, then the provider status.' % s,
           ),
           alert(
             c, 'BsgStuckMessages', 'warning',

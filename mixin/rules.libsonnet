@@ -92,6 +92,16 @@ local vector(name, value) = { record: name, expr: 'vector(%g)' % value };
             record: 'target_channel_le:bsg_delivery_latency_seconds_bucket:rate5m',
             expr: rate(c, 'bsg_delivery_latency_seconds_bucket', '', '5m', ['target', 'channel', 'le']),
           },
+          {
+            // BsgSlowDelivery's window: a route with a delivery every few minutes leaves most
+            // 5-minute windows empty, and their NaN quantile would reset the alert's `for`.
+            record: 'target_channel_le:bsg_delivery_latency_seconds_bucket:rate30m',
+            expr: rate(c, 'bsg_delivery_latency_seconds_bucket', '', '30m', ['target', 'channel', 'le']),
+          },
+          {
+            record: 'target_channel:bsg_delivery_latency_seconds:p95_rate30m',
+            expr: 'histogram_quantile(0.95, target_channel_le:bsg_delivery_latency_seconds_bucket:rate30m)',
+          },
         ] + [
           {
             record: 'target_channel:bsg_delivery_latency_seconds:p%d_rate5m' % q,
