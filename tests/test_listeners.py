@@ -116,17 +116,22 @@ def test_socket_activation_without_a_socket_fails_at_start() -> None:
     assert "no socket activation file descriptors found" in result.stderr
 
 
+def _activated_run(fd: int) -> subprocess.CompletedProcess[str]:
+    """Run the demo exporter to its end with ``fd`` passed as systemd would pass a socket."""
+    return subprocess.run(
+        [sys.executable, "-c", ACTIVATOR, str(fd), *DEMO, "--web.systemd-socket"],
+        pass_fds=(fd,),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
 def test_a_passed_descriptor_that_is_no_socket_fails_at_start() -> None:
     read, write = os.pipe()
     try:
-        result = subprocess.run(
-            [sys.executable, "-c", ACTIVATOR, str(read), *DEMO, "--web.systemd-socket"],
-            pass_fds=(read,),
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        result = _activated_run(read)
     finally:
         os.close(read)
         os.close(write)
@@ -136,14 +141,7 @@ def test_a_passed_descriptor_that_is_no_socket_fails_at_start() -> None:
 
 def test_a_passed_socket_that_does_not_listen_fails_at_start() -> None:
     with socket.socket() as unbound:
-        result = subprocess.run(
-            [sys.executable, "-c", ACTIVATOR, str(unbound.fileno()), *DEMO, "--web.systemd-socket"],
-            pass_fds=(unbound.fileno(),),
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        result = _activated_run(unbound.fileno())
     assert result.returncode == 1
     assert "passed file descriptor 3 is not a listening socket" in result.stderr
 
