@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import _jsonnet
+
 Json = dict[str, Any]
 
 OUTPUT = Path(__file__).resolve().parent.parent / "mixin" / "dashboards" / "bsg-delivery.json"
@@ -37,6 +39,23 @@ TR = f'{RAW}, target=~"$target"'
 TCR = f'{TR}, channel=~"$channel"'
 ALERTS = f'ALERTS{{alertname=~"Bsg.*", alertstate="firing", {GROUP}}}'
 GRID_WIDTH = 24
+CONFIG = Path(__file__).resolve().parent.parent / "mixin" / "config.libsonnet"
+
+
+def _thresholds() -> dict[str, float]:
+    """The alert thresholds of the mixin's default config (its numeric settings)."""
+    config = json.loads(_jsonnet.evaluate_snippet("config", f"({CONFIG.read_text()})._config"))
+    return {name: value for name, value in config.items() if isinstance(value, (int, float))}
+
+
+THRESHOLDS = _thresholds()
+"""The mixin's defaults: a threshold line is ``vector(<default>)``, which the mixin replaces
+with the configured value (mixin/dashboards.libsonnet)."""
+
+
+def threshold(name: str) -> str:
+    """The PromQL of the alert threshold ``name`` of mixin/config.libsonnet, for a line."""
+    return f"vector({THRESHOLDS[name]:g})"
 
 
 @dataclass(frozen=True)
@@ -197,7 +216,7 @@ def overview() -> list[Panel]:
         stat(
             "Failed + undelivered",
             "Share of final statuses that are failed or undelivered, last 5 minutes. "
-            "Alert BsgHighFailureRatio pages above bsg:failure_ratio_threshold.",
+            "Alert BsgHighFailureRatio pages above its threshold (the mixin's failureRatio).",
             Query(
                 f"sum(target_channel:bsg_messages_failed:rate5m{{{TC}}})"
                 f" / sum(target_channel:bsg_messages:rate5m{{{TC}}})",
@@ -283,13 +302,13 @@ def delivery() -> list[Panel]:
         timeseries(
             "Failed + undelivered ratio",
             "Share of final statuses that are failed or undelivered; the dashed line is the "
-            "alert threshold (bsg:failure_ratio_threshold).",
+            "alert threshold (the mixin's failureRatio).",
             [
                 Query(
                     f"target_channel:bsg_messages_failed:ratio_rate5m{{{TC}}}",
                     "{{target}}/{{channel}}",
                 ),
-                Query("bsg:failure_ratio_threshold", "threshold"),
+                Query(threshold("failureRatio"), "threshold"),
             ],
             unit="percentunit",
             width=8,
@@ -339,7 +358,7 @@ def latency() -> list[Panel]:
         timeseries(
             "Delivery latency percentiles",
             "sent_at to delivered_at of messages delivered in the last 5 minutes. The dashed "
-            "line is BsgSlowDelivery's p95 threshold.",
+            "line is BsgSlowDelivery's p95 threshold (which it compares over 30 minutes).",
             [
                 Query(
                     f"target_channel:bsg_delivery_latency_seconds:{p}_rate5m{{{TC}}}",
@@ -347,7 +366,7 @@ def latency() -> list[Panel]:
                 )
                 for p in ("p50", "p95", "p99")
             ]
-            + [Query("bsg:latency_p95_threshold_seconds", "p95 threshold")],
+            + [Query(threshold("latencyP95Seconds"), "p95 threshold")],
             unit="s",
             width=9,
             overrides=[threshold_override("p95 threshold")],
@@ -383,7 +402,7 @@ def latency() -> list[Panel]:
             "BsgStuckMessages' threshold.",
             [
                 Query(f"target:bsg_oldest_pending_message_age_seconds:min{{{T}}}", "{{target}}"),
-                Query("bsg:stuck_message_age_threshold_seconds", "threshold"),
+                Query(threshold("stuckMessageAgeSeconds"), "threshold"),
             ],
             unit="s",
             width=6,
@@ -444,7 +463,7 @@ def health() -> list[Panel]:
         timeseries(
             "Time since last good poll",
             "Seconds since each target's last completed poll, per replica (BsgDataStale fires "
-            "when every replica is above bsg:stale_threshold_seconds).",
+            "when every replica is above the mixin's staleSeconds).",
             [
                 Query(
                     f"time() - bsg_last_poll_success_timestamp_seconds{{{TR}}}",

@@ -26,12 +26,12 @@ RULES_NOTE = f"""\
 # {SOURCE_NOTE}
 # Names follow level:metric:operations; every aggregation keeps the group labels (job, account)
 # and merges replicas (instance, pod) by max, so an HA pair counts once and accounts stay apart.
-# Thresholds are the first group's rules: set them in mixin/config.libsonnet.
+# Thresholds are written into the alerts (alerts.yml): set them in mixin/config.libsonnet.
 """
 ALERTS_NOTE = f"""\
 # Alerts on SMS delivery health and on the exporter itself.
 # {SOURCE_NOTE}
-# Each alert's runbook is a section of the README; thresholds are rules in rules.yml.
+# Each alert's runbook is a section of the README; its thresholds come from mixin/config.libsonnet.
 """
 K8S_NOTE = f"# {SOURCE_NOTE}\n"
 

@@ -1,4 +1,6 @@
-// Recording rules: the thresholds, and the rates the alerts and the dashboard share.
+// Recording rules: the rates the alerts and the dashboard share (thresholds are in the alerts,
+// from the config, as mixins write them: a recorded constant has no labels to join on in a
+// global view of several Prometheus servers, and two copies of the mixin would collide).
 // Names follow level:metric:operations; the level names what is kept beyond the group labels.
 // Replicas of one account (same group labels, other replica labels) count the same messages:
 // each replica's series are summed first, then the replicas merged by max, so that an HA pair
@@ -16,31 +18,12 @@ local rate(config, metric, filter, range, extra) =
   ];
 local increase(config, metric, filter, range, extra) =
   std.strReplace(rate(config, metric, filter, range, extra), 'rate(', 'increase(');
-local vector(name, value) = { record: name, expr: 'vector(%g)' % value };
 
 {
   prometheusRules+:: {
     local c = $._config,
     local failed = 'status=~"failed|undelivered"',
     groups+: [
-      {
-        name: 'bsg_thresholds',
-        rules: [
-          vector('bsg:failure_ratio_threshold', c.failureRatio),
-          vector('bsg:failure_min_messages', c.failureMinMessages),
-          vector('bsg:failure_spike_factor', c.failureSpikeFactor),
-          vector('bsg:failure_spike_min_messages', c.failureSpikeMinMessages),
-          vector('bsg:latency_p95_threshold_seconds', c.latencyP95Seconds),
-          vector('bsg:stuck_message_age_threshold_seconds', c.stuckMessageAgeSeconds),
-          vector('bsg:reports_stopped_min_submitted', c.reportsStoppedMinSubmitted),
-          vector('bsg:stale_threshold_seconds', c.staleSeconds),
-          vector('bsg:balance_low_threshold', c.balanceLow),
-        ] + [
-          vector('currency:bsg_balance_low_threshold:override', c.balanceLowByCurrency[currency])
-          + { labels: { currency: currency } }
-          for currency in std.objectFields(c.balanceLowByCurrency)
-        ],
-      },
       {
         name: 'bsg_recording',
         rules: [
@@ -130,15 +113,19 @@ local vector(name, value) = { record: name, expr: 'vector(%g)' % value };
             expr: 'min by (%s) (bsg_account_balance{%s})' % [g(c, ['currency']), c.selector],
           },
           {
-            // The low-balance threshold of each currency an account reports: override or default.
+            // The low-balance threshold of each currency an account reports, from the config:
+            // its override, or the default (the dashboard draws it; BsgBalanceLow compares).
             record: 'currency:bsg_balance_low_threshold:effective',
-            expr: |||
-              group by (%(g)s) (currency:bsg_account_balance:min)
-                * on (currency) group_left () currency:bsg_balance_low_threshold:override
-              or
-              group by (%(g)s) (currency:bsg_account_balance:min)
-                * on () group_left () bsg:balance_low_threshold
-            ||| % { g: g(c, ['currency']) },
+            local overrides = c.balanceLowByCurrency,
+            local each(filter, value) =
+              'group by (%s) (currency:bsg_account_balance:min%s) * %g' % [g(c, ['currency']), filter, value],
+            local others =
+              if overrides == {} then ''
+              else '{currency!~"%s"}' % std.join('|', std.objectFields(overrides)),
+            expr: std.join('\nor\n', [
+              each('{currency="%s"}' % currency, overrides[currency])
+              for currency in std.objectFields(overrides)
+            ] + [each(others, c.balanceLow)]),
           },
         ],
       },

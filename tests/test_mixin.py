@@ -4,7 +4,6 @@ dashboard keep the mixin conventions (group labels kept, replicas merged, annota
 from __future__ import annotations
 
 import importlib.util
-import json
 import re
 import subprocess
 import sys
@@ -59,7 +58,8 @@ def test_the_check_names_a_file_that_differs(tmp_path: Path, monkeypatch: Any) -
     files = render.outputs()
     rules = ROOT / "prometheus" / "rules.yml"
     copy = tmp_path / "rules.yml"
-    copy.write_text(files[rules].replace("vector(0.1)", "vector(0.6)"))
+    assert "[5m]" in files[rules]
+    copy.write_text(files[rules].replace("[5m]", "[6m]"))
     monkeypatch.setattr(render, "outputs", lambda: {copy: files[rules]})
     monkeypatch.setattr(render, "ROOT", tmp_path)
     monkeypatch.setattr(sys, "argv", ["render.py", "--check"])
@@ -125,11 +125,19 @@ def test_thresholds_and_for_come_from_the_config() -> None:
         "{_config+:: {failureRatio: 0.25, balanceLowByCurrency: {EUR: 7}, 'for'+: "
         "{BsgSlowDelivery: '42m'}}}"
     )
-    records = {(r["record"], json.dumps(r.get("labels"))): r for r in every_rule(rendered["rules"])}
-    assert records[("bsg:failure_ratio_threshold", "null")]["expr"] == "vector(0.25)"
-    override = records[("currency:bsg_balance_low_threshold:override", '{"currency": "EUR"}')]
-    assert override["expr"] == "vector(7)"
+    records = {r["record"]: r for r in every_rule(rendered["rules"])}
+    effective = records["currency:bsg_balance_low_threshold:effective"]["expr"]
+    assert '{currency="EUR"}) * 7\nor\n' in effective
+    assert effective.endswith('{currency!~"EUR"}) * 50')
     alerts = {a["alert"]: a for a in every_rule(rendered["alerts"])}
+    assert "ratio_rate5m > 0.25\n" in alerts["BsgHighFailureRatio"]["expr"]
+    assert (
+        "(threshold: 25% of at least 20)"
+        in alerts["BsgHighFailureRatio"]["annotations"]["description"]
+    )
+    board = rendered["dashboards"]["bsg-delivery.json"]
+    lines = [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
+    assert "vector(0.25)" in lines and "vector(0.1)" not in lines  # the threshold line
     assert alerts["BsgSlowDelivery"]["for"] == "42m"
     assert alerts["BsgHighFailureRatio"]["for"] == "5m"
 
