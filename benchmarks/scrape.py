@@ -14,7 +14,9 @@ each doing only its part, so that what is measured is theirs alone:
   as plain text.
 * **memory**: a fresh process that only ingests ``--messages`` messages (pages the driver wrote
   to a file, read one poll of ``--poll-pages`` pages at a time, as the request budget cuts a
-  cold read) into one tracker with a 72 h window, then reports its VmRSS and the state file.
+  cold read, each poll committed in chunks of ``COLD_CHUNK_PAGES`` pages, as the poller
+  commits a cold read) into one tracker with a 72 h window, then reports its VmRSS and the
+  state file.
   The memory its polls' reads and their garbage used mostly stays with the process, so a third
   process, **load**, then only loads that state file (a restart) and reports its VmRSS: what the
   tracked messages themselves take.
@@ -242,6 +244,7 @@ def memory(args: argparse.Namespace) -> None:
     from exporter.bsg.decode import Decoder  # noqa: PLC0415
     from exporter.bsg.paging import MessagePass  # noqa: PLC0415
     from exporter.config.schema import TargetConfig  # noqa: PLC0415
+    from exporter.defaults import COLD_CHUNK_PAGES  # noqa: PLC0415
     from exporter.runtime import COLLECTION_PAUSE  # noqa: PLC0415
     from exporter.tracking.store import StateStore  # noqa: PLC0415
     from exporter.tracking.tracker import TargetTracker  # noqa: PLC0415
@@ -259,9 +262,9 @@ def memory(args: argparse.Namespace) -> None:
         pages = read_pages(Path(args.pages_file))
         decoder = Decoder(UTC)  # the client's
         now = START
-        while True:
+        while True:  # every poll is cold: the poller commits it a chunk at a time
             read = MessagePass()
-            for _, body in zip(range(args.poll_pages), pages, strict=False):
+            for _, body in zip(range(min(args.poll_pages, COLD_CHUNK_PAGES)), pages, strict=False):
                 read.add_page(decoder.page(body, tracker.labels))
             if not read.pages:
                 break

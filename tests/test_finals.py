@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from exporter.tracking import chunks, finals
+from exporter.tracking.finals import FinalStore
 from exporter.tracking.table import Final, MessageTable
 
 NOW = 1_780_000_000.0
@@ -197,3 +198,19 @@ def test_a_message_pruned_then_seen_again_is_new_again_after_a_restart() -> None
     again.prune(NOW)
     assert again.get(2) is again.final("sms", "delivered", 1)
     assert again.created_at(2) == NOW + 10
+
+
+def test_a_small_store_keeps_few_of_its_newest_in_dicts_and_finds_every_one() -> None:
+    store: FinalStore[str] = FinalStore(["a", "b"])
+    ids = list(range(1000, 41_000))
+    for start in range(0, len(ids), 3000):  # polls of new messages, appended
+        part = ids[start : start + 3000]
+        store.put_many(part, [7] * len(part), [1] * len(part), {})
+    for msg_id in range(41_000, 42_000):  # and one at a time
+        store.put(msg_id, 7.0, 0)
+    hot = max(finals.HOT_MIN, len(store) // finals.HOT_SHARE)
+    assert hot < finals.HOT
+    assert len(store.young) + len(store.old) <= 2 * hot
+    assert all(store.entry(i) == "b" for i in ids[::97])
+    assert all(store.entry(i) == "a" for i in range(41_000, 42_000))
+    assert store.entry(999) is None and store.entry(42_000) is None

@@ -25,7 +25,7 @@ from exporter.model import KEPT_REJECTS, LABEL_DIMENSIONS
 
 _MAX_EXTRA_PAGES = 20
 """Pages followed past the first answer's total before a pass pauses (a total that lies)."""
-_MAX_PASS_PAGES = 2000
+MAX_PASS_PAGES = 2000
 """Pages one pass reads at most (a million rows), whatever the total says: an API that serves
 full pages forever must not hold a poll forever."""
 
@@ -45,6 +45,7 @@ class MessageQuery:
     campaign_id: int | None = None
     offset: int = 0  # rows of this query already read by an earlier, unfinished pass
     labels: tuple[str, ...] = LABEL_DIMENSIONS  # the label fields read (the others are None)
+    max_pages: int | None = None  # pages after which a pass stops (ended_early), if fewer
 
 
 @dataclass(slots=True)
@@ -58,6 +59,7 @@ class MessagePass:
     messages: StagedMessages = field(default_factory=StagedMessages)
     complete: bool = True  # False: the request budget ran out; resume at next_offset
     ended_early: bool = False  # stopped at the page cap after a full page; more may follow
+    capped: bool = False  # ended early at the query's own max_pages
     total_mismatch: bool = False  # the first page's total disagrees with the rows read
     last_id: int | None = None
     next_offset: int = 0
@@ -96,13 +98,15 @@ def read_range(get_page: PageReader, query: MessageQuery, tz: tzinfo) -> Message
     ``complete`` False: rows arrive in id order, so everything up to ``last_id`` was read.
     """
     params = pass_params(("id", "asc"), (query.start, query.end), query.campaign_id, tz)
-    result, total = _read_pass(get_page, params, query.offset, query.labels)
-    if result.complete and _rows_skipped(result, total, query.offset):
+    result, total = _read_pass(get_page, params, query.offset, query.labels, query.max_pages)
+    # A pass stopped at its page cap is read on from where it stopped: the total, which counts
+    # the rows after it too, says nothing of what it skipped.
+    if result.complete and not result.capped and _rows_skipped(result, total, query.offset):
         # Rows shifted between two pages (a page repeated some rows, and fewer distinct rows
         # came than the total says): some were skipped, and a skipped row below the cursor
         # is never read as new again. One more pass finds them; known rows cost nothing.
         log.info("pass_reread", reason="rows shifted between pages", rows=result.rows)
-        again, _ = _read_pass(get_page, params, query.offset, query.labels)
+        again, _ = _read_pass(get_page, params, query.offset, query.labels, query.max_pages)
         # Each pass's own repeats: the second pass reading the first one's rows is not one.
         repeats = result.duplicates + again.duplicates
         result.messages.extend(again.messages)
@@ -134,12 +138,18 @@ def pass_params(
 
 
 def _read_pass(
-    get_page: PageReader, params: Mapping[str, str | int], offset: int, labels: tuple[str, ...]
+    get_page: PageReader,
+    params: Mapping[str, str | int],
+    offset: int,
+    labels: tuple[str, ...],
+    cap: int | None = None,
 ) -> tuple[MessagePass, int | None]:
-    """Page through one pass from ``offset``; also returns the total of its first page."""
+    """Page through one pass from ``offset``, ``cap`` pages at most; also returns the total of
+    its first page."""
     result = MessagePass(next_offset=offset)
     total: int | None = None
-    max_pages = _MAX_PASS_PAGES
+    limit = MAX_PASS_PAGES if cap is None else max(1, min(cap, MAX_PASS_PAGES))
+    max_pages = limit
     start = offset
     while True:
         try:
@@ -153,11 +163,12 @@ def _read_pass(
         if result.pages == 1:
             total = page.total
             # max(): a negative total must not stop the pass at its first page
-            max_pages = min(max(total or 0, 0) // PAGE_LIMIT + _MAX_EXTRA_PAGES, max_pages)
+            max_pages = min(max(total or 0, 0) // PAGE_LIMIT + _MAX_EXTRA_PAGES, limit)
         if page.rows == 0 or page.rows < page_size(page):
             break
         if result.pages >= max_pages:
             result.ended_early = True
+            result.capped = result.pages >= limit and cap is not None
             break
     result.total_mismatch = _total_disagrees(total, start, result)
     return result, total

@@ -4,7 +4,9 @@ Owns the cycle (every target, then the balance, once per poll interval) and the 
 target's read plan: new messages from the cursor, then the due re-checks of pending messages,
 within the request budget. A poll that fails changes no tracker: its reads are dropped whole,
 so a failure can delay a count but never double it. A poll cut short by the budget keeps what it
-read: rows come in id order, so the cursor only moves over what was really read.
+read: rows come in id order, so the cursor only moves over what was really read. A cold read
+(the baseline) is committed every :data:`~exporter.defaults.COLD_CHUNK_PAGES` pages, each chunk
+a poll of its own, and read on in the same cycle: a window's reads are never all held at once.
 
 Must not import: prometheus_client, or the serving package.
 """
@@ -22,16 +24,16 @@ import structlog
 from exporter.bsg.budget import RequestBudget
 from exporter.bsg.client import BsgClient
 from exporter.bsg.errors import BsgError, BudgetExhaustedError, ClientError, StoppedError
-from exporter.bsg.paging import MessagePass, MessageQuery
+from exporter.bsg.paging import MAX_PASS_PAGES, MessagePass, MessageQuery
 from exporter.bsg.reports import ReportPass, ReportQuery
 from exporter.bsg.staged import StagedMessages
 from exporter.config.schema import Config, TargetConfig
-from exporter.defaults import FEED_MAX_PAGES
+from exporter.defaults import COLD_CHUNK_PAGES, FEED_MAX_PAGES
 from exporter.model import BUDGET, EXPIRED, INTERNAL, REFUSED, SHUTDOWN, STATE
 from exporter.polling.planner import Density, ReadPlan, plan_reads, within_allowance
 from exporter.stats import ExporterState
 from exporter.tracking.counts import add_counts
-from exporter.tracking.schedule import FeedRead, FeedResult
+from exporter.tracking.schedule import FeedRead, FeedResult, Recheck
 from exporter.tracking.snapshot import ApplyResult, TargetSnapshot
 from exporter.tracking.store import FILE_ERRORS, WRITE_ERRORS, StateStore
 from exporter.tracking.tracker import TargetTracker
@@ -54,6 +56,7 @@ class PollReads:
     duplicates: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
     short: bool = False  # the budget ran out before the plan was done
+    goes_on: bool = False  # a cold read stopped at its chunk's pages: the next chunk reads on
     total_mismatches: int = 0  # passes whose meta.page.total disagreed with the rows read
     feed: ReportPass | None = None  # the delivery-report feed's pass, when one ran
 
@@ -84,6 +87,21 @@ class PollReads:
         self.short = self.short or not read.complete
 
 
+@dataclass(frozen=True, slots=True)
+class _ReadOn:
+    """Where a chunked cold read goes on: the poll's moment and plan, and how far it got.
+
+    Every chunk reads with the same ``filter[to]`` from the offset the last one reached, as
+    one pass would; the re-checks planned at the first chunk run with the last one.
+    """
+
+    now: float
+    plan: ReadPlan
+    recheck: Recheck
+    offset: int
+    pages: int  # pages the chunks read so far: all of them stay within one pass's cap
+
+
 class Poller:
     """Polls every target once per interval until stopped."""
 
@@ -99,9 +117,12 @@ class Poller:
         budget: RequestBudget | None = None,
         store: StateStore | None = None,
         pause: AbstractContextManager[None] | None = None,
+        cold_chunk_pages: int = COLD_CHUNK_PAGES,
     ) -> None:
-        """``pause`` is held while a tracker applies a poll (the wiring passes the collector's)."""
+        """``pause`` is held while a tracker applies a poll (the wiring passes the collector's);
+        a cold read is committed every ``cold_chunk_pages`` pages."""
         self._config = config
+        self._cold_chunk = cold_chunk_pages
         self._pause = pause or nullcontext()
         self._store = store
         self._client = client
@@ -194,50 +215,83 @@ class Poller:
         """Poll one target and publish the outcome; True when the poll completed.
 
         ``share`` is how many targets (this one included) still wait for the cycle's budget.
+        A cold read stopped at its chunk's pages is committed, then read on: each chunk is a poll
+        of its own (its own transaction and log line) until the read gets to its end or the
+        budget is spent. A chunk that fails ends the poll; the chunks before it stay saved, and
+        the next cycle resumes where they got to.
         """
         tracker = self._trackers[target.name]
+        chunk, read_on = 1, None
+        while True:
+            completed, read_on = self._poll_chunk(target, tracker, share, chunk, read_on)
+            if not completed:
+                return False
+            if read_on is None or self._stop.is_set():
+                return True
+            if self._budget is not None and self._budget.remaining() <= 0:
+                return True  # the next cycle reads on
+            chunk += 1
+
+    def _poll_chunk(
+        self,
+        target: TargetConfig,
+        tracker: TargetTracker,
+        share: int,
+        chunk: int,
+        read_on: _ReadOn | None,
+    ) -> tuple[bool, _ReadOn | None]:
+        """Poll once (the ``chunk``-th of a cold read, going on from ``read_on``, when given)
+        and publish the outcome: whether it completed, and where a cold read goes on."""
         started = time.monotonic()
         try:
-            reads, result = self._read_and_apply(target, tracker, share)
+            reads, result, after = self._read_and_apply(target, tracker, share, read_on)
         except StoppedError:
             log.info("poll_abandoned", target=target.name, reason=SHUTDOWN)
-            return False
+            return False, None
         except BsgError as exc:
             self._publish_failure(tracker, exc.reason, str(exc), started)
-            return False
+            return False, None
         except WRITE_ERRORS as exc:  # the state file: disk full, read-only, gone
             log.error("state_write_failed", target=target.name, error=str(exc))
             self._publish_failure(tracker, STATE, f"state file: {exc}", started)
-            return False
+            return False, None
         except Exception as exc:  # a bug must not end the loop: report it and poll again later
             log.exception("poll_crashed", target=target.name)
             self._publish_failure(tracker, INTERNAL, repr(exc), started)
-            return False
-        self._publish_success(tracker, reads, result, started)
-        return True
+            return False, None
+        self._publish_success(tracker, reads, result, started, chunk)
+        return True, after
 
     def _read_and_apply(
-        self, target: TargetConfig, tracker: TargetTracker, share: int
-    ) -> tuple[PollReads, ApplyResult]:
-        """Plan, read, and fold the reads into the tracker in one transaction."""
-        now = self._clock()
-        report, feed = self._read_feed(tracker.feed_read(now), target, now)
-        # The feed is read first: whether its order held decides how much the tiers re-read.
-        recheck = tracker.rechecks(now, feed)
-        start, offset = tracker.next_read(now)
-        plan = plan_reads(recheck.due, start, now, tracker.density, resuming=offset > 0)
+        self, target: TargetConfig, tracker: TargetTracker, share: int, read_on: _ReadOn | None
+    ) -> tuple[PollReads, ApplyResult, _ReadOn | None]:
+        """Plan (or go on with a cold read), read, and fold the reads into the tracker in one
+        transaction; also where a cold read stopped at its chunk goes on."""
         reads = PollReads()
-        if report is not None:
-            reads.add_reports(report)
+        feed = report = None
+        if read_on is None:
+            now = self._clock()
+            report, feed = self._read_feed(tracker.feed_read(now), target, now)
+            # The feed is read first: whether its order held decides how much the tiers re-read.
+            recheck = tracker.rechecks(now, feed)
+            start, offset = tracker.next_read(now)
+            plan = plan_reads(recheck.due, start, now, tracker.density, resuming=offset > 0)
+            read_on = _ReadOn(now, plan, recheck, offset, 0)
+            if report is not None:
+                reads.add_reports(report)
+        now, plan, recheck = read_on.now, read_on.plan, read_on.recheck
+        # While cold, a chunk's pages at most; and all the chunks no more than one pass.
+        cap = min(self._cold_chunk, MAX_PASS_PAGES - read_on.pages) if tracker.cold else None
         self._execute(
             reads,
             plan,
             target,
             now,
-            offset,
+            read_on.offset,
             share=share,
             density=tracker.density,
             cold=tracker.cold,
+            cap=cap,
         )
         was_trusted = tracker.feed_trusted
         with self._pause:
@@ -249,11 +303,14 @@ class Poller:
                 read_to=reads.read_to,
                 resume=reads.resume,
                 rejected=reads.rejected,
-                recheck=recheck,
+                recheck=None if reads.goes_on else recheck,
                 feed=feed,
             )
         _log_feed(tracker, report, was_trusted)
-        return reads, result
+        pages = read_on.pages + reads.pages
+        if not reads.goes_on or reads.resume is None or pages >= MAX_PASS_PAGES:
+            return reads, result, None  # the next cycle resumes a read that must wait
+        return reads, result, _ReadOn(now, plan, recheck, reads.resume[1], pages)
 
     def _read_feed(
         self, ask: FeedRead | None, target: TargetConfig, now: float
@@ -287,12 +344,17 @@ class Poller:
         share: int,
         density: Density,
         cold: bool,
+        cap: int | None = None,
     ) -> None:
-        """Run a plan into ``reads``: the new messages first, then the re-checks the budget
-        leaves room for."""
-        query = MessageQuery(plan.new_from, now, target.campaign_id, offset, target.labels)
+        """Run a plan into ``reads``: the new messages first (``cap`` pages at most), then the
+        re-checks the budget leaves room for; when the cap stopped the new messages, the
+        re-checks wait for the chunk that reads on to the end."""
+        query = MessageQuery(
+            plan.new_from, now, target.campaign_id, offset, target.labels, max_pages=cap
+        )
         fresh = self._client.read_messages(query)
         reads.add(fresh, plan.new_covers)
+        reads.goes_on = fresh.capped
         if fresh.last_id is not None:
             created = fresh.messages[fresh.last_id].created_at
             reads.cursor = (fresh.last_id, created if created is not None else now)
@@ -302,6 +364,8 @@ class Poller:
             # Only a read that got to its end, with a total that agreed, moves the read position
             # to now; otherwise the next read starts again from the cursor (known rows are free).
             reads.read_to = now
+        if reads.goes_on:
+            return
         allowance = None
         if self._budget is not None:
             # Keep one request for the balance; share the rest with the targets still to poll.
@@ -334,9 +398,15 @@ class Poller:
             reads.messages.add([message])
 
     def _publish_success(
-        self, tracker: TargetTracker, reads: PollReads, result: ApplyResult, started: float
+        self,
+        tracker: TargetTracker,
+        reads: PollReads,
+        result: ApplyResult,
+        started: float,
+        chunk: int = 1,
     ) -> None:
-        """Expose the tracker's new values and mark the target up."""
+        """Expose the tracker's new values and mark the target up (``chunk``: which chunk of a
+        cold read this poll was, 1 for any other)."""
         snapshot = tracker.snapshot(self._clock())
         duration = time.monotonic() - started
         self._state.publish_success(
@@ -374,6 +444,7 @@ class Poller:
             feed=_feed_word(reads.feed),
             feed_pages=reads.feed.pages if reads.feed is not None else 0,
             budget_short=reads.short,
+            chunk=chunk,
             duration_s=round(duration, 3),
         )
 

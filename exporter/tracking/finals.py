@@ -25,6 +25,11 @@ SEGMENT = 1024
 """Ids a segment is filled with when appended to; one grown to twice that by insertions is split."""
 HOT = 8192
 """The newest final messages also kept in a dict: a poll re-reads its youngest messages most."""
+HOT_SHARE = 16
+"""Below ``HOT * HOT_SHARE`` final messages, the dicts keep one in ``HOT_SHARE`` of them: a
+small target re-reads few messages a poll, and two dicts of HOT would be most of its table."""
+HOT_MIN = 512
+"""The dicts of the newest keep at least this many, however small the target (HOT if less)."""
 SECOND_MAX = 2**32 - 1
 """The latest creation second the arrays hold; later (or earlier than 0) is kept exactly."""
 K = TypeVar("K")
@@ -80,7 +85,8 @@ class FinalStore(Generic[K]):
         self._max = _NO_ID  # the largest id: a poll's new messages are all above it
         # Every final message from hot_from on is in one of these dicts, the young one first (it
         # has the newest changes): a dict lookup finds it (the table's own lookups read them).
-        # When the young one holds HOT, the old one is dropped and the young one takes its place.
+        # When the young one holds HOT (fewer for a small target: see HOT_SHARE), the old one
+        # is dropped and the young one takes its place.
         self.young: dict[int, K] = {}
         self.old: dict[int, K] = {}
         self.hot_from = _NO_ID
@@ -160,7 +166,7 @@ class FinalStore(Generic[K]):
                 self._split(index)
         if msg_id >= self.hot_from:
             self.young[msg_id] = self._kinds[code]
-            if len(self.young) >= HOT:
+            if len(self.young) >= min(HOT, max(HOT_MIN, self._count // HOT_SHARE)):
                 self._rotate()
 
     def _second(self, msg_id: int, created_at: float, segment: _Segment) -> int:
@@ -317,13 +323,14 @@ class FinalStore(Generic[K]):
         if exact:
             self._mark_exact(exact)
         kind = self._kinds.__getitem__
-        if count >= HOT:  # the newest are all in this batch
-            self.hot_from = ids[count - HOT]
-            self.young = dict(zip(ids[-HOT:], map(kind, codes[-HOT:]), strict=True))
+        hot = min(HOT, max(HOT_MIN, self._count // HOT_SHARE))
+        if count >= hot:  # the newest are all in this batch
+            self.hot_from = ids[count - hot]
+            self.young = dict(zip(ids[-hot:], map(kind, codes[-hot:]), strict=True))
             self.old = {}
         else:
             self.young.update(zip(ids, map(kind, codes), strict=True))
-            if len(self.young) >= HOT:
+            if len(self.young) >= hot:
                 self._rotate()
 
     def _rotate(self) -> None:

@@ -209,7 +209,7 @@ class TargetTracker:
         read_to: float | None = None,
         resume: tuple[float, int] | None = None,
         rejected: Mapping[str, int] | None = None,
-        recheck: Recheck = _NOTHING_DUE,
+        recheck: Recheck | None = None,
         feed: FeedResult | None = None,
     ) -> ApplyResult:
         """Fold one poll's reads into the state and save it, all in one transaction.
@@ -218,7 +218,8 @@ class TargetTracker:
         in which the last version of an id counts; they are applied a batch at a time, and a
         staging is emptied as they are (its memory goes while the table's grows).
         ``recheck`` is what :meth:`rechecks` asked this poll to re-read: its tiers count as
-        run, and what of it ``checked`` lacks is the backlog.
+        run, and what of it ``checked`` lacks is the backlog; None: this poll re-read nothing
+        on schedule (the backlog stays).
         ``feed`` is what this poll's report feed pass found, if one ran.
         """
         if not isinstance(messages, StagedMessages):
@@ -231,14 +232,15 @@ class TargetTracker:
             with self._store.transaction():
                 abandoned = self._apply(messages, now, checked, batch)
                 self._advance(now, cursor, read_to, resume, rejected or {})
-                self._finish_tiers(now, checked, recheck)
+                self._finish_tiers(now, checked, recheck or _NOTHING_DUE)
                 if feed is not None:
                     self._follow_feed(now, feed)
                 self._save()
         except BaseException:
             self._reload_keeping_failures()
             raise
-        self._backlog = len(recheck.left_unread(checked))
+        if recheck is not None:
+            self._backlog = len(recheck.left_unread(checked))
         return ApplyResult(batch.new, batch.finalized, batch.changes, batch.ignored, abandoned)
 
     def record_failure(self, reason: str) -> None:
