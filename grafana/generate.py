@@ -28,7 +28,7 @@ SELECTOR = 'job="bsg"'
 REPLICAS = "instance, pod"
 """The labels that tell replicas of one account apart: merged by max, never summed."""
 # Selectors of the template variables; "All" expands to .* (allValue below), which also matches
-# series without the label (targets with no account, or a mixin whose groupLabels drop it).
+# series without the label (targets with no account, or a mixin whose bsgGroupLabels drop it).
 # Recorded series are per account, replicas merged: they have no instance, and the rules
 # selected them already. Raw series carry the mixin's selector and filter by instance too.
 GROUP = 'job=~"$job", account=~"$account"'
@@ -216,7 +216,7 @@ def overview() -> list[Panel]:
         stat(
             "Failed + undelivered",
             "Share of final statuses that are failed or undelivered, last 5 minutes. "
-            "Alert BsgHighFailureRatio pages above its threshold (the mixin's failureRatio).",
+            "Alert BsgHighFailureRatio pages above its threshold (the mixin's bsgFailureRatio).",
             Query(
                 f"sum(target_channel:bsg_messages_failed:rate5m{{{TC}}})"
                 f" / sum(target_channel:bsg_messages:rate5m{{{TC}}})",
@@ -302,13 +302,13 @@ def delivery() -> list[Panel]:
         timeseries(
             "Failed + undelivered ratio",
             "Share of final statuses that are failed or undelivered; the dashed line is the "
-            "alert threshold (the mixin's failureRatio).",
+            "alert threshold (the mixin's bsgFailureRatio).",
             [
                 Query(
                     f"target_channel:bsg_messages_failed:ratio_rate5m{{{TC}}}",
                     "{{target}}/{{channel}}",
                 ),
-                Query(threshold("failureRatio"), "threshold"),
+                Query(threshold("bsgFailureRatio"), "threshold"),
             ],
             unit="percentunit",
             width=8,
@@ -366,7 +366,7 @@ def latency() -> list[Panel]:
                 )
                 for p in ("p50", "p95", "p99")
             ]
-            + [Query(threshold("latencyP95Seconds"), "p95 threshold")],
+            + [Query(threshold("bsgLatencyP95Seconds"), "p95 threshold")],
             unit="s",
             width=9,
             overrides=[threshold_override("p95 threshold")],
@@ -402,7 +402,7 @@ def latency() -> list[Panel]:
             "BsgStuckMessages' threshold.",
             [
                 Query(f"target:bsg_oldest_pending_message_age_seconds:min{{{T}}}", "{{target}}"),
-                Query(threshold("stuckMessageAgeSeconds"), "threshold"),
+                Query(threshold("bsgStuckMessageAgeSeconds"), "threshold"),
             ],
             unit="s",
             width=6,
@@ -463,7 +463,7 @@ def health() -> list[Panel]:
         timeseries(
             "Time since last good poll",
             "Seconds since each target's last completed poll, per replica (BsgDataStale fires "
-            "when every replica is above the mixin's staleSeconds).",
+            "when every replica is above the mixin's bsgStaleSeconds).",
             [
                 Query(
                     f"time() - bsg_last_poll_success_timestamp_seconds{{{TR}}}",

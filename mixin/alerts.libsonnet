@@ -1,11 +1,11 @@
 // Alerts on SMS delivery health and on the exporter. Thresholds come from the config, written
 // into each expression; every aggregation keeps the group labels, so each account alerts on its
 // own and an HA pair alerts once. `summary` is a plain sentence; `description` the values.
-local on(config, extra) = 'on (%s)' % std.join(', ', config.groupLabels + extra);
+local on(config, extra) = 'on (%s)' % std.join(', ', config.bsgGroupLabels + extra);
 // ", job bsg, account a": the group labels an alert carries, as words.
 local scope(config) = std.join('', [
   '{{ with $labels.%s }}, %s {{ . }}{{ end }}' % [label, label]
-  for label in config.groupLabels
+  for label in config.bsgGroupLabels
 ]);
 // 900 -> "15m", 21600 -> "6h": a threshold in seconds as a person reads it.
 local duration(seconds) =
@@ -15,12 +15,12 @@ local duration(seconds) =
 local alert(config, name, severity, expr, summary, description) = {
   alert: name,
   expr: expr,
-  'for': config['for'][name],
+  'for': config.bsgAlertFor[name],
   labels: { severity: severity },
   annotations: {
     summary: summary,
     description: description,
-    runbook_url: '%s#%s' % [config.runbookURLBase, std.asciiLower(name)],
+    runbook_url: '%s#%s' % [config.bsgRunbookURLBase, std.asciiLower(name)],
   },
 };
 
@@ -29,9 +29,9 @@ local alert(config, name, severity, expr, summary, description) = {
     local c = $._config,
     local s = scope(c),
     // "50; UAH 2000, KZT 25000": the balance thresholds as the description says them.
-    local thresholds = std.join('; ', ['%g' % c.balanceLow] + (
-      if c.balanceLowByCurrency == {} then []
-      else [std.join(', ', ['%s %g' % [k, c.balanceLowByCurrency[k]] for k in std.objectFields(c.balanceLowByCurrency)])]
+    local thresholds = std.join('; ', ['%g' % c.bsgBalanceLow] + (
+      if c.bsgBalanceLowByCurrency == {} then []
+      else [std.join(', ', ['%s %g' % [k, c.bsgBalanceLowByCurrency[k]] for k in std.objectFields(c.bsgBalanceLowByCurrency)])]
     )),
     groups+: [
       {
@@ -43,9 +43,9 @@ local alert(config, name, severity, expr, summary, description) = {
               target_channel:bsg_messages_failed:ratio_rate5m > %(ratio)g
                 and %(on)s
               target_channel:bsg_messages:increase5m >= %(min)g
-            ||| % { on: on(c, ['target', 'channel']), ratio: c.failureRatio, min: c.failureMinMessages },
+            ||| % { on: on(c, ['target', 'channel']), ratio: c.bsgFailureRatio, min: c.bsgFailureMinMessages },
             'Many messages reached failed or undelivered.',
-            '{{ $value | humanizePercentage }} of the {{ $labels.channel }} messages of target {{ $labels.target }}%s that reached a final status in the last 5 minutes were failed or undelivered (threshold: %g%% of at least %g). Check first the status mix on the dashboard, then the error codes in the BSG account.' % [s, c.failureRatio * 100, c.failureMinMessages],
+            '{{ $value | humanizePercentage }} of the {{ $labels.channel }} messages of target {{ $labels.target }}%s that reached a final status in the last 5 minutes were failed or undelivered (threshold: %g%% of at least %g). Check first the status mix on the dashboard, then the error codes in the BSG account.' % [s, c.bsgFailureRatio * 100, c.bsgFailureMinMessages],
           ),
           alert(
             c, 'BsgFailureSpike', 'warning',
@@ -55,25 +55,25 @@ local alert(config, name, severity, expr, summary, description) = {
               target_channel:bsg_messages_failed:rate5m_avg1d * %(factor)g
                 and %(on)s
               target_channel:bsg_messages_failed:increase5m >= %(min)g
-            ||| % { on: on(c, ['target', 'channel']), factor: c.failureSpikeFactor, min: c.failureSpikeMinMessages },
+            ||| % { on: on(c, ['target', 'channel']), factor: c.bsgFailureSpikeFactor, min: c.bsgFailureSpikeMinMessages },
             'Failed and undelivered messages are spiking.',
-            'Failed and undelivered {{ $labels.channel }} messages of target {{ $labels.target }}%s arrive at {{ printf "%%.2f" $value }}/s, more than %g times their average of the last day. Check first whether the submitted volume jumped as well, then the status mix.' % [s, c.failureSpikeFactor],
+            'Failed and undelivered {{ $labels.channel }} messages of target {{ $labels.target }}%s arrive at {{ printf "%%.2f" $value }}/s, more than %g times their average of the last day. Check first whether the submitted volume jumped as well, then the status mix.' % [s, c.bsgFailureSpikeFactor],
           ),
           alert(
             c, 'BsgSlowDelivery', 'warning',
             |||
               target_channel:bsg_delivery_latency_seconds:p95_rate30m > %g
-            ||| % c.latencyP95Seconds,
+            ||| % c.bsgLatencyP95Seconds,
             'Delivery reports arrive slowly.',
-            '95%% of the {{ $labels.channel }} messages of target {{ $labels.target }}%s delivered in the last 30 minutes took up to {{ $value | humanizeDuration }} from sent to delivered (threshold: %s). Check first the latency heatmap for one slow route, then the provider status.' % [s, duration(c.latencyP95Seconds)],
+            '95%% of the {{ $labels.channel }} messages of target {{ $labels.target }}%s delivered in the last 30 minutes took up to {{ $value | humanizeDuration }} from sent to delivered (threshold: %s). Check first the latency heatmap for one slow route, then the provider status.' % [s, duration(c.bsgLatencyP95Seconds)],
           ),
           alert(
             c, 'BsgStuckMessages', 'warning',
             |||
               target:bsg_oldest_pending_message_age_seconds:min > %g
-            ||| % c.stuckMessageAgeSeconds,
+            ||| % c.bsgStuckMessageAgeSeconds,
             'A message has had no final status for hours.',
-            'The oldest pending message of target {{ $labels.target }}%s was created {{ $value | humanizeDuration }} ago (threshold: %s). Check first its pending status on the dashboard (scheduled or moderation waits on BSG), then ask BSG support about the route.' % [s, duration(c.stuckMessageAgeSeconds)],
+            'The oldest pending message of target {{ $labels.target }}%s was created {{ $value | humanizeDuration }} ago (threshold: %s). Check first its pending status on the dashboard (scheduled or moderation waits on BSG), then ask BSG support about the route.' % [s, duration(c.bsgStuckMessageAgeSeconds)],
           ),
           alert(
             c, 'BsgDeliveryReportsStopped', 'critical',
@@ -81,7 +81,7 @@ local alert(config, name, severity, expr, summary, description) = {
               target_channel:bsg_messages_submitted:increase15m >= %(min)g
                 unless %(on)s
               target_channel:bsg_messages:rate15m > 0
-            ||| % { on: on(c, ['target', 'channel']), min: c.reportsStoppedMinSubmitted },
+            ||| % { on: on(c, ['target', 'channel']), min: c.bsgReportsStoppedMinSubmitted },
             'Messages are sent but no delivery reports arrive.',
             '{{ $value | humanize }} {{ $labels.channel }} messages of target {{ $labels.target }}%s were submitted in the last 15 minutes and none reached a final status. Check first the provider status and the message list in the BSG account, then the exporter poll errors.' % s,
           ),
@@ -92,23 +92,23 @@ local alert(config, name, severity, expr, summary, description) = {
         rules: [
           alert(
             c, 'BsgExporterDown', 'critical',
-            'up{%(sel)s} == 0 or absent(up{%(sel)s})' % { sel: c.selector },
+            'up{%(sel)s} == 0 or absent(up{%(sel)s})' % { sel: c.bsgSelector },
             'bsg-exporter is down or cannot be scraped.',
-            'Prometheus has not scraped {{ with $labels.instance }}{{ . }}{{ else }}any bsg-exporter{{ end }}%s for %s: no other bsg alert can fire for it. Check first that the process runs (its logs, exit status), then the network path and the scrape configuration.' % [s, c['for'].BsgExporterDown],
+            'Prometheus has not scraped {{ with $labels.instance }}{{ . }}{{ else }}any bsg-exporter{{ end }}%s for %s: no other bsg alert can fire for it. Check first that the process runs (its logs, exit status), then the network path and the scrape configuration.' % [s, c.bsgAlertFor.BsgExporterDown],
           ),
           alert(
             c, 'BsgTargetPollFailing', 'warning',
-            'bsg_up{%s} == 0' % c.selector,
+            'bsg_up{%s} == 0' % c.bsgSelector,
             'Polls of the BSG API fail.',
-            'The polls of target {{ $labels.target }} by {{ $labels.instance }}%s have failed for %s; its counters stand still. Check first bsg_poll_errors_total by reason (auth: the API key; rate_limited: the budget; server_error, timeout: the provider), then the poll_failed log lines.' % [s, c['for'].BsgTargetPollFailing],
+            'The polls of target {{ $labels.target }} by {{ $labels.instance }}%s have failed for %s; its counters stand still. Check first bsg_poll_errors_total by reason (auth: the API key; rate_limited: the budget; server_error, timeout: the provider), then the poll_failed log lines.' % [s, c.bsgAlertFor.BsgTargetPollFailing],
           ),
           alert(
             c, 'BsgDataStale', 'warning',
             |||
               time() - target:bsg_last_poll_success_timestamp_seconds:max > %g
-            ||| % c.staleSeconds,
+            ||| % c.bsgStaleSeconds,
             'No replica has completed a poll for a while.',
-            'Target {{ $labels.target }}%s has not completed a poll on any replica for {{ $value | humanizeDuration }} (threshold: %s). Check first bsg_poll_errors_total and the poll duration, then the exporter logs.' % [s, duration(c.staleSeconds)],
+            'Target {{ $labels.target }}%s has not completed a poll on any replica for {{ $value | humanizeDuration }} (threshold: %s). Check first bsg_poll_errors_total and the poll duration, then the exporter logs.' % [s, duration(c.bsgStaleSeconds)],
           ),
           alert(
             c, 'BsgBalanceLow', 'warning',

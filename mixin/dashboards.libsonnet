@@ -3,16 +3,16 @@
 // target, channel) filter every query; replicas are merged, never summed.
 local board = import 'dashboards/bsg-delivery.json';
 local defaults = (import 'config.libsonnet')._config;
-local defaultSelector = defaults.selector;
+local defaultSelector = defaults.bsgSelector;
 
 {
   grafanaDashboards+:: {
     local c = $._config,
-    local selected(text) = std.strReplace(text, defaultSelector, c.selector),
+    local selected(text) = std.strReplace(text, defaultSelector, c.bsgSelector),
     // A threshold line is vector(<default>) (grafana/generate.py): the configured value instead.
     local thresholded(text) = std.foldl(
       function(expr, name) std.strReplace(expr, 'vector(%g)' % defaults[name], 'vector(%g)' % c[name]),
-      ['failureRatio', 'latencyP95Seconds', 'stuckMessageAgeSeconds'],
+      ['bsgFailureRatio', 'bsgLatencyP95Seconds', 'bsgStuckMessageAgeSeconds'],
       text
     ),
     local variable(v) =
@@ -24,8 +24,8 @@ local defaultSelector = defaults.selector;
       then p + { targets: [t + { expr: thresholded(selected(t.expr)) } for t in p.targets] }
       else p,  // a row
     'bsg-delivery.json': board {
-      uid: c.dashboardUid,
-      title: c.dashboardTitle,
+      uid: c.bsgDashboardUid,
+      title: c.bsgDashboardTitle,
       templating+: { list: [variable(v) for v in board.templating.list] },
       panels: [panel(p) for p in board.panels],
     },

@@ -6,12 +6,12 @@
 // each replica's series are summed first, then the replicas merged by max, so that an HA pair
 // counts once even where its replicas split the same messages differently over extra labels
 // (a `country` past its cap on one replica only).
-local g(config, extra) = std.join(', ', config.groupLabels + extra);
+local g(config, extra) = std.join(', ', config.bsgGroupLabels + extra);
 local rate(config, metric, filter, range, extra) =
-  local sel = std.join(', ', [config.selector] + (if filter == '' then [] else [filter]));
+  local sel = std.join(', ', [config.bsgSelector] + (if filter == '' then [] else [filter]));
   'max without (%s) (sum by (%s) (rate(%s{%s}[%s])))' % [
-    std.join(', ', config.replicaLabels),
-    g(config, extra + config.replicaLabels),
+    std.join(', ', config.bsgReplicaLabels),
+    g(config, extra + config.bsgReplicaLabels),
     metric,
     sel,
     range,
@@ -99,24 +99,24 @@ local increase(config, metric, filter, range, extra) =
           {
             // A replica that already saw a message final knows best: the youngest age wins.
             record: 'target:bsg_oldest_pending_message_age_seconds:min',
-            expr: 'min by (%s) (bsg_oldest_pending_message_age_seconds{%s})' % [g(c, ['target']), c.selector],
+            expr: 'min by (%s) (bsg_oldest_pending_message_age_seconds{%s})' % [g(c, ['target']), c.bsgSelector],
           },
           {
             // The data is as fresh as its freshest replica.
             record: 'target:bsg_last_poll_success_timestamp_seconds:max',
-            expr: 'max by (%s) (bsg_last_poll_success_timestamp_seconds{%s})' % [g(c, ['target']), c.selector],
+            expr: 'max by (%s) (bsg_last_poll_success_timestamp_seconds{%s})' % [g(c, ['target']), c.bsgSelector],
           },
           {
             // The lowest replica's reading: a replica whose balance reads fail keeps showing its
             // last, higher value, and a late alarm after a top-up is better than a missed one.
             record: 'currency:bsg_account_balance:min',
-            expr: 'min by (%s) (bsg_account_balance{%s})' % [g(c, ['currency']), c.selector],
+            expr: 'min by (%s) (bsg_account_balance{%s})' % [g(c, ['currency']), c.bsgSelector],
           },
           {
             // The low-balance threshold of each currency an account reports, from the config:
             // its override, or the default (the dashboard draws it; BsgBalanceLow compares).
             record: 'currency:bsg_balance_low_threshold:effective',
-            local overrides = c.balanceLowByCurrency,
+            local overrides = c.bsgBalanceLowByCurrency,
             local each(filter, value) =
               'group by (%s) (currency:bsg_account_balance:min%s) * %g' % [g(c, ['currency']), filter, value],
             local others =
@@ -125,7 +125,7 @@ local increase(config, metric, filter, range, extra) =
             expr: std.join('\nor\n', [
               each('{currency="%s"}' % currency, overrides[currency])
               for currency in std.objectFields(overrides)
-            ] + [each(others, c.balanceLow)]),
+            ] + [each(others, c.bsgBalanceLow)]),
           },
         ],
       },

@@ -75,10 +75,12 @@ def aggregations(expr: str) -> list[list[str]]:
     ]
 
 
-@pytest.mark.parametrize("overrides", ["{}", "{_config+:: {groupLabels: ['cluster', 'account']}}"])
+@pytest.mark.parametrize(
+    "overrides", ["{}", "{_config+:: {bsgGroupLabels: ['cluster', 'account']}}"]
+)
 def test_every_aggregation_keeps_the_group_labels(overrides: str) -> None:
     rendered = mixin(overrides)
-    group = rendered["config"]["groupLabels"]
+    group = rendered["config"]["bsgGroupLabels"]
     for rule in every_rule(rendered["rules"]) + every_rule(rendered["alerts"]):
         for labels in aggregations(rule["expr"]):
             if labels != ["currency"]:  # the per-currency threshold override has no account
@@ -100,7 +102,7 @@ def test_each_replica_is_summed_then_the_replicas_merged_by_max() -> None:
 
 
 def test_the_selector_reaches_every_raw_series_and_the_dashboard_variables() -> None:
-    rendered = mixin('{_config+:: {selector: \'job="sms", team="ops"\'}}')
+    rendered = mixin('{_config+:: {bsgSelector: \'job="sms", team="ops"\'}}')
     for rule in every_rule(rendered["rules"]) + every_rule(rendered["alerts"]):
         for selector in re.findall(r"\b(?:bsg_\w+|up)\{([^}]*)\}", rule["expr"]):
             assert selector.startswith('job="sms", team="ops"'), rule
@@ -122,7 +124,7 @@ def test_the_selector_reaches_every_raw_series_and_the_dashboard_variables() -> 
 
 def test_thresholds_and_for_come_from_the_config() -> None:
     rendered = mixin(
-        "{_config+:: {failureRatio: 0.25, balanceLowByCurrency: {EUR: 7}, 'for'+: "
+        "{_config+:: {bsgFailureRatio: 0.25, bsgBalanceLowByCurrency: {EUR: 7}, bsgAlertFor+: "
         "{BsgSlowDelivery: '42m'}}}"
     )
     records = {r["record"]: r for r in every_rule(rendered["rules"])}
@@ -145,7 +147,7 @@ def test_thresholds_and_for_come_from_the_config() -> None:
 def test_annotations_follow_the_mixin_conventions() -> None:
     readme = (ROOT / "README.md").read_text()
     sections = {h.lower() for h in re.findall(r"^### (Bsg\w+)$", readme, flags=re.MULTILINE)}
-    rendered = mixin("{_config+:: {runbookURLBase: 'https://git.example/bsg/README.md'}}")
+    rendered = mixin("{_config+:: {bsgRunbookURLBase: 'https://git.example/bsg/README.md'}}")
     for alert in every_rule(rendered["alerts"]):
         name, notes = alert["alert"], alert["annotations"]
         assert set(notes) == {"summary", "description", "runbook_url"}, name
