@@ -23,7 +23,7 @@ from exporter.bsg.staged import StagedMessages
 from exporter.bsg.wire import PAGE_LIMIT, Page
 from exporter.model import KEPT_REJECTS, LABEL_DIMENSIONS
 
-_MAX_EXTRA_PAGES = 20
+MAX_EXTRA_PAGES = 20
 """Pages followed past the first answer's total before a pass pauses (a total that lies)."""
 MAX_PASS_PAGES = 2000
 """Pages one pass reads at most (a million rows), whatever the total says: an API that serves
@@ -61,6 +61,7 @@ class MessagePass:
     ended_early: bool = False  # stopped at the page cap after a full page; more may follow
     capped: bool = False  # ended early at the query's own max_pages
     total_mismatch: bool = False  # the first page's total disagrees with the rows read
+    total: int | None = None  # the first page's meta.page.total
     last_id: int | None = None
     next_offset: int = 0
     pages: int = 0
@@ -161,9 +162,8 @@ def _read_pass(
         offset += page.rows
         result.next_offset = offset
         if result.pages == 1:
-            total = page.total
-            # max(): a negative total must not stop the pass at its first page
-            max_pages = min(max(total or 0, 0) // PAGE_LIMIT + _MAX_EXTRA_PAGES, limit)
+            total = result.total = page.total
+            max_pages = min(page_cap(total), limit)
         if page.rows == 0 or page.rows < page_size(page):
             break
         if result.pages >= max_pages:
@@ -172,6 +172,69 @@ def _read_pass(
             break
     result.total_mismatch = _total_disagrees(total, start, result)
     return result, total
+
+
+def page_cap(total: int | None) -> int:
+    """The pages a pass whose first page said ``total`` may read: its total's pages and a few
+    more (a total that lies), at most :data:`MAX_PASS_PAGES`."""
+    # max(): a negative total must not stop the pass at its first page
+    return min(max(total or 0, 0) // PAGE_LIMIT + MAX_EXTRA_PAGES, MAX_PASS_PAGES)
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkedPass:
+    """One pass read in chunks, each a :class:`MessagePass` of its own (a cold read, committed
+    chunk by chunk): what the checks of a whole pass need, carried from chunk to chunk.
+
+    The page cap holds for the pass, not for each chunk; and rows that shifted between pages
+    are looked for over the pass: a chunk's first page may repeat rows of the chunk before.
+    """
+
+    start: int  # the offset the pass began at
+    total: int | None = None  # its first page's total
+    pages: int = 0
+    distinct: int = 0  # messages read, each once over the chunks
+    dropped: int = 0  # rows that gave no message
+    repeated: bool = False  # a row came twice: in one chunk, or again in a later one
+    top: int | None = None  # the highest id read
+    again: bool = False  # the pass is being read once more (rows shifted the first time)
+
+    def chunk_cap(self, chunk_pages: int) -> int:
+        """Pages the next chunk may read: ``chunk_pages``, within what is left of the pass's cap."""
+        cap = MAX_PASS_PAGES if self.pages == 0 else page_cap(self.total)
+        return max(1, min(chunk_pages, cap - self.pages))
+
+    def exhausted(self) -> bool:
+        """True once the chunks read every page the pass's cap allows."""
+        return self.pages > 0 and self.pages >= page_cap(self.total)
+
+    def after(self, chunk: MessagePass) -> ChunkedPass:
+        """The pass once ``chunk``, its next chunk, is read."""
+        top = self.top
+        repeats = 0 if top is None else sum(1 for msg_id in chunk.messages if msg_id <= top)
+        if chunk.last_id is not None and (top is None or chunk.last_id > top):
+            top = chunk.last_id
+        return ChunkedPass(
+            self.start,
+            chunk.total if self.pages == 0 else self.total,
+            self.pages + chunk.pages,
+            self.distinct + len(chunk.messages) - repeats,
+            self.dropped + chunk.dropped,
+            self.repeated or chunk.duplicates > 0 or repeats > 0,
+            top,
+            self.again,
+        )
+
+    def skipped_rows(self) -> bool:
+        """Tell whether the pass, read to its end, repeated rows and yet read fewer distinct
+        ones than its total: some were skipped (once read again, it is taken as it is)."""
+        if self.again or not self.repeated or self.total is None:
+            return False
+        return self.distinct + self.dropped < self.total - self.start
+
+    def read_again(self) -> ChunkedPass:
+        """The same pass, to be read once more from its start."""
+        return ChunkedPass(self.start, again=True)
 
 
 def page_size(page: Page) -> int:

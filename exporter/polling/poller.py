@@ -24,7 +24,7 @@ import structlog
 from exporter.bsg.budget import RequestBudget
 from exporter.bsg.client import BsgClient
 from exporter.bsg.errors import BsgError, BudgetExhaustedError, ClientError, StoppedError
-from exporter.bsg.paging import MAX_PASS_PAGES, MessagePass, MessageQuery
+from exporter.bsg.paging import ChunkedPass, MessagePass, MessageQuery
 from exporter.bsg.reports import ReportPass, ReportQuery
 from exporter.bsg.staged import StagedMessages
 from exporter.config.schema import Config, TargetConfig
@@ -64,9 +64,9 @@ class PollReads:
         """Merge one pass (its versions win); due messages it covered count as checked."""
         self.messages.extend(read.messages)
         self._tally(read)
-        if read.complete:
+        if read.complete and not read.capped:
             self.checked.update(covers)
-        else:
+        else:  # rows come in id order: what it covered up to the last id it read
             last = read.last_id if read.last_id is not None else -1
             self.checked.update(i for i in covers if i <= last)
 
@@ -92,14 +92,15 @@ class _ReadOn:
     """Where a chunked cold read goes on: the poll's moment and plan, and how far it got.
 
     Every chunk reads with the same ``filter[to]`` from the offset the last one reached, as
-    one pass would; the re-checks planned at the first chunk run with the last one.
+    one pass would, and the pass's checks (its page cap, rows that shifted) hold over all the
+    chunks; the re-checks planned at the first chunk run with the last one.
     """
 
     now: float
     plan: ReadPlan
     recheck: Recheck
     offset: int
-    pages: int  # pages the chunks read so far: all of them stay within one pass's cap
+    sweep: ChunkedPass
 
 
 class Poller:
@@ -276,13 +277,11 @@ class Poller:
             recheck = tracker.rechecks(now, feed)
             start, offset = tracker.next_read(now)
             plan = plan_reads(recheck.due, start, now, tracker.density, resuming=offset > 0)
-            read_on = _ReadOn(now, plan, recheck, offset, 0)
+            read_on = _ReadOn(now, plan, recheck, offset, ChunkedPass(offset))
             if report is not None:
                 reads.add_reports(report)
         now, plan, recheck = read_on.now, read_on.plan, read_on.recheck
-        # While cold, a chunk's pages at most; and all the chunks no more than one pass.
-        cap = min(self._cold_chunk, MAX_PASS_PAGES - read_on.pages) if tracker.cold else None
-        self._execute(
+        sweep = self._execute(
             reads,
             plan,
             target,
@@ -290,8 +289,7 @@ class Poller:
             read_on.offset,
             share=share,
             density=tracker.density,
-            cold=tracker.cold,
-            cap=cap,
+            sweep=read_on.sweep if tracker.cold else None,
         )
         was_trusted = tracker.feed_trusted
         with self._pause:
@@ -307,10 +305,9 @@ class Poller:
                 feed=feed,
             )
         _log_feed(tracker, report, was_trusted)
-        pages = read_on.pages + reads.pages
-        if not reads.goes_on or reads.resume is None or pages >= MAX_PASS_PAGES:
-            return reads, result, None  # the next cycle resumes a read that must wait
-        return reads, result, _ReadOn(now, plan, recheck, reads.resume[1], pages)
+        if sweep is None or reads.resume is None:
+            return reads, result, None
+        return reads, result, _ReadOn(now, plan, recheck, reads.resume[1], sweep)
 
     def _read_feed(
         self, ask: FeedRead | None, target: TargetConfig, now: float
@@ -343,21 +340,39 @@ class Poller:
         *,
         share: int,
         density: Density,
-        cold: bool,
-        cap: int | None = None,
-    ) -> None:
-        """Run a plan into ``reads``: the new messages first (``cap`` pages at most), then the
-        re-checks the budget leaves room for; when the cap stopped the new messages, the
-        re-checks wait for the chunk that reads on to the end."""
+        sweep: ChunkedPass | None = None,
+    ) -> ChunkedPass | None:
+        """Run a plan into ``reads``: the new messages first, then the re-checks the budget
+        leaves room for.
+
+        With ``sweep`` (a cold read, so far), the new messages are one chunk of it: when the
+        chunk stops at its pages, the re-checks wait for the chunk that reads on to the end.
+        Returns the read so far when a chunk is to read on, else None.
+        """
+        cold = sweep is not None
+        cap = None if sweep is None else sweep.chunk_cap(self._cold_chunk)
         query = MessageQuery(
             plan.new_from, now, target.campaign_id, offset, target.labels, max_pages=cap
         )
         fresh = self._client.read_messages(query)
         reads.add(fresh, plan.new_covers)
-        reads.goes_on = fresh.capped
         if fresh.last_id is not None:
             created = fresh.messages[fresh.last_id].created_at
             reads.cursor = (fresh.last_id, created if created is not None else now)
+        if sweep is not None:
+            chunked, sweep = sweep.pages > 0, sweep.after(fresh)
+            whole = fresh.complete and not fresh.ended_early
+            if chunked and whole and sweep.skipped_rows():
+                # Rows shifted between pages, and a repeat that crossed chunks hid it from the
+                # chunk's own check: read the pass again from its start, as a pass would be
+                # (known rows cost nothing). The read goes on; it is not done.
+                log.info("pass_reread", reason="rows shifted between pages", rows=fresh.rows)
+                reads.resume = (plan.new_from, sweep.start)
+                reads.goes_on = True
+                return sweep.read_again()
+            # The pass's own cap over all its chunks: a total that lies must not make a cold
+            # read take every request of every cycle.
+            reads.goes_on = fresh.complete and fresh.capped and not sweep.exhausted()
         if not fresh.complete or (fresh.ended_early and cold):
             reads.resume = (plan.new_from, fresh.next_offset)
         elif not fresh.ended_early and not fresh.total_mismatch:
@@ -365,7 +380,7 @@ class Poller:
             # to now; otherwise the next read starts again from the cursor (known rows are free).
             reads.read_to = now
         if reads.goes_on:
-            return
+            return sweep
         allowance = None
         if self._budget is not None:
             # Keep one request for the balance; share the rest with the targets still to poll.
@@ -382,6 +397,7 @@ class Poller:
             else:
                 for msg_id in check.ids:
                     self._look_up(msg_id, reads)
+        return None
 
     def _look_up(self, msg_id: int, reads: PollReads) -> None:
         """Fetch one pending message by id."""
