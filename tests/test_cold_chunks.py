@@ -43,6 +43,17 @@ def start(url: str, state: Path, clock: ManualClock, **kw: Any) -> InProcessExpo
     return exporter
 
 
+def delivered(samples: Any) -> float:
+    """The target's delivered sms messages counted."""
+    return value(samples, "bsg_messages_total", target="all", channel="sms", status="delivered")
+
+
+def deliver(sim: Simulator, ids: list[int]) -> None:
+    """Turn these messages delivered."""
+    for msg_id in ids:
+        sim.set_status(msg_id, "delivered")
+
+
 def polls(logs: Sequence[MutableMapping[str, Any]]) -> list[MutableMapping[str, Any]]:
     """The poll_finished and poll_failed lines."""
     return [e for e in logs if e["event"] in ("poll_finished", "poll_failed")]
@@ -80,24 +91,17 @@ def test_a_cold_read_is_committed_chunk_by_chunk_in_one_cycle_and_counts_exactly
         assert sim.request_counts()["messages"] - before == 6
         assert lines[-1]["pending"] == PENDING
         samples = exporter.samples()
-        assert (
-            value(samples, "bsg_messages_total", target="all", channel="sms", status="delivered")
-            == 0
-        )
+        assert delivered(samples) == 0
         # The baseline's pending messages count when final, once each.
         clock.advance(60)
-        for msg_id in pending:
-            sim.set_status(msg_id, "delivered")
+        deliver(sim, pending)
         with capture_logs() as logs:
             exporter.cycle()
         assert [e["chunk"] for e in polls(logs)] == [1]  # no longer cold: one poll
         clock.advance(60)
         exporter.cycle()
         samples = exporter.samples()
-        assert (
-            value(samples, "bsg_messages_total", target="all", channel="sms", status="delivered")
-            == PENDING
-        )
+        assert delivered(samples) == PENDING
         assert value(samples, "bsg_messages_submitted_total", target="all", channel="sms") == 0
         assert exporter.app.state.targets["all"].snapshot.pending == 0
     finally:
@@ -143,21 +147,14 @@ def test_a_chunk_that_fails_keeps_the_chunks_before_and_the_read_resumes_exactly
         assert [(e["chunk"], e["pages"], e["tracked"]) for e in polls(logs)] == [(1, 2, 2600)]
         assert polls(logs)[0]["pending"] == PENDING
         samples = exporter.samples()
-        assert (
-            value(samples, "bsg_messages_total", target="all", channel="sms", status="delivered")
-            == 0
-        )
+        assert delivered(samples) == 0
         clock.advance(60)
-        for msg_id in pending:
-            sim.set_status(msg_id, "delivered")
+        deliver(sim, pending)
         exporter.cycle()
         clock.advance(60)
         exporter.cycle()
         samples = exporter.samples()
-        assert (
-            value(samples, "bsg_messages_total", target="all", channel="sms", status="delivered")
-            == PENDING
-        )
+        assert delivered(samples) == PENDING
         assert value(samples, "bsg_messages_submitted_total", target="all", channel="sms") == 0
         assert value(samples, "bsg_up", target="all") == 1
     finally:
@@ -187,10 +184,7 @@ def test_a_budget_spent_mid_chunk_ends_the_cycle_and_the_next_reads_on(
         snapshot = exporter.app.state.targets["all"].snapshot
         assert (snapshot.tracked, snapshot.pending) == (FINAL + PENDING, PENDING)
         samples = exporter.samples()
-        assert (
-            value(samples, "bsg_messages_total", target="all", channel="sms", status="delivered")
-            == 0
-        )
+        assert delivered(samples) == 0
     finally:
         exporter.close()
 
@@ -231,10 +225,7 @@ def test_rows_shifted_in_an_early_chunk_are_found_by_reading_the_pass_again(
         assert shifted and any(e["event"] == "pass_reread" for e in logs)
         # Every final message of the baseline counted once, none missed (count_existing_on_start).
         samples = exporter.samples()
-        assert (
-            value(samples, "bsg_messages_total", target="all", channel="sms", status="delivered")
-            == FINAL
-        )
+        assert delivered(samples) == FINAL
         snapshot = exporter.app.state.targets["all"].snapshot
         assert (snapshot.tracked, snapshot.pending) == (FINAL + PENDING, PENDING)
         clock.advance(60)
