@@ -22,7 +22,7 @@ import structlog
 from exporter import __version__
 from exporter.app import App, build_app
 from exporter.config.schema import ApiConfig, Config, ConfigError, load_config
-from exporter.config.webconfig import WebConfigFileError, load_web_config
+from exporter.config.webconfig import load_web_config
 from exporter.defaults import DEFAULT_LISTEN_ADDRESS, DEFAULT_MAX_REQUESTS, DEFAULT_TELEMETRY_PATH
 from exporter.logs import FORMATS, LEVELS, configure_logging
 from exporter.runtime import tune_process
@@ -323,7 +323,7 @@ class _Reload:
         web_error = None
         if self._args.web_config_file:
             try:
-                settings.append(_web_settings(self._args.web_config_file))
+                settings.append(web_settings(load_web_config(self._args.web_config_file)))
             except ConfigError as exc:
                 web_error = exc
         try:
@@ -333,15 +333,6 @@ class _Reload:
         if web_error is not None:
             raise web_error
         return config
-
-
-def _web_settings(path: str) -> WebSettings:
-    """The settings of the web configuration file at ``path``. Raises ConfigError."""
-    web_config = load_web_config(path)
-    try:
-        return web_settings(web_config)
-    except WebConfigFileError as exc:  # a file changed since load_web_config read it
-        raise ConfigError(path, [f"tls_server_config.{k}: {m}" for k, m in exc.problems]) from None
 
 
 def _both(first: ConfigError, second: ConfigError) -> ConfigError:

@@ -24,7 +24,7 @@ import re
 import ssl
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, NoReturn, TypeAlias
 
@@ -160,6 +160,12 @@ class TLSServerConfig:
     min_version: TLSVersionName = "TLS12"
     max_version: TLSVersionName = "TLS13"
     prefer_server_cipher_suites: bool = True
+    context: ssl.SSLContext | None = field(default=None, compare=False, repr=False)
+    """The context built when the file was read (its files are read once, not at each use)."""
+
+    def server_context(self) -> ssl.SSLContext:
+        """The context read with the file, or a new one (raises WebConfigFileError)."""
+        return self.context if self.context is not None else self.ssl_context()
 
     def ssl_context(self) -> ssl.SSLContext:
         """A new server context; reads the files now.
@@ -534,12 +540,12 @@ def _read_tls(reader: _WebReader, node: yaml.Node, path: str) -> TLSServerConfig
     key_text = None if key[0] is None else Secret(key[0])
     tls = TLSServerConfig(cert[1], key[1], cert[0], key_text, auth, ca[1], ca[0], low, high, prefer)
     try:
-        tls.ssl_context()  # reads every file now, so that --config.check sees what start would
+        context = tls.ssl_context()  # every file read now: --config.check sees what start would
     except WebConfigFileError as exc:
         for name, message in exc.problems:
             reader.error(fields[name].start_mark, join_path(path, name), message)
         return None
-    return tls
+    return replace(tls, context=context)
 
 
 _NO_TLS = TLSServerConfig()

@@ -56,7 +56,6 @@ class PollReads:
     duplicates: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
     short: bool = False  # the budget ran out before the plan was done
-    goes_on: bool = False  # a cold read stopped at its chunk's pages: the next chunk reads on
     total_mismatches: int = 0  # passes whose meta.page.total disagreed with the rows read
     feed: ReportPass | None = None  # the delivery-report feed's pass, when one ran
 
@@ -301,11 +300,11 @@ class Poller:
                 read_to=reads.read_to,
                 resume=reads.resume,
                 rejected=reads.rejected,
-                recheck=None if reads.goes_on else recheck,
+                recheck=recheck if sweep is None else None,  # the last chunk runs them
                 feed=feed,
             )
         _log_feed(tracker, report, was_trusted)
-        if sweep is None or reads.resume is None:
+        if sweep is None or reads.resume is None:  # resume: where the next chunk reads on
             return reads, result, None
         return reads, result, _ReadOn(now, plan, recheck, reads.resume[1], sweep)
 
@@ -349,7 +348,7 @@ class Poller:
         chunk stops at its pages, the re-checks wait for the chunk that reads on to the end.
         Returns the read so far when a chunk is to read on, else None.
         """
-        cold = sweep is not None
+        cold, goes_on = sweep is not None, False
         cap = None if sweep is None else sweep.chunk_cap(self._cold_chunk)
         query = MessageQuery(
             plan.new_from, now, target.campaign_id, offset, target.labels, max_pages=cap
@@ -368,18 +367,17 @@ class Poller:
                 # (known rows cost nothing). The read goes on; it is not done.
                 log.info("pass_reread", reason="rows shifted between pages", rows=fresh.rows)
                 reads.resume = (plan.new_from, sweep.start)
-                reads.goes_on = True
                 return sweep.read_again()
             # The pass's own cap over all its chunks: a total that lies must not make a cold
             # read take every request of every cycle.
-            reads.goes_on = fresh.complete and fresh.capped and not sweep.exhausted()
+            goes_on = fresh.complete and fresh.capped and not sweep.exhausted()
         if not fresh.complete or (fresh.ended_early and cold):
             reads.resume = (plan.new_from, fresh.next_offset)
         elif not fresh.ended_early and not fresh.total_mismatch:
             # Only a read that got to its end, with a total that agreed, moves the read position
             # to now; otherwise the next read starts again from the cursor (known rows are free).
             reads.read_to = now
-        if reads.goes_on:
+        if goes_on:
             return sweep
         allowance = None
         if self._budget is not None:

@@ -106,8 +106,8 @@ class WebSettings:
 
 
 def web_settings(web_config: WebConfig) -> WebSettings:
-    """The settings of ``web_config``; reads its certificates now (raises WebConfigFileError)."""
-    tls = web_config.tls.ssl_context() if web_config.tls is not None else None
+    """The settings of ``web_config``, with the TLS context read with its file."""
+    tls = web_config.tls.server_context() if web_config.tls is not None else None
     return WebSettings(tls, authenticator(web_config), web_config.headers)
 
 
