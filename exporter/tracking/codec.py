@@ -4,17 +4,20 @@ Owns the two records a tracker keeps and the save format the store holds for the
 to the format is a change here only.
 
 Must not import: prometheus_client, httpx, sqlite3, or any exporter module but the counting
-containers.
+containers and the density.
 """
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
+from itertools import accumulate, islice
 from typing import Any
 
 import structlog
 
 from exporter.tracking.counts import Histogram
+from exporter.tracking.density import MinuteDensity
 
 log = structlog.get_logger("exporter.tracking.codec")
 
@@ -58,7 +61,7 @@ class Progress:
     read_to: float | None = None
     resume: tuple[float, int] | None = None  # (start, offset) of an unfinished new-message read
     horizon: float = float("-inf")
-    density: dict[int, int] = field(default_factory=dict)  # messages seen per minute of creation
+    density: MinuteDensity = field(default_factory=MinuteDensity)
     baseline_started: float | None = None  # when the first (cold) poll began
     tier_runs: list[float] = field(default_factory=list)  # when each re-check tier last ran
     feed: FeedProgress = field(default_factory=FeedProgress)
@@ -80,7 +83,7 @@ def dump(c: Counters, p: Progress) -> dict[str, Any]:
             _finite(p.feed.retry_at),
             p.feed.expiry_reported,
         ],
-        "density": list(p.density.items()),
+        "density": _density_form(p.density),
         "series": sorted(c.series),
         "label_values": {k: sorted(v) for k, v in c.label_values.items()},
         "overflow": c.overflow,
@@ -95,6 +98,30 @@ def dump(c: Counters, p: Progress) -> dict[str, Any]:
         "rejected": c.rejected,
         "disorders": c.disorders,
     }
+
+
+def _density_form(density: MinuteDensity) -> dict[str, Any]:
+    """The JSON form of a density: its first minute, the steps to each next one, the counts.
+
+    The steps and most counts are small ints, which Python shares: pairs of minutes and counts
+    made ~70 bytes of objects a minute at every save (4,320 minutes in a 72 h window).
+    """
+    minutes, counts = density.columns()
+    return {
+        "first": minutes[0] if minutes else None,
+        "steps": list(map(operator.sub, islice(minutes, 1, None), minutes)),
+        "counts": counts.tolist(),
+    }
+
+
+def _density(saved: Any) -> MinuteDensity:
+    """A density from its JSON form, or from the ``[minute, count]`` pairs saved before."""
+    if not isinstance(saved, dict):
+        return MinuteDensity((int(minute), int(count)) for minute, count in saved)
+    if saved["first"] is None:
+        return MinuteDensity()
+    minutes = accumulate(saved["steps"], initial=int(saved["first"]))
+    return MinuteDensity(zip(minutes, map(int, saved["counts"]), strict=True))
 
 
 def _finite(value: float) -> float | None:
@@ -119,7 +146,7 @@ def restore(
     p.tier_runs = list(data.get("tier_runs") or [])
     mark, since, retry, expiry = data.get("feed") or (None, None, None, False)  # none before it
     p.feed = FeedProgress(mark, since, retry if retry is not None else float("-inf"), expiry)
-    p.density = {int(m): int(n) for m, n in data["density"]}
+    p.density = _density(data["density"])
     c.series = set(data["series"])
     c.label_values = {k: set(v) for k, v in data["label_values"].items()}
     c.overflow = dict(data["overflow"])

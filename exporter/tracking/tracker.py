@@ -19,12 +19,11 @@ from __future__ import annotations
 import json
 import math
 import operator
-from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
-from itertools import accumulate, compress
+from itertools import compress
 from operator import attrgetter
 from typing import TypeVar, cast
 
@@ -120,8 +119,6 @@ class TargetTracker:
         self._table = MessageTable()
         self._window = WindowCounts(self._table, self.window)
         self._backlog = 0
-        # Sorted minutes and running totals of the density: the planner asks many times a poll.
-        self._density_index: tuple[list[int], list[int]] | None = None
         self._load()
 
     @property
@@ -191,13 +188,7 @@ class TargetTracker:
 
     def density(self, start: float, end: float) -> int:
         """Messages seen created in ``[start, end]`` (whole minutes): what a range read costs."""
-        if self._density_index is None:
-            minutes = sorted(self._p.density)
-            self._density_index = (minutes, [0, *accumulate(self._p.density[m] for m in minutes)])
-        minutes, prefix = self._density_index
-        first = bisect_left(minutes, int(start // 60))
-        last = bisect_right(minutes, int(end // 60))
-        return prefix[last] - prefix[first] if last > first else 0
+        return self._p.density.between(int(start // 60), int(end // 60))
 
     def apply(
         self,
@@ -381,7 +372,6 @@ class TargetTracker:
             entries = self._first_final_while_cold(fresh, keys, (baseline, until), now, batch)
         self._table.add_finals(list(map(_ID, fresh)), times, entries)
         batch.new += len(fresh)
-        self._density_index = None
 
     def _keys_of(self, fresh: list[Message]) -> list[tuple[str, str]]:
         """The (series, status) of each message."""
@@ -411,7 +401,7 @@ class TargetTracker:
             for (series, _), count in after.items():
                 add_to(self._c.submitted, series, count)
         for minute, first, end in minute_runs(created):
-            add_to(self._p.density, minute, end - first)
+            self._p.density.add(minute, end - first)
         self._window.add_new(keys, counts, created, earliest)
 
     def _admit(
@@ -569,8 +559,7 @@ class TargetTracker:
             self._table.prune(horizon)
         oldest = self._table.oldest_pending()
         keep_from = int(min(p.horizon, oldest if oldest is not None else p.horizon) // 60)
-        p.density = {m: n for m, n in p.density.items() if m >= keep_from}
-        self._density_index = None
+        p.density.keep_from(keep_from)
         for reason, count in rejected.items():
             add_to(self._c.rejected, reason, count)
 
@@ -613,7 +602,6 @@ class TargetTracker:
         self._c, self._p = Counters(), Progress()
         self._table = MessageTable()
         self._window = WindowCounts(self._table, self.window)
-        self._density_index = None
         stored = self._store.load_target(self.name)
         if stored is not None and stored[0] != self._identity:
             log.warning("state_target_reset", target=self.name, reason="campaign_id changed")
