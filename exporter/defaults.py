@@ -41,9 +41,11 @@ FEED_MAX_PAGES = 200
 cover the reports since the tiers last all ran, or a later one that would to reach its mark
 (after a long stop), makes the feed trusted from that poll on instead: each tier keeps its
 period until it has run once more."""
-COLD_CHUNK_PAGES = 10
+COLD_CHUNK_PAGES = 5
 """Pages of a cold read (the baseline) committed as a poll of their own, read on in the same
-cycle: what a poll holds while it is applied stays bounded, however much the budget allows."""
+cycle: what a poll holds while it is applied stays bounded, however much the budget allows
+(a chunk of a sparse account's reads, three distinct times a message, is ~0.4 MB staged and as
+much again while it is applied)."""
 FEED_OVERLAP = 30.0
 """Seconds of report time each feed pass reads again below the last one's mark: a report that
 turns up a little after its own time is still read (known messages cost nothing more)."""

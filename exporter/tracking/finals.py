@@ -25,9 +25,10 @@ SEGMENT = 1024
 """Ids a segment is filled with when appended to; one grown to twice that by insertions is split."""
 HOT = 8192
 """The newest final messages also kept in a dict: a poll re-reads its youngest messages most."""
-HOT_SHARE = 16
+HOT_SHARE = 64
 """Below ``HOT * HOT_SHARE`` final messages, the dicts keep one in ``HOT_SHARE`` of them: a
-small target re-reads few messages a poll, and two dicts of HOT would be most of its table."""
+small target re-reads few messages a poll, and two dicts of HOT would be most of its table
+(at one in 16, with their id objects, ~9 bytes a message)."""
 HOT_MIN = 512
 """The dicts of the newest keep at least this many, however small the target (HOT if less)."""
 SECOND_MAX = 2**32 - 1

@@ -26,6 +26,9 @@ from exporter.tracking.table import MessageTable, Row
 SCHEMA_VERSION = 3
 """1: a row per message; 2: chunks of wide columns (8-byte ids and times); 3: compact columns."""
 MEMORY = ":memory:"
+PAGE_CACHE_KIB = 256
+"""SQLite's page cache (its default is 2 MiB): a poll appends one chunk and rewrites one row,
+and a load reads each chunk once, so a larger cache only holds pages no one reads again."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -103,6 +106,7 @@ class StateStore:
             # NORMAL in WAL mode survives a process crash; only a power cut may lose the last
             # poll, which the next poll then reads again.
             db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(f"PRAGMA cache_size=-{PAGE_CACHE_KIB}")  # negative: in KiB
         check = db.execute("PRAGMA quick_check").fetchone()
         if check is None or check[0] != "ok":
             raise sqlite3.DatabaseError(f"integrity check failed: {check}")
