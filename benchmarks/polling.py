@@ -165,7 +165,7 @@ def restart(run: Run, setup: Mapping[str, Any]) -> None:
     whole window): the restarted process shows what the steady state itself needs.
     """
     finish(run)
-    run.before_restart = {**run.final, "base_rss_kb": run.base_rss_kb}
+    run.before_restart = {**run.final, "base_rss_kb": run.base_rss_kb, "tracked": run.tracked}
     fresh = start(run.name, setup)
     run.proc, run.base_rss_kb, run.finished, run.final = fresh.proc, fresh.base_rss_kb, False, {}
 
@@ -397,11 +397,14 @@ def report(
         )
         if run.before_restart:
             before = run.before_restart
+            base, then = before["base_rss_kb"], max(int(before["tracked"]), 1)
             lines.append(
                 f"  (the process that read the baseline, restarted on its state file right after "
                 f"it: VmRSS {before['rss_kb'] / 1024:.1f} MiB, peak "
-                f"{before['peak_kb'] / 1024:.1f} MiB, before its first poll "
-                f"{before['base_rss_kb'] / 1024:.1f} MiB)"
+                f"{before['peak_kb'] / 1024:.1f} MiB, before its first poll {base / 1024:.1f} MiB; "
+                f"above that, for its {then:,} tracked messages: "
+                f"{(before['rss_kb'] - base) * 1024 / then:.0f} B/message, peak "
+                f"{(before['peak_kb'] - base) * 1024 / then:.0f} B/message)"
             )
         if run.final.get("state_bytes"):
             size = run.final["state_bytes"]
