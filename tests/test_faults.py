@@ -464,6 +464,33 @@ def test_an_empty_page_does_not_move_the_read_past_unread_messages(
         assert delivered(rig, target) - before[target] == len(ids), target
 
 
+def test_an_empty_page_in_the_baseline_does_not_end_it(make_rig: Callable[..., Rig]) -> None:
+    """A page that comes back empty in the middle of the cold read, its total saying more rows
+    follow: the baseline reads on from there; the rest of the window is not counted as new."""
+    rig = make_rig(sms_only=True)
+    rig.sim.create_messages([{"campaign_id": 11, "status": "delivered"}] * 3000)
+    rig.sim.add_fault("empty_page", count=1, skip=2)  # the third page of the first read
+    rig.cycles(3)
+    assert rig.sim.fault_counts() == {"empty_page": 1}
+    rig.check_truth()
+
+
+def test_a_baseline_whose_total_lies_still_ends(make_rig: Callable[..., Rig]) -> None:
+    """A total above the rows there are, from the first page of the cold read on: the baseline
+    reads on once past its last page, finds nothing, and ends (a baseline that never ended
+    would take the messages of the next cycles for baseline too, and count none of them)."""
+    honest, lied_to = make_rig(sms_only=True), make_rig(sms_only=True)
+    for rig in (honest, lied_to):
+        rig.sim.create_messages([{"campaign_id": 11, "status": "delivered"}] * 3000)
+    lied_to.sim.add_fault("total_lies", delta=1000)
+    honest.cycles(1)
+    lied_to.cycles(1)
+    pages = honest.sim.request_counts()["messages"]
+    assert lied_to.sim.request_counts()["messages"] <= pages + len(WINDOWS)  # a page a target
+    lied_to.cycles(2)
+    lied_to.check_truth()
+
+
 def test_rows_skipped_across_pages_are_found_again(make_rig: Callable[..., Rig]) -> None:
     rig, ids = quiet_rig(make_rig)
     before = {t: delivered(rig, t) for t in WINDOWS}

@@ -701,6 +701,16 @@ def test_content_faults_bend_the_page(serve: Factory) -> None:
     assert body["data"] == [] and body["meta"]["page"]["total"] == total
 
 
+def test_a_fault_can_let_its_first_requests_by(serve: Factory) -> None:
+    env = serve(profile(rate=1.0, backfill=600))
+    assert env.admin("faults", {"kind": "empty_page", "skip": -1}).status_code == 422
+    assert env.admin("faults", {"kind": "empty_page", "skip": True}).status_code == 422
+    _add(env, "empty_page", count=1, skip=2)  # the third page of a read comes back empty
+    pages = [env.page(**{"page[limit]": 50, "page[offset]": 50 * i})["data"] for i in range(4)]
+    assert [len(page) for page in pages] == [50, 50, 0, 50]
+    assert env.admin("faults", method="GET").json()["applied"] == {"empty_page": 1}
+
+
 def test_unknown_status_only_touches_pending_records(serve: Factory) -> None:
     env = serve(profile(rate=2.0, backfill=120))
     clean = env.all_rows()[0]
@@ -722,7 +732,7 @@ def test_faults_are_validated_and_listed(serve: Factory) -> None:
     assert env.admin("faults", {"kind": "http_status", "status": 200}).status_code == 422
     _add(env, "phone_string", endpoint="any", count=2)
     listed = env.admin("faults", method="GET").json()["faults"]
-    assert listed == [{"kind": "phone_string", "endpoint": "any", "count": 2}]
+    assert listed == [{"kind": "phone_string", "endpoint": "any", "count": 2, "skip": 0}]
     # content faults only act on message pages: a balance call leaves the count alone
     env.get("/api/accounts/balance")
     assert env.admin("faults", method="GET").json()["faults"][0]["count"] == 2

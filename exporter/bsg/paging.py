@@ -2,7 +2,8 @@
 
 A pass fixes ``filter[to]`` and reads page after page in id order until an empty or short
 page; rows that repeat are deduplicated by id, and a pass whose pages shifted under it is read
-again. ``meta.page.total`` only bounds how far a pass follows full pages, never ends one.
+again. ``meta.page.total`` only bounds how far a pass follows full pages, never ends one; a
+cold read in chunks that ended before its total's rows reads on (:meth:`ChunkedPass.ended_short`).
 
 Must not import: httpx, prometheus_client, or any exporter module outside ``exporter.bsg`` but
 the vocabulary.
@@ -11,7 +12,7 @@ the vocabulary.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import tzinfo
 from operator import attrgetter
 
@@ -198,6 +199,7 @@ class ChunkedPass:
     repeated: bool = False  # a row came twice: in one chunk, or again in a later one
     top: int | None = None  # the highest id read
     again: bool = False  # the pass is being read once more (rows shifted the first time)
+    read_on_at: int | None = None  # distinct messages when it last read on past its end
 
     def chunk_cap(self, chunk_pages: int) -> int:
         """Pages the next chunk may read: ``chunk_pages``, within what is left of the pass's cap."""
@@ -223,6 +225,7 @@ class ChunkedPass:
             self.repeated or chunk.duplicates > 0 or repeats > 0,
             top,
             self.again,
+            self.read_on_at,
         )
 
     def skipped_rows(self) -> bool:
@@ -231,6 +234,20 @@ class ChunkedPass:
         if self.again or not self.repeated or self.total is None:
             return False
         return self.distinct + self.dropped < self.total - self.start
+
+    def ended_short(self) -> bool:
+        """Tell whether the pass got to an empty or short page before the rows its total said:
+        an API's passing empty page must not end a baseline, so it reads on from there, as
+        long as the last time it did found rows and its page cap allows."""
+        if self.total is None or self.exhausted():
+            return False
+        if self.distinct + self.dropped >= self.total - self.start:
+            return False
+        return self.read_on_at is None or self.distinct > self.read_on_at
+
+    def reading_on(self) -> ChunkedPass:
+        """The pass, reading on past the page it ended on."""
+        return replace(self, read_on_at=self.distinct)
 
     def read_again(self) -> ChunkedPass:
         """The same pass, to be read once more from its start."""

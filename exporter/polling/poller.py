@@ -360,14 +360,9 @@ class Poller:
             reads.cursor = (fresh.last_id, created if created is not None else now)
         if sweep is not None:
             chunked, sweep = sweep.pages > 0, sweep.after(fresh)
-            whole = fresh.complete and not fresh.ended_early
-            if chunked and whole and sweep.skipped_rows():
-                # Rows shifted between pages, and a repeat that crossed chunks hid it from the
-                # chunk's own check: read the pass again from its start, as a pass would be
-                # (known rows cost nothing). The read goes on; it is not done.
-                log.info("pass_reread", reason="rows shifted between pages", rows=fresh.rows)
-                reads.resume = (plan.new_from, sweep.start)
-                return sweep.read_again()
+            again = _read_on_from_end(reads, plan, fresh, sweep, chunked=chunked)
+            if again is not None:
+                return again
             # The pass's own cap over all its chunks: a total that lies must not make a cold
             # read take every request of every cycle.
             goes_on = fresh.complete and fresh.capped and not sweep.exhausted()
@@ -515,6 +510,31 @@ def _feed_word(read: ReportPass | None) -> str:
     if read.disorder is not None:
         return read.disorder
     return "trusted" if read.trusted else "partial"
+
+
+def _read_on_from_end(
+    reads: PollReads, plan: ReadPlan, fresh: MessagePass, sweep: ChunkedPass, *, chunked: bool
+) -> ChunkedPass | None:
+    """A chunked cold read whose latest chunk, ``fresh``, got to an empty or short page, and
+    that must read on all the same (``reads.resume`` set to where): the pass so far; None when
+    it is done, or the chunk did not get to such a page."""
+    if not fresh.complete or fresh.ended_early:
+        return None
+    if chunked and sweep.skipped_rows():
+        # Rows shifted between pages, and a repeat that crossed chunks hid it from the chunk's
+        # own check: read the pass again from its start, as a pass would be (known rows cost
+        # nothing). The read goes on; it is not done.
+        log.info("pass_reread", reason="rows shifted between pages", rows=fresh.rows)
+        reads.resume = (plan.new_from, sweep.start)
+        return sweep.read_again()
+    if sweep.ended_short():
+        # An empty or short page before the rows the total said: the baseline must not end
+        # there, or the rest of the window is counted as new later. Read on; a total that
+        # lies costs one page more.
+        log.info("pass_read_on", reason="ended before its total", rows=fresh.rows)
+        reads.resume = (plan.new_from, fresh.next_offset)
+        return sweep.reading_on()
+    return None
 
 
 def _log_feed(tracker: TargetTracker, read: ReportPass | None, was_trusted: bool) -> None:

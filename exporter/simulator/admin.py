@@ -40,7 +40,7 @@ def _scenario(sim: Simulator, req: Request) -> Reply:
 
 
 def _add_fault(sim: Simulator, req: Request) -> Reply:
-    """POST /_sim/faults {"kind", "count", "endpoint", ...params}."""
+    """POST /_sim/faults {"kind", "count", "endpoint", "skip", ...params}."""
     body = _object(req)
     if body is None or not isinstance(body.get("kind"), str):
         return admin_error(422, 'expected {"kind": ..., "count": ..., "endpoint": ...}')

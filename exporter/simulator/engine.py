@@ -415,9 +415,11 @@ class Simulator:
     def add_fault(
         self, kind: str, count: int | None = None, endpoint: str = "messages", **params: Any
     ) -> dict[str, Any]:
-        """Inject a fault for the next `count` matching requests (None: until cleared)."""
+        """Inject a fault for the next `count` matching requests (None: until cleared), after
+        the next `skip` of them when ``params`` says (0: none)."""
+        skip = params.pop("skip", 0)
         with self.lock:
-            return self._faults.add(kind, count, endpoint, params).describe()
+            return self._faults.add(kind, count, endpoint, params, skip).describe()
 
     def clear_faults(self) -> None:
         """Remove every active fault."""

@@ -72,12 +72,14 @@ _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
 
 @dataclass
 class Fault:
-    """An injected misbehaviour, applied to the next `remaining` matching requests."""
+    """An injected misbehaviour, applied to the next `remaining` matching requests once the
+    first `skip` of them went by untouched (the third page of a read, say)."""
 
     kind: str
     endpoint: str
     remaining: int | None
     params: dict[str, Any] = field(default_factory=dict)
+    skip: int = 0
 
     def describe(self) -> dict[str, Any]:
         """Return a JSON-friendly description."""
@@ -85,11 +87,14 @@ class Fault:
             "kind": self.kind,
             "endpoint": self.endpoint,
             "count": self.remaining,
+            "skip": self.skip,
             **self.params,
         }
 
 
-def _check_fault(kind: str, endpoint: str, count: int | None, params: Mapping[str, Any]) -> None:
+def _check_fault(
+    kind: str, endpoint: str, count: int | None, skip: int, params: Mapping[str, Any]
+) -> None:
     """Raise ValueError for a fault the simulator cannot apply."""
     if kind not in FAULT_DEFAULTS:
         raise ValueError(f"unknown fault kind {kind!r}; known: {sorted(FAULT_DEFAULTS)}")
@@ -97,6 +102,8 @@ def _check_fault(kind: str, endpoint: str, count: int | None, params: Mapping[st
         raise ValueError(f"unknown endpoint {endpoint!r}; known: {sorted(FAULT_ENDPOINTS)}")
     if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
         raise ValueError("count must be a positive integer or null")
+    if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
+        raise ValueError("skip must be a non-negative integer")
     unknown = set(params) - set(FAULT_DEFAULTS[kind])
     if unknown:
         raise ValueError(f"unknown parameters for {kind}: {sorted(unknown)}")
@@ -196,16 +203,21 @@ class FaultBook:
         self.active: list[Fault] = []
         self.applied: Counter[str] = Counter()
 
-    def add(self, kind: str, count: int | None, endpoint: str, params: Mapping[str, Any]) -> Fault:
+    def add(
+        self, kind: str, count: int | None, endpoint: str, params: Mapping[str, Any], skip: int = 0
+    ) -> Fault:
         """Validate and register a fault."""
-        _check_fault(kind, endpoint, count, params)
-        fault = Fault(kind, endpoint, count, {**FAULT_DEFAULTS[kind], **params})
+        _check_fault(kind, endpoint, count, skip, params)
+        fault = Fault(kind, endpoint, count, {**FAULT_DEFAULTS[kind], **params}, skip)
         self.active.append(fault)
         return fault
 
     def take(self, endpoint: str, kinds: frozenset[str]) -> list[Fault]:
         """Consume the active faults of `kinds` matching a request to `endpoint`."""
-        taken = [f for f in self.active if f.kind in kinds and f.endpoint in (endpoint, "any")]
+        matching = [f for f in self.active if f.kind in kinds and f.endpoint in (endpoint, "any")]
+        taken = [f for f in matching if not f.skip]
+        for f in matching:
+            f.skip = max(0, f.skip - 1)
         for f in taken:
             self.applied[f.kind] += 1
             if f.remaining is not None:
