@@ -3,13 +3,18 @@ tracker keeps it for the read planner (across a restart, and forgetting what lef
 
 from __future__ import annotations
 
+import json
+import sqlite3
+from itertools import accumulate
+from pathlib import Path
+
 from hypothesis import given
 from hypothesis import strategies as st
 
 from exporter.bsg.wire import Epoch, Message
 from exporter.tracking.codec import Counters, Progress, dump, restore
 from exporter.tracking.density import MinuteDensity
-from exporter.tracking.store import MEMORY, StateStore
+from exporter.tracking.store import MEMORY, SCHEMA_VERSION, StateStore
 from exporter.tracking.tracker import PRUNE_MARGIN
 from tests.test_tracker import NOW, WINDOW, tracker
 
@@ -87,3 +92,31 @@ def test_the_tracker_keeps_the_density_across_a_restart_and_forgets_what_left() 
     again.apply([], later)
     assert again.density(NOW - 3000, kept_from - 60) == 0 < seen(NOW - 3000, kept_from - 60)
     assert again.density(kept_from, NOW) == seen(kept_from, NOW) > 0
+
+
+def test_a_state_file_of_schema_3_keeps_its_density_and_is_marked_anew(tmp_path: Path) -> None:
+    """Schema 3 saved the density as pairs: it is read as it is, and the file says schema 4,
+    so that an exporter of schema 3 refuses it rather than misread the new form."""
+    path = str(tmp_path / "s.db")
+    store = StateStore(path)
+    created = [NOW - 3000 + 11 * i for i in range(250)]
+    tracker(store=store).apply(
+        [Message(i, "delivered", created_at=Epoch(at)) for i, at in enumerate(created)], NOW
+    )
+    store.close()
+    db = sqlite3.connect(path)
+    saved = json.loads(db.execute("SELECT data FROM targets").fetchone()[0])
+    form = saved["density"]
+    minutes = accumulate(form["steps"], initial=form["first"])
+    saved["density"] = [[m, n] for m, n in zip(minutes, form["counts"], strict=True)]
+    with db:
+        db.execute("UPDATE targets SET data = ?", (json.dumps(saved),))
+        db.execute("UPDATE meta SET value = '3' WHERE key = 'schema'")
+    db.close()
+    again = tracker(store=StateStore(path))
+    assert again.density(NOW - 3000, NOW) == len(created)
+    assert again.density(NOW - 1500, NOW - 1000) == sum(
+        1 for at in created if (NOW - 1500) // 60 <= at // 60 <= (NOW - 1000) // 60
+    )
+    version = sqlite3.connect(path).execute("SELECT value FROM meta WHERE key = 'schema'")
+    assert version.fetchone()[0] == str(SCHEMA_VERSION) == "4"

@@ -23,8 +23,10 @@ import msgspec
 
 from exporter.tracking.table import MessageTable, Row
 
-SCHEMA_VERSION = 3
-"""1: a row per message; 2: chunks of wide columns (8-byte ids and times); 3: compact columns."""
+SCHEMA_VERSION = 4
+"""1: a row per message; 2: chunks of wide columns (8-byte ids and times); 3: compact columns;
+4: a target's density saved as steps between minutes (3's pairs are read as they are: the
+version only keeps an earlier exporter from misreading the new form)."""
 MEMORY = ":memory:"
 PAGE_CACHE_KIB = 256
 """SQLite's page cache (its default is 2 MiB): a poll appends one chunk and rewrites one row,
@@ -118,6 +120,8 @@ class StateStore:
             _upgrade_from_1(db)
         elif int(version[0]) == 2:
             _upgrade_from_2(db)
+        elif int(version[0]) == 3:
+            db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
         elif int(version[0]) != SCHEMA_VERSION:
             raise sqlite3.DatabaseError(f"schema version {version[0]}, expected {SCHEMA_VERSION}")
         return db
