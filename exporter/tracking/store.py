@@ -121,7 +121,7 @@ class StateStore:
         elif int(version[0]) == 2:
             _upgrade_from_2(db)
         elif int(version[0]) == 3:
-            db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
+            _mark_current(db)
         elif int(version[0]) != SCHEMA_VERSION:
             raise sqlite3.DatabaseError(f"schema version {version[0]}, expected {SCHEMA_VERSION}")
         return db
@@ -204,6 +204,11 @@ class StateStore:
         self._db.execute("INSERT INTO chunks VALUES (?, 1, ?)", (target, snapshot))
 
 
+def _mark_current(db: sqlite3.Connection) -> None:
+    """Say that the file is of this schema."""
+    db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
+
+
 def _upgrade_from_1(db: sqlite3.Connection) -> None:
     """Turn schema 1's row per message into one snapshot chunk per target."""
     with _transaction(db):
@@ -222,7 +227,7 @@ def _upgrade_from_1(db: sqlite3.Connection) -> None:
                     table.add_final(msg_id, created, table.final(series, status, state))
             db.execute("INSERT INTO chunks VALUES (?, 1, ?)", (target, table.snapshot()))
         db.execute("DROP TABLE messages")
-        db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
+        _mark_current(db)
 
 
 def _upgrade_from_2(db: sqlite3.Connection) -> None:
@@ -240,7 +245,7 @@ def _upgrade_from_2(db: sqlite3.Connection) -> None:
                 raise sqlite3.DatabaseError(problem) from None
             db.execute("DELETE FROM chunks WHERE target = ?", (target,))
             db.execute("INSERT INTO chunks VALUES (?, 1, ?)", (target, table.snapshot()))
-        db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
+        _mark_current(db)
 
 
 @contextmanager
