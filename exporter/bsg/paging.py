@@ -231,23 +231,23 @@ class ChunkedPass:
     def skipped_rows(self) -> bool:
         """Tell whether the pass, read to its end, repeated rows and yet read fewer distinct
         ones than its total: some were skipped (once read again, it is taken as it is)."""
-        if self.again or not self.repeated or self.total is None:
-            return False
-        return self.distinct + self.dropped < self.total - self.start
+        return not self.again and self.repeated and self._short_of_total()
 
     def ended_short(self) -> bool:
         """Tell whether the pass got to an empty or short page before the rows its total said:
         an API's passing empty page must not end a baseline, so it reads on from there, as
         long as the last time it did found rows and its page cap allows."""
-        if self.total is None or self.exhausted():
-            return False
-        if self.distinct + self.dropped >= self.total - self.start:
+        if self.exhausted() or not self._short_of_total():
             return False
         return self.read_on_at is None or self.distinct > self.read_on_at
 
     def reading_on(self) -> ChunkedPass:
         """The pass, reading on past the page it ended on."""
         return replace(self, read_on_at=self.distinct)
+
+    def _short_of_total(self) -> bool:
+        """Tell whether the pass read fewer rows, each once, than its first page's total said."""
+        return self.total is not None and self.distinct + self.dropped < self.total - self.start
 
     def read_again(self) -> ChunkedPass:
         """The same pass, to be read once more from its start."""
